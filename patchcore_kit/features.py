@@ -1,0 +1,186 @@
+"""From backbone feature maps to PatchCore's patch embeddings.
+
+The pure functions below are the whole recipe of the paper's Section 3.1:
+
+1. :func:`aggregate_local` — each position's feature is averaged over its p×p neighbourhood
+   (p=3, stride 1), so a patch "sees" a little more context without losing resolution.
+2. :func:`align_to` — deeper, coarser maps are bilinearly resized to the first layer's grid.
+3. concatenate the layers along channels, and optionally :func:`reduce_channels` to a target
+   dimension (the paper uses 1024 for WideResNet50) by adaptive average pooling over channels.
+
+:class:`FeatureExtractor` wires a backbone to these functions and, when given a ``cache_dir``,
+stores each image's raw stage maps on disk (keyed by backbone, layers, image size and the file's
+content), so that PatchCore, PaDiM and SPADE — and every point of a sweep — share one pass.
+
+>>> maps = [torch.randn(2, 40, 28, 28), torch.randn(2, 112, 14, 14)]
+>>> patch_embeddings(maps, patch_size=3).shape
+torch.Size([2, 152, 28, 28])
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .backbones import DEFAULT_LAYERS, load_backbone
+from .images import ImageLike, as_hw, image_tensor, to_pil_list
+
+
+def aggregate_local(feature_map: torch.Tensor, patch_size: int = 3) -> torch.Tensor:
+    """Average every position over its ``patch_size``×``patch_size`` neighbourhood (stride 1).
+
+    At the border only the neighbours that exist are averaged (``count_include_pad=False``), so
+    border patches are not darkened by zero padding.
+    """
+    if patch_size <= 1:
+        return feature_map
+    return F.avg_pool2d(feature_map, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
+
+
+def align_to(feature_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize a (coarser) map to ``size = (H, W)``."""
+    if tuple(feature_map.shape[-2:]) == tuple(size):
+        return feature_map
+    return F.interpolate(feature_map, size=size, mode="bilinear", align_corners=False)
+
+
+def reduce_channels(features: torch.Tensor, dim: int) -> torch.Tensor:
+    """Adaptive average pooling over the channel axis of ``(B, C, H, W)`` down (or up) to ``dim``."""
+    b, c, h, w = features.shape
+    if c == dim:
+        return features
+    flat = features.permute(0, 2, 3, 1).reshape(-1, 1, c)
+    pooled = F.adaptive_avg_pool1d(flat, dim)
+    return pooled.reshape(b, h, w, dim).permute(0, 3, 1, 2)
+
+
+def patch_embeddings(
+    layer_maps: Sequence[torch.Tensor], patch_size: int = 3, target_dim: int | None = None
+) -> torch.Tensor:
+    """PatchCore's locally aware patch features ``(B, D, H, W)`` on the first layer's grid.
+
+    With ``target_dim`` each layer is pooled to an equal share of it before concatenation, so a
+    wide deep layer (1024 channels in WRN50's layer 3) does not outweigh a narrower one; this is what
+    the official code's per-layer pooling then averaging amounts to.
+    """
+    grid = tuple(layer_maps[0].shape[-2:])
+    parts = []
+    for index, fmap in enumerate(layer_maps):
+        part = align_to(aggregate_local(fmap.float(), patch_size), grid)
+        if target_dim is not None:
+            share = target_dim // len(layer_maps) + (index < target_dim % len(layer_maps))
+            part = reduce_channels(part, share)
+        parts.append(part)
+    return torch.cat(parts, dim=1)
+
+
+def flatten_patches(embeddings: torch.Tensor) -> torch.Tensor:
+    """``(B, D, H, W)`` -> ``(B*H*W, D)``: one row per patch, image by image, row-major."""
+    return embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
+
+
+class FeatureExtractor:
+    """Backbone stage maps for a list of images, batched, optionally cached on disk.
+
+    >>> extractor = FeatureExtractor("efficientnet_lite0", image_size=224)
+    >>> maps = extractor.layer_maps([np.zeros((256, 256, 3), np.uint8)])
+    >>> [tuple(m.shape) for m in maps]
+    [(1, 40, 28, 28), (1, 112, 14, 14)]
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        layers: Sequence[str] = DEFAULT_LAYERS,
+        image_size: int | Sequence[int] = 224,
+        weights: str | Path | None = None,
+        device: str = "cpu",
+        batch_size: int = 8,
+        cache_dir: str | Path | None = None,
+        progress: bool = False,
+    ):
+        self.backbone_name = backbone
+        self.layers = tuple(layers)
+        self.image_size = as_hw(image_size)
+        self.weights = weights
+        self.device = device
+        self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.progress = progress
+        self._backbone = None
+
+    @property
+    def backbone(self):
+        if self._backbone is None:  # loaded on first use: a fully cached sweep never loads it
+            self._backbone = load_backbone(self.backbone_name, self.weights)
+            self._backbone.check_layers(self.layers)
+            self._backbone.to(self.device)
+        return self._backbone
+
+    def _cache_key(self, image: ImageLike) -> str | None:
+        """Content-addressed key: same file bytes + same settings = same features."""
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256()
+        digest.update(repr((self.backbone_name, str(self.weights), self.layers, self.image_size)).encode())
+        if isinstance(image, (str, Path)):
+            digest.update(Path(image).read_bytes())
+        else:
+            pil = to_pil_list([image])[0]
+            digest.update(repr(pil.size).encode())
+            digest.update(pil.tobytes())
+        return digest.hexdigest()[:32]
+
+    def _compute(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
+        batch = image_tensor(to_pil_list(list(images)), self.image_size).to(self.device)
+        return [m.float().cpu() for m in self.backbone(batch, self.layers)]
+
+    def iter_layer_maps(self, images: Sequence[ImageLike], desc: str = "features") -> Iterator[list[torch.Tensor]]:
+        """Yield the stage maps batch by batch (what a streaming fit needs)."""
+        images = list(images)
+        bar = tqdm(total=len(images), desc=desc, unit="img", disable=not self.progress, leave=False)
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            keys = [self._cache_key(image) for image in chunk]
+            cached = [self._load(key) for key in keys]
+            missing = [i for i, maps in enumerate(cached) if maps is None]
+            if missing:
+                fresh = self._compute([chunk[i] for i in missing])
+                for slot, i in enumerate(missing):
+                    cached[i] = [m[slot : slot + 1] for m in fresh]
+                    self._store(keys[i], cached[i])
+            yield [torch.cat([maps[level] for maps in cached]) for level in range(len(self.layers))]
+            bar.update(len(chunk))
+        bar.close()
+
+    def layer_maps(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
+        """One tensor ``(N, C_l, H_l, W_l)`` per requested layer."""
+        batches = list(self.iter_layer_maps(images))
+        return [torch.cat([b[level] for b in batches]) for level in range(len(self.layers))]
+
+    def _path(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.safetensors"
+
+    def _load(self, key: str | None) -> list[torch.Tensor] | None:
+        if key is None or not self._path(key).is_file():
+            return None
+        try:
+            tensors = load_file(self._path(key))
+        except Exception:  # a damaged cache entry is recomputed, never trusted
+            return None
+        return [tensors[layer] for layer in self.layers]
+
+    def _store(self, key: str | None, maps: list[torch.Tensor]) -> None:
+        if key is None:
+            return
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        save_file({layer: m.contiguous() for layer, m in zip(self.layers, maps)}, partial)
+        partial.replace(path)  # atomic: an interrupted sweep leaves no half-written entry

@@ -1,0 +1,236 @@
+"""How well do anomaly scores and maps separate defects from nominal parts?
+
+Three numbers, as in the PatchCore paper and the MVTec AD benchmark:
+
+* **image AUROC** - one score per image against its label (1 = anomalous);
+* **pixel AUROC** - every pixel of every anomaly map against the ground-truth masks;
+* **AUPRO** - the area under the per-region-overlap curve up to a false positive rate of 0.3,
+  divided by 0.3 (Bergmann et al., *The MVTec Anomaly Detection Dataset*, IJCV 2021). Pixel
+  AUROC is dominated by large defects; AUPRO weighs every connected defect region equally, so
+  a missed small scratch costs as much as a missed large stain.
+
+Pixel metrics need at least one defective pixel; without one they are ``None`` ("absent"),
+never zero. All curves are exact: no threshold grid, no subsampling.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+from .errors import InputError
+
+# Defect regions are 8-connected within an image, as in the MVTec AD evaluation code; the zero
+# planes before and after keep regions of neighbouring images in a stack apart.
+_EIGHT_CONNECTED_PER_IMAGE = np.zeros((3, 3, 3), dtype=bool)
+_EIGHT_CONNECTED_PER_IMAGE[1] = True
+
+
+def image_auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """Area under the ROC curve of image scores (higher = more anomalous) against labels.
+
+    >>> image_auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.75
+    """
+    labels, scores = _check_image_inputs(labels, scores)
+    if labels.min() == labels.max():
+        kind = "anomalous" if labels[0] else "nominal"
+        raise InputError(f"labels: all {labels.size} images are {kind}; AUROC needs both classes")
+    return float(roc_auc_score(labels, scores))
+
+
+def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
+    """ROC AUC of all pixels of the anomaly ``maps`` against the ground-truth ``masks``.
+
+    ``masks`` (N, H, W) bool and ``maps`` (N, H, W) float; a single (H, W) pair works too.
+    Returns ``None`` when there is no defective pixel (or no nominal one).
+
+    This is the Mann-Whitney form of the AUROC: the chance that a random defective pixel scores
+    above a random nominal one, ties counting half. It needs one sort of the nominal scores,
+    which for millions of pixels is about ten times faster and leaner than
+    ``sklearn.metrics.roc_auc_score`` while giving the same number.
+
+    >>> masks = np.array([[[False, False, True, True]]])
+    >>> maps = np.array([[[0.1, 0.4, 0.35, 0.8]]])
+    >>> pixel_auroc(masks, maps)
+    0.75
+    """
+    masks, maps = _check_pixel_inputs(masks, maps)
+    defective = maps[masks]
+    nominal = np.sort(maps[~masks])
+    if defective.size == 0 or nominal.size == 0:
+        return None
+    # For each defective pixel: how many nominal pixels score below it, and below or equal.
+    below = np.searchsorted(nominal, defective, side="left").sum(dtype=np.int64)
+    below_or_tied = np.searchsorted(nominal, defective, side="right").sum(dtype=np.int64)
+    return float((below + below_or_tied) / (2.0 * defective.size * nominal.size))
+
+
+def pro_curve(
+    masks: np.ndarray, maps: np.ndarray, max_fpr: float = 1.0
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-region-overlap curve: ``(fpr, pro)`` at every distinct threshold of ``maps``.
+
+    For a threshold ``t`` a pixel is flagged when its score is above ``t``. ``fpr`` is the
+    fraction of nominal pixels (outside every mask, over all images) that are flagged; ``pro`` is
+    the mean, over all defect regions (8-connected components of the masks), of the fraction of
+    the region that is flagged. The curve starts at ``(0, 0)`` and holds every point with
+    ``fpr <= max_fpr`` plus the first point beyond it; with ``max_fpr=1`` it ends at ``(1, 1)``.
+    Returns ``None`` when there is no defect region or no nominal pixel.
+
+    Instead of thresholding once per distinct score, the pixels are sorted once: going down
+    the ranking, each nominal pixel adds ``1 / n_nominal`` to the FPR and each defective pixel
+    adds ``1 / (size of its region * n_regions)`` to the PRO, so cumulative sums give the curve.
+    """
+    if not 0.0 < max_fpr <= 1.0:
+        raise InputError(f"max_fpr: expected a number in (0, 1], got {max_fpr}")
+    masks, maps = _check_pixel_inputs(masks, maps)
+    regions, n_regions = ndimage.label(masks, structure=_EIGHT_CONNECTED_PER_IMAGE)
+    pixels_per_region = np.bincount(regions.ravel(), minlength=n_regions + 1)
+    n_nominal = int(pixels_per_region[0])  # label 0 is the nominal background
+    if n_regions == 0 or n_nominal == 0:
+        return None
+    pro_step = np.zeros(n_regions + 1)
+    pro_step[1:] = 1.0 / (pixels_per_region[1:] * n_regions)
+
+    scores, region_of = maps.ravel(), regions.ravel()
+    if max_fpr < 1.0:
+        # Only the top of the ranking can matter: keep pixels scoring at least the k-th highest
+        # nominal score, with k one above max_fpr * n_nominal so rounding can never cut short.
+        k = min(n_nominal, int(np.ceil(max_fpr * n_nominal)) + 1)
+        nominal_scores = scores[region_of == 0]
+        cut = np.partition(nominal_scores, n_nominal - k)[n_nominal - k]
+        keep = scores >= cut
+        scores, region_of = scores[keep], region_of[keep]
+
+    order = np.argsort(scores)[::-1]  # descending; the order within ties does not matter ...
+    scores, region_of = scores[order], region_of[order]
+    fpr = np.cumsum(region_of == 0) / n_nominal
+    pro = np.cumsum(pro_step[region_of])
+    # ... because the curve is read only after the last pixel of each group of tied scores.
+    last_of_tie = np.append(np.flatnonzero(np.diff(scores)), scores.size - 1)
+    fpr = np.concatenate([[0.0], fpr[last_of_tie]])
+    pro = np.concatenate([[0.0], pro[last_of_tie]])
+
+    stop = np.searchsorted(fpr, max_fpr, side="right")  # fpr[:stop] <= max_fpr
+    return fpr[: stop + 1], pro[: stop + 1]
+
+
+def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float | None:
+    """Area under the PRO curve from FPR 0 to ``fpr_limit``, divided by ``fpr_limit``.
+
+    A perfect map gives 1.0; a constant (useless) map gives ``fpr_limit / 2``. The curve is
+    integrated with the trapezoid rule, its value at exactly ``fpr_limit`` found by linear
+    interpolation. Returns ``None`` when the masks hold no defect (or nothing nominal).
+
+    >>> masks = np.zeros((1, 4, 4), dtype=bool); masks[0, 1:3, 1:3] = True
+    >>> aupro(masks, masks.astype(float))
+    1.0
+    """
+    if not 0.0 < fpr_limit <= 1.0:
+        raise InputError(f"fpr_limit: expected a number in (0, 1], got {fpr_limit}")
+    curve = pro_curve(masks, maps, max_fpr=fpr_limit)
+    if curve is None:
+        return None
+    fpr, pro = curve
+    return _area_up_to(fpr, pro, fpr_limit) / fpr_limit
+
+
+def per_defect_metrics(
+    labels: Sequence[int],
+    defect_types: Sequence[str],
+    scores: Sequence[float],
+    masks: np.ndarray | None = None,
+    maps: np.ndarray | None = None,
+    fpr_limit: float = 0.3,
+) -> dict[str, dict]:
+    """Metrics for each defect type, each measured against all nominal images.
+
+    Returns ``{defect_type: {"n_images", "image_auroc", "pixel_auroc", "aupro"}}`` sorted by
+    defect type; the pixel metrics use the nominal images plus that type's images and are
+    ``None`` without ``masks`` and ``maps``.
+
+    >>> per_defect_metrics([0, 0, 1, 1], ["good", "good", "crack", "spot"], [0.1, 0.3, 0.5, 0.2])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'crack': {'n_images': 1, 'image_auroc': 1.0, 'pixel_auroc': None, 'aupro': None},
+     'spot': {'n_images': 1, 'image_auroc': 0.5, 'pixel_auroc': None, 'aupro': None}}
+    """
+    labels, scores = _check_image_inputs(labels, scores)
+    defect_types = np.asarray(defect_types, dtype=str)
+    if defect_types.shape != labels.shape:
+        raise InputError(
+            f"defect_types: expected one per image ({labels.size}), got shape {defect_types.shape}"
+        )
+    if (masks is None) != (maps is None):
+        raise InputError("masks, maps: give both for pixel metrics, or neither")
+    if masks is not None:
+        masks, maps = _check_pixel_inputs(masks, maps)
+        if len(masks) != labels.size:
+            raise InputError(f"masks: expected one per image ({labels.size}), got {len(masks)}")
+    nominal = labels == 0
+    if not nominal.any():
+        raise InputError("labels: no nominal images; each defect type is compared against them")
+
+    results = {}
+    for defect in sorted(set(defect_types[~nominal])):
+        chosen = nominal | ((labels == 1) & (defect_types == defect))
+        results[str(defect)] = {
+            "n_images": int(np.count_nonzero(chosen & ~nominal)),
+            "image_auroc": image_auroc(labels[chosen], scores[chosen]),
+            "pixel_auroc": None if masks is None else pixel_auroc(masks[chosen], maps[chosen]),
+            "aupro": None if masks is None else aupro(masks[chosen], maps[chosen], fpr_limit),
+        }
+    return results
+
+
+def _area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
+    """Trapezoid area under the polyline ``(x, y)`` (``x`` ascending) from ``x[0]`` to ``x_max``."""
+    stop = np.searchsorted(x, x_max, side="right")  # x[:stop] <= x_max
+    xs, ys = x[:stop], y[:stop]
+    if xs[-1] < x_max:  # close the area with the curve's value at exactly x_max
+        y_at_max = np.interp(x_max, x[stop - 1 : stop + 1], y[stop - 1 : stop + 1])
+        xs, ys = np.append(xs, x_max), np.append(ys, y_at_max)
+    return float(np.trapezoid(ys, xs))
+
+
+def _check_image_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    if labels.ndim != 1 or labels.shape != scores.shape:
+        raise InputError(
+            f"labels, scores: expected two 1-D arrays of the same length, "
+            f"got shapes {labels.shape} and {scores.shape}"
+        )
+    if labels.size == 0:
+        raise InputError("labels: no images given")
+    if not np.isin(labels, (0, 1)).all():
+        raise InputError(
+            f"labels: expected 0 (nominal) or 1 (anomalous), got {np.unique(labels)[:10]}"
+        )
+    if not np.isfinite(scores).all():
+        raise InputError("scores: contain NaN or infinite values")
+    return labels.astype(np.int64), scores
+
+
+def _check_pixel_inputs(masks, maps) -> tuple[np.ndarray, np.ndarray]:
+    masks, maps = np.asarray(masks), np.asarray(maps)
+    if masks.ndim == 2 and maps.ndim == 2:  # a single image
+        masks, maps = masks[None], maps[None]
+    if masks.ndim != 3 or masks.shape != maps.shape:
+        raise InputError(
+            f"masks, maps: expected two arrays of the same shape (N, H, W), "
+            f"got {masks.shape} and {maps.shape}"
+        )
+    if masks.dtype != bool:
+        if not np.isin(masks, (0, 1)).all():
+            raise InputError(
+                "masks: expected boolean masks (or 0/1), got other values; "
+                "binarise them first, e.g. with images.read_mask"
+            )
+        masks = masks.astype(bool)
+    if maps.dtype not in (np.float32, np.float64):
+        maps = maps.astype(np.float64)
+    if not np.isfinite(maps).all():
+        raise InputError("maps: contain NaN or infinite values")
+    return masks, maps

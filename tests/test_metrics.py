@@ -1,0 +1,314 @@
+"""Each metric against an independent computation: pair counts, per-threshold loops, hand values."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+from patchcore_kit.errors import InputError
+from patchcore_kit.metrics import (
+    aupro,
+    image_auroc,
+    per_defect_metrics,
+    pixel_auroc,
+    pro_curve,
+)
+
+
+# --- independent reference computations -------------------------------------------------------
+
+
+def pairwise_auroc(labels, scores):
+    """AUROC as the Mann-Whitney statistic, counted pair by pair (ties count half)."""
+    labels, scores = np.asarray(labels).ravel(), np.asarray(scores, dtype=float).ravel()
+    positive, negative = scores[labels == 1], scores[labels == 0]
+    wins = (positive[:, None] > negative[None, :]).sum()
+    ties = (positive[:, None] == negative[None, :]).sum()
+    return (wins + 0.5 * ties) / (positive.size * negative.size)
+
+
+def brute_force_pro_curve(masks, maps):
+    """Threshold the maps at every distinct score (and -inf), measuring FPR and PRO directly."""
+    regions = []  # (image index, region mask)
+    for index, mask in enumerate(masks):
+        labelled, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        regions += [(index, labelled == r) for r in range(1, n + 1)]
+    nominal = ~masks
+    fprs, pros = [], []
+    # Above the highest score nothing is flagged: thresholding at it gives the point (0, 0).
+    for t in np.append(np.unique(maps)[::-1], -np.inf):
+        flagged = maps > t
+        fprs.append((flagged & nominal).sum() / nominal.sum())
+        pros.append(np.mean([(flagged[i] & region).sum() / region.sum() for i, region in regions]))
+    return np.array(fprs), np.array(pros)
+
+
+def brute_force_aupro(masks, maps, fpr_limit=0.3):
+    """Integrate the brute-force curve piece by piece, cutting the piece that crosses the limit."""
+    fpr, pro = brute_force_pro_curve(masks, maps)
+    area = 0.0
+    for x0, x1, y0, y1 in zip(fpr[:-1], fpr[1:], pro[:-1], pro[1:]):
+        if x1 <= fpr_limit:
+            area += (x1 - x0) * (y0 + y1) / 2
+        elif x0 < fpr_limit:
+            y_limit = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
+            area += (fpr_limit - x0) * (y0 + y_limit) / 2
+    return area / fpr_limit
+
+
+def random_case(seed, n_images=4, height=9, width=11):
+    """Masks with several regions of different sizes, one image without defects, tied scores."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n_images, height, width), dtype=bool)
+    for image in range(1, n_images):  # image 0 stays defect-free
+        for _ in range(rng.integers(1, 4)):
+            h, w = rng.integers(1, 4, size=2)
+            top, left = rng.integers(0, height - h), rng.integers(0, width - w)
+            masks[image, top : top + h, left : left + w] = True
+    # Scores on a coarse grid so that ties, also between nominal and defective pixels, are common.
+    maps = np.round(rng.random(masks.shape) + 0.6 * masks * rng.random(masks.shape), 1)
+    return masks, maps
+
+
+# --- image AUROC ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_image_auroc_matches_pairwise_count_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=40)
+    labels[:2] = [0, 1]
+    scores = rng.integers(0, 6, size=40) + labels  # few distinct values: many ties
+    assert image_auroc(labels, scores) == pytest.approx(pairwise_auroc(labels, scores))
+
+
+def test_image_auroc_hand_value():
+    assert image_auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert image_auroc([True, False], [0.0, 1.0]) == 0.0
+
+
+def test_image_auroc_refuses_a_single_class():
+    with pytest.raises(InputError, match="labels: all 3 images are nominal"):
+        image_auroc([0, 0, 0], [0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize(
+    "labels, scores, message",
+    [
+        ([0, 1, 2], [0.1, 0.2, 0.3], "labels: expected 0"),
+        ([0, 1], [0.1, 0.2, 0.3], "same length"),
+        ([0, 1], [0.1, np.nan], "scores: contain NaN"),
+        ([], [], "no images"),
+    ],
+)
+def test_image_auroc_names_bad_input(labels, scores, message):
+    with pytest.raises(InputError, match=message):
+        image_auroc(labels, scores)
+
+
+# --- pixel AUROC ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pixel_auroc_matches_pairwise_count(seed):
+    masks, maps = random_case(seed)
+    assert pixel_auroc(masks, maps) == pytest.approx(pairwise_auroc(masks, maps), abs=1e-12)
+
+
+def test_pixel_auroc_matches_sklearn_on_flattened_float32_maps():
+    rng = np.random.default_rng(7)
+    masks = rng.random((20, 32, 32)) < 0.05
+    maps = (rng.random(masks.shape) + masks).astype(np.float32)
+    maps = np.round(maps, 2)  # ties
+    expected = roc_auc_score(masks.ravel(), maps.ravel())
+    assert pixel_auroc(masks, maps) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pixel_auroc_accepts_a_single_image_and_integer_masks():
+    mask = np.array([[0, 0], [1, 1]])
+    scores = np.array([[0.1, 0.4], [0.35, 0.8]])
+    assert pixel_auroc(mask, scores) == pytest.approx(0.75)
+
+
+def test_pixel_auroc_is_absent_without_defective_or_nominal_pixels():
+    maps = np.random.default_rng(0).random((2, 4, 4))
+    assert pixel_auroc(np.zeros((2, 4, 4), dtype=bool), maps) is None
+    assert pixel_auroc(np.ones((2, 4, 4), dtype=bool), maps) is None
+
+
+@pytest.mark.parametrize(
+    "masks, maps, message",
+    [
+        (np.zeros((2, 4, 4), bool), np.zeros((2, 4, 5)), "same shape"),
+        (np.zeros((4, 4), bool), np.zeros((1, 4, 4)), "same shape"),
+        (np.full((1, 4, 4), 255), np.zeros((1, 4, 4)), "masks: expected boolean"),
+        (np.zeros((1, 2, 2), bool), np.array([[[0.0, np.inf], [0.0, 0.0]]]), "maps: contain NaN"),
+    ],
+)
+def test_pixel_metrics_name_bad_input(masks, maps, message):
+    with pytest.raises(InputError, match=message):
+        pixel_auroc(masks, maps)
+    with pytest.raises(InputError, match=message):
+        aupro(masks, maps)
+
+
+# --- PRO curve and AUPRO ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pro_curve_matches_thresholding_at_every_distinct_score(seed):
+    masks, maps = random_case(seed)
+    fpr, pro = pro_curve(masks, maps)
+    expected_fpr, expected_pro = brute_force_pro_curve(masks, maps)
+    np.testing.assert_allclose(fpr, expected_fpr, atol=1e-12)
+    np.testing.assert_allclose(pro, expected_pro, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("fpr_limit", [0.3, 0.05, 0.5, 1.0])
+def test_aupro_matches_brute_force(seed, fpr_limit):
+    masks, maps = random_case(seed)
+    expected = brute_force_aupro(masks, maps, fpr_limit)
+    assert aupro(masks, maps, fpr_limit) == pytest.approx(expected, abs=1e-12)
+
+
+def test_aupro_matches_brute_force_with_continuous_float32_scores():
+    masks, _ = random_case(11, n_images=3, height=12, width=12)
+    maps = np.random.default_rng(11).random(masks.shape).astype(np.float32) + 0.3 * masks
+    assert aupro(masks, maps) == pytest.approx(brute_force_aupro(masks, maps), abs=1e-6)
+
+
+def test_truncated_curve_is_the_start_of_the_full_curve():
+    masks, maps = random_case(3)
+    full_fpr, full_pro = pro_curve(masks, maps)
+    fpr, pro = pro_curve(masks, maps, max_fpr=0.3)
+    np.testing.assert_allclose(fpr, full_fpr[: fpr.size], atol=1e-12)
+    np.testing.assert_allclose(pro, full_pro[: pro.size], atol=1e-12)
+    assert fpr[-2] <= 0.3 < fpr[-1]
+    assert (full_fpr[fpr.size :] > 0.3).all()
+    assert (full_fpr[0], full_pro[0], full_fpr[-1], full_pro[-1]) == (0, 0, 1, pytest.approx(1))
+
+
+def test_aupro_of_a_perfect_map_is_one():
+    masks, _ = random_case(0)
+    assert aupro(masks, masks.astype(float)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("fpr_limit", [0.3, 0.1, 1.0])
+def test_aupro_of_a_constant_map_is_half_the_limit(fpr_limit):
+    # Everything is flagged at once: the curve jumps from (0, 0) to (1, 1), the diagonal, whose
+    # area up to L is L**2 / 2; divided by L that is L / 2.
+    masks, _ = random_case(1)
+    assert aupro(masks, np.full(masks.shape, 0.7), fpr_limit) == pytest.approx(fpr_limit / 2)
+
+
+def hand_case():
+    """Region A (1 pixel) and region B (2x2), ten nominal pixels; values worked out below."""
+    masks = np.zeros((1, 3, 5), dtype=bool)
+    masks[0, 0, 0] = True  # A
+    masks[0, 1:3, 3:5] = True  # B, apart from A
+    maps = np.zeros((1, 3, 5))
+    maps[0, 0, 0] = 0.9  # A
+    maps[0, 1:3, 3:5] = [[0.8, 0.8], [0.5, 0.4]]  # B
+    nominal = [0.95, 0.7, 0.6, 0.4, 0.3, 0.2, 0.2, 0.0, 0.0, 0.0]
+    maps[~masks] = nominal
+    return masks, maps
+
+
+def test_aupro_hand_computed():
+    # Each nominal pixel adds 0.1 to the FPR; A's pixel adds 1/2 to the PRO, each of B's 1/8.
+    # Going down the scores: 0.95 -> (0.1, 0), 0.9 -> (0.1, 0.5), 0.8 -> (0.1, 0.75),
+    # 0.7 -> (0.2, 0.75), 0.6 -> (0.3, 0.75), 0.5 -> (0.3, 0.875), 0.4 (tie) -> (0.4, 1.0).
+    masks, maps = hand_case()
+    fpr, pro = pro_curve(masks, maps, max_fpr=0.3)
+    np.testing.assert_allclose(fpr, [0, 0.1, 0.1, 0.1, 0.2, 0.3, 0.3, 0.4])
+    np.testing.assert_allclose(pro, [0, 0, 0.5, 0.75, 0.75, 0.75, 0.875, 1.0])
+    # Up to 0.3: 0.2 * 0.75 = 0.15, normalised 0.5.
+    assert aupro(masks, maps) == pytest.approx(0.5)
+    # Up to 0.25: 0.15 * 0.75 = 0.1125, normalised 0.45.
+    assert aupro(masks, maps, fpr_limit=0.25) == pytest.approx(0.45)
+    # Up to 0.35: 0.15 + 0.05 * (0.875 + 0.9375) / 2, the PRO at 0.35 interpolated on the tie.
+    assert aupro(masks, maps, fpr_limit=0.35) == pytest.approx((0.15 + 0.0453125) / 0.35)
+
+
+def test_regions_are_eight_connected():
+    # Pixel (0,0) touches the pair (1,1)-(1,2) only diagonally: one region of three pixels, so
+    # finding only (0,0) gives PRO 1/3 (4-connectivity would give two regions and PRO 1/2).
+    masks = np.zeros((1, 3, 3), dtype=bool)
+    masks[0, 0, 0] = masks[0, 1, 1] = masks[0, 1, 2] = True
+    maps = np.where(masks, 0.0, 0.5)
+    maps[0, 0, 0] = 1.0
+    assert aupro(masks, maps) == pytest.approx(1 / 3)
+
+
+def test_regions_do_not_join_across_images():
+    # The same defect pixel in two stacked images makes two regions: finding one of them is 1/2.
+    masks = np.zeros((2, 2, 2), dtype=bool)
+    masks[:, 0, 0] = True
+    maps = np.full(masks.shape, 0.5)
+    maps[0, 0, 0], maps[1, 0, 0] = 1.0, 0.0
+    assert aupro(masks, maps) == pytest.approx(0.5)
+
+
+def test_aupro_is_absent_without_regions_or_nominal_pixels():
+    maps = np.random.default_rng(0).random((2, 4, 4))
+    assert aupro(np.zeros((2, 4, 4), dtype=bool), maps) is None
+    assert aupro(np.ones((2, 4, 4), dtype=bool), maps) is None
+    assert pro_curve(np.zeros((2, 4, 4), dtype=bool), maps) is None
+
+
+@pytest.mark.parametrize("fpr_limit", [0.0, -0.1, 1.5])
+def test_aupro_refuses_a_limit_outside_zero_one(fpr_limit):
+    masks, maps = hand_case()
+    with pytest.raises(InputError, match="fpr_limit"):
+        aupro(masks, maps, fpr_limit)
+
+
+# --- per defect type --------------------------------------------------------------------------
+
+
+def test_per_defect_metrics_compares_each_type_with_the_nominal_images():
+    labels = [0, 0, 0, 1, 1, 1]
+    types = ["good", "good", "good", "scratch", "scratch", "dent"]
+    scores = [0.1, 0.2, 0.3, 0.25, 0.5, 0.05]
+    # scratch 0.25 beats two of three nominal scores, 0.5 all three: 5/6. dent beats none.
+    results = per_defect_metrics(labels, types, scores)
+    assert list(results) == ["dent", "scratch"]
+    assert results["scratch"] == {
+        "n_images": 2,
+        "image_auroc": pytest.approx(5 / 6),
+        "pixel_auroc": None,
+        "aupro": None,
+    }
+    assert results["dent"]["image_auroc"] == 0.0
+
+
+def test_per_defect_pixel_metrics_use_nominal_plus_that_types_images():
+    masks = np.zeros((4, 3, 3), dtype=bool)
+    masks[2, 0, 0] = True  # the crack: found perfectly
+    masks[3, 1, 1] = True  # the spot: scored below every nominal pixel
+    maps = np.full(masks.shape, 0.5)
+    maps[2, 0, 0], maps[3, 1, 1] = 1.0, 0.0
+    results = per_defect_metrics(
+        [0, 0, 1, 1], ["good", "good", "crack", "spot"], [0, 0, 1, 1], masks, maps
+    )
+    assert results["crack"]["pixel_auroc"] == pytest.approx(1.0)
+    assert results["crack"]["aupro"] == pytest.approx(1.0)
+    assert results["spot"]["pixel_auroc"] == pytest.approx(0.0)
+    assert results["spot"]["aupro"] == pytest.approx(0.0)
+    # Pooled, the nominal pixels of the crack image count as nominal for the spot and vice versa.
+    assert pixel_auroc(masks, maps) == pytest.approx(0.5)
+
+
+def test_per_defect_metrics_names_bad_input():
+    with pytest.raises(InputError, match="no nominal images"):
+        per_defect_metrics([1, 1], ["a", "b"], [0.1, 0.2])
+    with pytest.raises(InputError, match="defect_types"):
+        per_defect_metrics([0, 1], ["good"], [0.1, 0.2])
+    with pytest.raises(InputError, match="give both"):
+        per_defect_metrics([0, 1], ["good", "a"], [0.1, 0.2], masks=np.zeros((2, 2, 2), bool))
+    with pytest.raises(InputError, match="masks: expected one per image"):
+        per_defect_metrics(
+            [0, 1], ["good", "a"], [0.1, 0.2], np.zeros((3, 2, 2), bool), np.zeros((3, 2, 2))
+        )
