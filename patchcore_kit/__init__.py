@@ -1,0 +1,19 @@
+"""patchcore_kit: learn, explore and reproduce PatchCore (Roth et al., CVPR 2022).
+
+>>> from patchcore_kit import PatchCore
+>>> model = PatchCore(backbone="efficientnet_lite0", coreset_ratio=0.1)   # then .fit(paths)
+"""
+from .errors import InputError, WeightsUnavailableError
+from .patchcore import PatchCore
+
+__version__ = "0.1.0"
+__all__ = ["PatchCore", "InputError", "WeightsUnavailableError", "__version__"]
+
+
+def __getattr__(name):
+    # The baselines are imported on first use, so `import patchcore_kit` stays light.
+    if name in ("PaDiM", "SPADE", "NearestImage"):
+        from . import baselines
+
+        return getattr(baselines, name)
+    raise AttributeError(f"module 'patchcore_kit' has no attribute {name!r}")

@@ -91,6 +91,8 @@ def _read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
             return torch.hub.load_state_dict_from_url(text, map_location="cpu", progress=True, weights_only=True)
         except (urllib.error.URLError, OSError) as error:
             raise WeightsUnavailableError(f"{text}: cannot download weights ({error}). {OFFLINE_HINT}") from None
+        except Exception as error:  # downloaded, but not a state dict (an HTML page, a pickle of code)
+            raise WeightsUnavailableError(f"{text}: cannot read the downloaded weights ({error})") from None
     path = Path(weights)
     if not path.is_file():
         raise WeightsUnavailableError(f"{path}: weights file not found. {OFFLINE_HINT}")
@@ -106,7 +108,10 @@ def _read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, AttributeError) as error:  # wrong shapes, or not a state dict at all
+        raise WeightsUnavailableError(f"{source}: weights do not fit this backbone ({error})") from None
     # The classifier head is never used, so it may be absent; anything else missing is an error.
     missing = [key for key in missing if not key.startswith(("fc.", "_fc."))]
     if missing:
@@ -145,22 +150,28 @@ def _efficientnet_lite(name: str, weights: str | Path | None) -> Backbone:
 def _torchvision_resnet(name: str, weights: str | Path | None) -> Backbone:
     import torchvision
 
-    model = torchvision.models.get_model(name, weights=None)
     if weights is None:
         default = torchvision.models.get_model_weights(name).DEFAULT  # IMAGENET1K_V1 for wide_resnet50_2
         if name == "wide_resnet50_2":
             default = torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V1  # the paper's weights
+        # Uses the torch hub cache ($TORCH_HOME/hub/checkpoints) when the file is there; the hash
+        # check guards downloads only (torch trusts a file already in the cache).
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(default.url).name
         try:
-            # Uses the torch hub cache ($TORCH_HOME/hub/checkpoints) when the file is there.
             state = default.get_state_dict(progress=True, check_hash=True)
-        except (urllib.error.URLError, OSError, RuntimeError) as error:
+        except Exception as error:  # no network, a failed hash check, or a damaged cached file
+            if cached.is_file():
+                raise WeightsUnavailableError(
+                    f"{cached}: cannot read cached {name} weights ({error}); delete the file to download it again"
+                ) from None
             raise WeightsUnavailableError(
-                f"{name}: ImageNet weights are not in the torch hub cache and cannot be downloaded "
-                f"({error}). {OFFLINE_HINT}"
+                f"{name}: ImageNet weights are not in the torch hub cache ({cached}) and cannot be "
+                f"downloaded ({error}). {OFFLINE_HINT}"
             ) from None
         source = default.url
     else:
         state, source = _read_state_dict(weights), str(weights)
+    model = torchvision.models.get_model(name, weights=None)  # built once the weights are in hand
     _load_into(model, state, source)
     stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
     stages = {layer: getattr(model, layer) for layer in STAGES}

@@ -69,7 +69,7 @@ class AnomalyEstimator:
     # -- the public API ---------------------------------------------------------------------------
     def fit(self, images: Sequence[ImageLike]):
         """Learn what nominal looks like from ``images`` (nominal only). Returns ``self``."""
-        images = list(images)
+        images = _as_list(images)  # one path or array is one image, not a sequence of characters or rows
         if not images:
             raise ValueError("fit needs at least one nominal image")
         timings: dict[str, float] = {}

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .backbones import DEFAULT_LAYERS, load_backbone
+from .errors import InputError
 from .images import ImageLike, as_hw, image_tensor, to_pil_list
 
 
@@ -40,6 +41,8 @@ def aggregate_local(feature_map: torch.Tensor, patch_size: int = 3) -> torch.Ten
     """
     if patch_size <= 1:
         return feature_map
+    if patch_size % 2 == 0:  # an even window has no centre: the grid would grow by one and shift
+        raise ValueError(f"patch_size must be odd (a window centred on each position), got {patch_size}")
     return F.avg_pool2d(feature_map, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
 
 
@@ -130,7 +133,10 @@ class FeatureExtractor:
         digest = hashlib.sha256()
         digest.update(repr((self.backbone_name, str(self.weights), self.layers, self.image_size)).encode())
         if isinstance(image, (str, Path)):
-            digest.update(Path(image).read_bytes())
+            try:
+                digest.update(Path(image).read_bytes())
+            except OSError as error:  # missing file, a folder, no permission: name it like read_image does
+                raise InputError(f"{image}: cannot read image file ({error.strerror or error})") from None
         else:
             pil = to_pil_list([image])[0]
             digest.update(repr(pil.size).encode())
@@ -145,19 +151,21 @@ class FeatureExtractor:
         """Yield the stage maps batch by batch (what a streaming fit needs)."""
         images = list(images)
         bar = tqdm(total=len(images), desc=desc, unit="img", disable=not self.progress, leave=False)
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            keys = [self._cache_key(image) for image in chunk]
-            cached = [self._load(key) for key in keys]
-            missing = [i for i, maps in enumerate(cached) if maps is None]
-            if missing:
-                fresh = self._compute([chunk[i] for i in missing])
-                for slot, i in enumerate(missing):
-                    cached[i] = [m[slot : slot + 1] for m in fresh]
-                    self._store(keys[i], cached[i])
-            yield [torch.cat([maps[level] for maps in cached]) for level in range(len(self.layers))]
-            bar.update(len(chunk))
-        bar.close()
+        try:
+            for start in range(0, len(images), self.batch_size):
+                chunk = images[start : start + self.batch_size]
+                keys = [self._cache_key(image) for image in chunk]
+                cached = [self._load(key) for key in keys]
+                missing = [i for i, maps in enumerate(cached) if maps is None]
+                if missing:
+                    fresh = self._compute([chunk[i] for i in missing])
+                    for slot, i in enumerate(missing):
+                        cached[i] = [m[slot : slot + 1] for m in fresh]
+                        self._store(keys[i], cached[i])
+                yield [torch.cat([maps[level] for maps in cached]) for level in range(len(self.layers))]
+                bar.update(len(chunk))
+        finally:  # also on a bad image: clear the bar so the error message starts on a clean line
+            bar.close()
 
     def layer_maps(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
         """One tensor ``(N, C_l, H_l, W_l)`` per requested layer."""

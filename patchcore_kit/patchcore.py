@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .backbones import DEFAULT_LAYERS
-from .base import AnomalyEstimator
+from .base import AnomalyEstimator, _as_list
 from .coreset import coreset_size, select_coreset
 from .errors import InputError
 from .features import flatten_patches, patch_embeddings
@@ -184,7 +184,7 @@ class PatchCore(AnomalyEstimator):
     def patch_scores(self, images) -> torch.Tensor:
         """Raw nearest-neighbour distances on the feature grid ``(N, h, w)``, before upsampling."""
         self._check_fitted()
-        grids = [self._score_maps(maps)[1] for maps in self._extractor().iter_layer_maps(list(images))]
+        grids = [self._score_maps(maps)[1] for maps in self._extractor().iter_layer_maps(_as_list(images))]
         return torch.cat(grids)
 
     def _leave_one_out_scores(self, images: list) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,293 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · From pixels to patch embeddings
+#
+# PatchCore (Roth et al., *Towards Total Recall in Industrial Anomaly Detection*, CVPR 2022) never
+# trains a network. It borrows one that learned to classify ImageNet photographs, reads the feature
+# maps *inside* it, and describes every small patch of an image by a vector. Everything that
+# follows — the memory bank, the coreset, the nearest-neighbour score — works on these vectors, so
+# this notebook looks at how they are made (the paper's Section 3.1):
+#
+# 1. a backbone is a stack of **stages**, each coarser and more abstract than the one before;
+# 2. a stage's feature at one position "sees" a **receptive field** of the image;
+# 3. **local p×p aggregation** lets each patch see a little more of its surroundings;
+# 4. two stages are **aligned** to one grid and concatenated into the **patch embedding**;
+# 5. a **PCA** of the embeddings shows what separates a defect from the nominal texture.
+#
+# Every step calls a function of `patchcore_kit`; open `patchcore_kit/features.py` next to this
+# notebook to read the same recipe as code.
+
+# %% [markdown]
+# ## Settings
+#
+# The notebook runs on the built-in demo data (texture photographs with painted-on defects, built
+# in a second, no download). To use your own copy of MVTec AD or MTD, set `DATA_ROOT` to its folder
+# and `FORMAT` to `"mvtec"`, `"mtd"` or `"folder"` — or set the environment variables
+# `PATCHCORE_KIT_DATASET`, `PATCHCORE_KIT_FORMAT`, `PATCHCORE_KIT_CATEGORY`. `FAST` (set by
+# `PATCHCORE_KIT_FAST=1`, as the test suite does) shrinks images and counts so that the whole
+# notebook runs in seconds.
+
+# %% tags=["parameters"]
+import os
+
+FAST = os.environ.get("PATCHCORE_KIT_FAST", "0") == "1"
+DATA_ROOT = os.environ.get("PATCHCORE_KIT_DATASET")  # None: the built-in demo data
+FORMAT = os.environ.get("PATCHCORE_KIT_FORMAT", "mvtec")  # "mvtec", "mtd" or "folder"
+CATEGORY = os.environ.get("PATCHCORE_KIT_CATEGORY", "brick")  # MVTec AD / demo category
+BACKBONE = "efficientnet_lite0"  # ImageNet weights ship with the package: works offline
+IMAGE_SIZE = 128 if FAST else 224
+N_TRAIN = 10 if FAST else 40
+
+# %%
+# %matplotlib inline
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.decomposition import PCA
+
+from patchcore_kit import viz
+from patchcore_kit.backbones import STAGES, load_backbone
+from patchcore_kit.data import load_dataset, read_sample_mask
+from patchcore_kit.data.demo import build_demo_dataset, default_data_dir
+from patchcore_kit.evaluate import ground_truth_masks
+from patchcore_kit.features import FeatureExtractor, aggregate_local, align_to, flatten_patches, patch_embeddings
+from patchcore_kit.images import display_image, image_tensor, resize_mask, to_pil_list
+from patchcore_kit.metrics import image_auroc, pixel_auroc
+from patchcore_kit.neighbours import nearest_neighbours
+from patchcore_kit.patchcore import PatchCore
+
+FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
+if DATA_ROOT is None:
+    demo_size = dict(n_train=10, n_test_good=4, n_test_per_defect=2, image_size=128) if FAST else {}
+    DATA_ROOT = build_demo_dataset(default_data_dir() / ("demo_fast" if FAST else "demo"),
+                                   categories=[CATEGORY], progress=False, **demo_size)
+split = load_dataset(DATA_ROOT, FORMAT, CATEGORY if FORMAT == "mvtec" else None)
+split = split.with_shots(min(N_TRAIN, len(split.train)), seed=0)
+split
+
+# %% [markdown]
+# ## 1 · A backbone is a stack of stages
+#
+# An ImageNet classifier shrinks the image step by step. Each *stage* halves the grid and adds
+# channels: early stages respond to edges and colours, late ones to object parts and classes. The
+# kit names the stages after ResNet's (`layer1` … `layer4`, strides 4, 8, 16, 32) for every
+# backbone; here it is EfficientNet-Lite0, whose ImageNet weights come with the package. We run one
+# training image through all four stages and look at the shapes.
+
+# %%
+backbone = load_backbone(BACKBONE)
+image_path = split.train_paths[0]
+batch = image_tensor(to_pil_list([image_path]), IMAGE_SIZE)  # resized + ImageNet-normalised
+stage_maps = dict(zip(STAGES, backbone(batch, STAGES)))
+pd.DataFrame(
+    [(name, m.shape[1], backbone.strides[name], f"{m.shape[2]}×{m.shape[3]}") for name, m in stage_maps.items()],
+    columns=["stage", "channels", "stride", "grid"],
+)
+
+# %%
+for name, fmap in stage_maps.items():
+    assert fmap.shape[-2:] == (IMAGE_SIZE // backbone.strides[name],) * 2, name
+
+# %% [markdown]
+# A map with more than three channels cannot be looked at directly. Below, each map's first three
+# principal components are shown as red, green and blue: similar colours mean similar features.
+# `layer1` still traces the mortar lines; `layer4` is a handful of coarse cells that each describe
+# a large part of the image.
+
+# %%
+picture = display_image(image_path, IMAGE_SIZE)
+viz.plot_feature_maps({name: m[0] for name, m in stage_maps.items()}, image=picture)
+
+# %% [markdown]
+# ## 2 · How much of the image does one feature see?
+#
+# A feature at one grid position depends on a window of input pixels, its *receptive field*.
+# We measure it directly: the gradient of the centre feature with respect to the input is non-zero
+# exactly where that feature looks. The box marks the window (clipped by the image border), the
+# heat shows which pixels matter most (the *effective* receptive field, concentrated in the
+# middle).
+#
+# This is why PatchCore uses the *middle* of the hierarchy (Sec. 3.1): `layer1` sees too little
+# to tell a scratch from a grain of the texture, and `layer4` sees the whole image and is biased
+# towards ImageNet's classes. `layer2` and `layer3` are local enough to place a defect and generic
+# enough to describe any surface.
+
+# %%
+fields = viz.receptive_field_maps(backbone, batch, STAGES)
+viz.plot_receptive_fields(picture, fields, backbone.strides)
+
+# %%
+extent = {name: int((field.max(axis=0) > 0).sum()) for name, field in fields.items()}  # field width in pixels
+assert list(extent.values()) == sorted(extent.values()), extent  # deeper stages see more
+extent
+
+# %% [markdown]
+# ## 3 · Local aggregation: a patch sees its neighbours
+#
+# A single `layer2` feature sees a few dozen pixels. PatchCore widens this view without losing
+# resolution: each position's feature is replaced by the **average over its p×p neighbourhood**
+# (stride 1, so the grid stays the same size). The paper uses p = 3 (Sec. 3.1) and finds in its
+# ablation (Sec. 4.4) that some aggregation helps while too much blurs small defects away.
+#
+# Left to right: `layer2` with p = 1 (no aggregation), 3 and 5, coloured by one shared PCA so
+# colours compare across panels.
+
+# %%
+layer2 = stage_maps["layer2"]
+aggregated = {f"p = {p}": aggregate_local(layer2, p)[0] for p in (1, 3, 5)}
+viz.plot_feature_maps(aggregated, shared_colours=True)
+
+
+# %%
+def roughness(fmap: torch.Tensor) -> float:
+    """Mean change of the feature between horizontally neighbouring positions."""
+    return float((fmap[:, :, 1:] - fmap[:, :, :-1]).norm(dim=0).mean())
+
+
+smoothness = {p: roughness(fmap) for p, fmap in aggregated.items()}
+assert all(fmap.shape == layer2[0].shape for fmap in aggregated.values())  # same grid, same channels
+assert smoothness["p = 1"] > smoothness["p = 3"] > smoothness["p = 5"], smoothness
+smoothness
+
+# %% [markdown]
+# What does that do to the anomaly map? Below, three PatchCore models that differ only in `p`
+# score the same defective test image (the backbone maps come from the on-disk cache, so only the
+# memory bank and the nearest-neighbour search are redone). Each map is stretched to its own
+# maximum to compare shapes: a larger p gives smoother maps with fewer isolated hot spots, and
+# blurs the outline of the defect.
+
+# %%
+masks = ground_truth_masks(split, IMAGE_SIZE)  # None when the dataset has no masks
+by_p = {}
+for p in (1, 3, 5):
+    model = PatchCore(backbone=BACKBONE, image_size=IMAGE_SIZE, patch_size=p, feature_cache=FEATURE_CACHE,
+                      calibrate=False).fit(split.train_paths)
+    by_p[p] = model.score(split.test_paths)  # (image scores, anomaly maps)
+shown = next(i for i, s in enumerate(split.test) if s.label == 1)  # the first defective test image
+viz.plot_segmentation_gallery(
+    np.stack([display_image(split.test_paths[shown], IMAGE_SIZE)] * 3),
+    np.stack([maps[shown] for _, maps in by_p.values()]),
+    None if masks is None else np.stack([masks[shown]] * 3),
+    titles=[f"p = {p}" for p in by_p], shared_scale=False,
+)
+
+# %%
+auroc_by_p = pd.DataFrame(
+    {f"p = {p}": {"image AUROC": image_auroc(split.test_labels, scores),
+                  "pixel AUROC": None if masks is None else pixel_auroc(masks, maps)}
+     for p, (scores, maps) in by_p.items()}
+).T
+assert auroc_by_p.loc["p = 3", "image AUROC"] > 0.6, auroc_by_p  # far better than chance (0.5)
+auroc_by_p.astype(float).round(3)
+
+# %% [markdown]
+# ## 4 · Aligning two stages on one grid
+#
+# `layer2` and `layer3` have different grids (stride 8 and 16). To describe a patch by both, the
+# coarser map is bilinearly upsampled to the finer grid (`align_to`), and the two are concatenated
+# along the channels. Every position of the `layer2` grid now carries mid-level detail *and* the
+# wider context of `layer3`.
+
+# %%
+layer3 = aggregate_local(stage_maps["layer3"], 3)
+aligned = align_to(layer3, layer2.shape[-2:])
+viz.plot_feature_maps({"layer2 (p = 3)": aggregate_local(layer2, 3)[0], "layer3 (p = 3)": layer3[0],
+                       "layer3 aligned to layer2's grid": aligned[0]})
+
+# %%
+assert aligned.shape[-2:] == layer2.shape[-2:] and aligned.shape[1] == layer3.shape[1]
+
+# %% [markdown]
+# ## 5 · The patch embedding
+#
+# `patch_embeddings` is the whole recipe in one call: aggregate each stage, align it, concatenate
+# (and, for wide backbones such as WideResNet-50, pool the channels down to a target dimension —
+# the paper uses 1024). The result has one vector per grid position; `flatten_patches` turns the
+# grid into rows, image by image. The `PatchCore` estimator calls exactly this.
+
+# %%
+layers = ["layer2", "layer3"]
+embedding = patch_embeddings([stage_maps[name] for name in layers], patch_size=3)
+rows = flatten_patches(embedding)
+model = PatchCore(backbone=BACKBONE, image_size=IMAGE_SIZE)
+assert torch.equal(model.embed([stage_maps[name] for name in layers]), embedding)
+assert embedding.shape == (1, backbone.channels["layer2"] + backbone.channels["layer3"], *layer2.shape[-2:])
+assert rows.shape == (embedding.shape[2] * embedding.shape[3], embedding.shape[1])
+print(f"one image -> embedding {tuple(embedding.shape)} -> {rows.shape[0]} patches of {rows.shape[1]} numbers")
+
+# %% [markdown]
+# ## 6 · What separates a defect? A PCA of patch features
+#
+# Now the embeddings of many patches at once: every patch of the training images (nominal) and of
+# the defective test images, each defective patch labelled by the defect type under it (from the
+# ground-truth mask, shrunk to the feature grid). Two principal components of the training patches
+# give a map of the feature space.
+#
+# * **Coloured by position** (left): patches from all over the grid mix — a texture looks the
+#   same everywhere, so the features say little about *where* a patch is. (On objects such as
+#   MVTec's screws, position would matter; PatchCore ignores it on purpose, which makes it robust
+#   to objects that are not aligned.)
+# * **Coloured by defect** (right): defective patches gather at the fringes of the nominal cloud,
+#   each defect type in its own direction. Two components hide most of the dimensions, so the
+#   clouds overlap here; the distances below are measured in the full space.
+
+# %%
+extractor = FeatureExtractor(BACKBONE, layers, IMAGE_SIZE, cache_dir=FEATURE_CACHE)
+anomalous = [s for s in split.test if s.label == 1]
+
+
+def embed_paths(paths) -> torch.Tensor:
+    return patch_embeddings(extractor.layer_maps(paths), patch_size=3)
+
+
+train_grid = embed_paths(split.train_paths)
+test_grid = embed_paths([s.path for s in anomalous])
+grid = tuple(train_grid.shape[-2:])
+pca = PCA(n_components=2, random_state=0).fit(flatten_patches(train_grid).numpy())
+
+labels = ["nominal"] * (len(split.train) * grid[0] * grid[1])
+for sample in anomalous:
+    inside = resize_mask(read_sample_mask(sample), grid).ravel() if split.has_masks else np.ones(grid[0] * grid[1], bool)
+    labels += [sample.defect_type if hit else "nominal" for hit in inside]
+labels = np.array(labels)
+features = torch.cat([flatten_patches(train_grid), flatten_patches(test_grid)])
+positions = np.arange(len(features)) % (grid[0] * grid[1])
+viz.plot_patch_pca(pca.transform(features.numpy()), positions // grid[1], positions % grid[1], grid, labels)
+
+# %% [markdown]
+# In the full space: the distance from each test patch to its nearest *training* patch — the raw
+# PatchCore patch score (Sec. 3.3) — is larger inside defects than outside them. That is the
+# premise of PatchCore: a patch far from *every* nominal patch is anomalous.
+
+# %%
+n_train_patches = len(split.train) * grid[0] * grid[1]
+test_rows = features[n_train_patches:]
+distance, _ = nearest_neighbours(test_rows, features[:n_train_patches], k=1)
+distance = distance[:, 0].numpy()
+test_labels = labels[n_train_patches:]
+summary = pd.Series({"inside defects": distance[test_labels != "nominal"].mean(),
+                     "outside defects": distance[test_labels == "nominal"].mean()}, name="mean nearest-neighbour distance")
+assert summary["inside defects"] > summary["outside defects"], summary
+summary.round(2)
+
+# %% [markdown]
+# ## What we have
+#
+# An image becomes a grid of patch embeddings: mid-level stages, each position averaged over its
+# p×p neighbourhood, the coarser stage aligned to the finer grid, concatenated. Defective patches
+# lie away from the nominal ones. Notebook **02** collects the nominal patches into a memory bank
+# and shows why — and how — PatchCore keeps only a small coreset of them.

@@ -1,0 +1,371 @@
+"""Interactive explorers for the notebooks: plain render functions, thin ipywidgets wiring.
+
+Every control in notebooks 02–04 calls a *render function*: ``(state, control values) -> Figure``.
+The expensive work happens once, when the state is built (backbone features come from the
+feature cache, fits are memoised), so moving a control only re-scores or re-draws. Tests call the
+render functions directly; the ``*_explorer`` functions only connect ipywidgets to them.
+
+==========================  =======================  ================================
+state (built once)          render function           explorer (widgets)
+==========================  =======================  ================================
+:func:`coreset_state`       :func:`render_coreset_view`  :func:`coreset_explorer`  (02)
+:class:`GalleryState`       :func:`render_gallery`       :func:`gallery_explorer`  (04)
+sweep result tables         :func:`render_sweep`         :func:`sweep_explorer`    (03)
+==========================  =======================  ================================
+
+>>> state = coreset_state(features, grid=(16, 16), images=train_images)   # doctest: +SKIP
+>>> render_coreset_view(state, ratio=0.05)                                # a Figure   # doctest: +SKIP
+>>> coreset_explorer(state)                                               # a widget   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from .coreset import coreset_size, greedy_coreset
+from .data import Split
+from .evaluate import ground_truth_masks
+from .images import as_hw, display_image
+from .metrics import per_defect_metrics
+from .patchcore import PatchCore
+from .viz import (
+    METRIC_LABELS,
+    PAPER_MVTEC_REFERENCE,
+    plot_coreset_embedding,
+    plot_patch_picks,
+    plot_sample_efficiency,
+    plot_segmentation_gallery,
+)
+
+
+# --- shared helpers ---------------------------------------------------------------------------
+def figure_png(figure: Figure, dpi: int = 90) -> bytes:
+    """The figure as PNG bytes (what an ``ipywidgets.Image`` shows)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def patch_positions(indices, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices into a flattened bank -> ``(image, row, col)``: banks are image by image, row-major."""
+    indices = np.asarray(indices, dtype=np.int64)
+    h, w = grid
+    return indices // (h * w), (indices % (h * w)) // w, indices % w
+
+
+def umap_embedding(features, n_neighbors: int = 15, min_dist: float = 0.1, n_epochs: int | None = None,
+                   seed: int = 0, cache_dir: str | Path | None = None) -> np.ndarray:
+    """A seeded 2-D UMAP of ``features`` ``(N, D)``, stored in ``cache_dir`` under a key of data + settings.
+
+    UMAP takes tens of seconds (plus numba's compilation on first use); the cache makes a second
+    run of a notebook instant. The key hashes the feature bytes, so other data never reads a stale
+    embedding.
+    """
+    x = np.ascontiguousarray(np.asarray(features, dtype=np.float32))
+    settings = (x.shape, n_neighbors, min_dist, n_epochs, seed)
+    key = hashlib.sha256(repr(settings).encode() + x.tobytes()).hexdigest()[:24]
+    path = Path(cache_dir) / f"umap_{key}.npy" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    import umap  # imported late: it loads numba, which takes a few seconds
+
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs, random_state=seed)
+    embedding = reducer.fit_transform(x).astype(np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial.npy")
+        np.save(partial, embedding)
+        partial.replace(path)
+    return embedding
+
+
+def _explorer(render: Callable[..., Figure], controls: dict, extra: Callable[..., str] | None = None):
+    """Controls above a picture (and optionally an HTML table below); any change re-renders both."""
+    import ipywidgets as widgets
+
+    picture = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1100px"))
+    table = widgets.HTML()
+
+    def update(*_):
+        values = {name: control.value for name, control in controls.items()}
+        picture.value = figure_png(render(**values))
+        if extra is not None:
+            table.value = extra(**values)
+
+    for control in controls.values():
+        control.observe(update, names="value")
+    update()
+    rows = [widgets.HBox(list(controls.values())[i : i + 3]) for i in range(0, len(controls), 3)]
+    box = widgets.VBox(rows + [picture] + ([table] if extra is not None else []))
+    box.update = update  # tests and notebooks can re-render on demand
+    return box
+
+
+# --- 02: the coreset --------------------------------------------------------------------------
+@dataclass
+class CoresetState:
+    """Everything :func:`render_coreset_view` needs; built by :func:`coreset_state`.
+
+    ``order`` is greedy k-center's pick order: the coreset for *any* size ``n`` is ``order[:n]``,
+    because the greedy rule never revisits a choice. ``radii[i]`` is the covering radius after
+    ``i + 1`` picks. ``shown`` indexes the patches drawn in the embedding (all coreset picks plus a
+    random sample of the rest) and ``embedding`` holds their 2-D coordinates.
+    """
+
+    features: torch.Tensor  # (N, D) all training patches
+    grid: tuple[int, int]
+    images: np.ndarray  # (n_images, H, W, 3) the training images, for drawing picks
+    order: np.ndarray
+    radii: np.ndarray
+    shown: np.ndarray
+    embedding: np.ndarray
+
+    @property
+    def max_ratio(self) -> float:
+        return len(self.order) / len(self.features)
+
+    def coreset(self, ratio: float) -> np.ndarray:
+        """The greedy coreset of ``ratio`` of all patches (a prefix of ``order``)."""
+        n = coreset_size(len(self.features), ratio)
+        if n > len(self.order):
+            raise ValueError(f"ratio {ratio} needs {n} picks; this state holds {len(self.order)} "
+                             f"(max_ratio {self.max_ratio:.3f})")
+        return self.order[:n]
+
+    def radius(self, ratio: float) -> float:
+        """Covering radius of that coreset (in the projected space greedy k-center works in)."""
+        return float(self.radii[len(self.coreset(ratio)) - 1])
+
+
+def coreset_state(features, grid: tuple[int, int], images, max_ratio: float = 0.25, n_shown: int = 3000,
+                  projection_dim: int | None = 128, seed: int = 0, cache_dir: str | Path | None = None,
+                  umap_params: dict | None = None) -> CoresetState:
+    """Run greedy k-center once up to ``max_ratio`` and embed a sample of the bank with UMAP.
+
+    ``features`` ``(N, D)`` are all training patches, image by image on ``grid`` (e.g. the
+    ``memory_bank_`` of a ``PatchCore(sampler="none")``); ``images`` the training images as arrays.
+    The picks match ``PatchCore(coreset_ratio=r, projection_dim=projection_dim, seed=seed)``.
+    """
+    features = torch.as_tensor(features).float()
+    n_max = coreset_size(len(features), max_ratio)
+    order, radii = greedy_coreset(features, n_max, projection_dim=projection_dim, seed=seed, return_radii=True)
+    rest = np.setdiff1d(np.arange(len(features)), order)
+    n_rest = min(len(rest), max(n_shown - len(order), 0))
+    sample = np.random.default_rng(seed).choice(rest, n_rest, replace=False)
+    shown = np.concatenate([order, np.sort(sample)])
+    embedding = umap_embedding(features[shown].numpy(), seed=seed, cache_dir=cache_dir, **(umap_params or {}))
+    return CoresetState(features, tuple(grid), np.asarray(images), order, radii, shown, embedding)
+
+
+def render_coreset_view(state: CoresetState, ratio: float, image_index: int = 0) -> Figure:
+    """Left: the UMAP of the bank with the coreset of ``ratio`` highlighted. Right: its picks in one image."""
+    picks = state.coreset(ratio)
+    figure = Figure(figsize=(11, 4.8), layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=[1.25, 1])
+    selected = np.isin(state.shown, picks)
+    plot_coreset_embedding(
+        state.embedding, selected, ax=left,
+        title=f"coreset ratio {ratio:g}: {len(picks)} of {len(state.features)} patches\n"
+              f"coverage radius {state.radius(ratio):.1f} (in greedy's random projection)",
+    )
+    image, rows, cols = patch_positions(picks, state.grid)
+    here = image == image_index
+    plot_patch_picks(state.images[image_index], rows[here], cols[here], state.grid, ax=right,
+                     title=f"training image {image_index}: {int(here.sum())} of its "
+                           f"{state.grid[0] * state.grid[1]} patches kept")
+    return figure
+
+
+def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None):
+    """A ratio slider (and training-image chooser) over :func:`render_coreset_view`."""
+    import ipywidgets as widgets
+
+    if ratios is None:
+        ratios = [r for r in (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25) if r <= state.max_ratio + 1e-9]
+    controls = {
+        "ratio": widgets.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2],
+                                         description="coreset ratio", continuous_update=False,
+                                         style={"description_width": "initial"}),
+        "image_index": widgets.Dropdown(options=list(range(len(state.images))), value=0, description="image"),
+    }
+    return _explorer(lambda ratio, image_index: render_coreset_view(state, ratio, image_index), controls)
+
+
+# --- 04: the segmentation gallery ---------------------------------------------------------------
+class GalleryState:
+    """A test set with its pictures and masks, and memoised PatchCore fits on cached features.
+
+    Changing the coreset ratio refits from the feature cache (no backbone pass); changing the
+    number of neighbours only re-scores; threshold and colour map only re-draw. ``warm()``
+    computes every combination up front, so the controls then respond at once.
+
+    >>> state = GalleryState(split, image_size=224, feature_cache="data/feature_cache")   # doctest: +SKIP
+    >>> scores, maps = state.result(coreset_ratio=0.1, num_neighbors=9)                   # doctest: +SKIP
+    """
+
+    def __init__(self, split: Split, **patchcore_params):
+        self.split = split
+        self.params = {"calibrate": False, **patchcore_params}
+        self.image_size = as_hw(PatchCore(**self.params).image_size)
+        self.images = np.stack([display_image(path, self.image_size) for path in split.test_paths])
+        self.masks = ground_truth_masks(split, self.image_size)
+        self.labels = split.test_labels
+        self.defect_types = np.asarray(split.test_defect_types, dtype=str)
+        self._models: dict = {}
+        self._results: dict = {}
+
+    def model(self, coreset_ratio: float) -> PatchCore:
+        if coreset_ratio not in self._models:
+            model = PatchCore(**{**self.params, "coreset_ratio": coreset_ratio})
+            self._models[coreset_ratio] = model.fit(self.split.train_paths)
+        return self._models[coreset_ratio]
+
+    def result(self, coreset_ratio: float, num_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` of the test set under these settings."""
+        key = (coreset_ratio, num_neighbors)
+        if key not in self._results:
+            model = self.model(coreset_ratio)
+            model.num_neighbors = num_neighbors  # only scoring reads it: the memory bank stays valid
+            self._results[key] = model.score(self.split.test_paths)
+        return self._results[key]
+
+    def normalised_maps(self, coreset_ratio: float, num_neighbors: int) -> np.ndarray:
+        """Anomaly maps divided by the largest value over the test set: thresholds live in [0, 1]."""
+        maps = self.result(coreset_ratio, num_neighbors)[1]
+        return maps / max(float(maps.max()), 1e-12)
+
+    def warm(self, ratios: Sequence[float], neighbours: Sequence[int]) -> "GalleryState":
+        for ratio in ratios:
+            for k in neighbours:
+                self.result(ratio, k)
+        return self
+
+    @property
+    def defect_choices(self) -> list[str]:
+        kinds = {str(d) for d in self.defect_types}
+        return sorted(kinds - {"good"}) + (["good"] if "good" in kinds else [])
+
+
+def render_gallery(state: GalleryState, defect_type: str, threshold: float = 0.5, coreset_ratio: float = 0.1,
+                   num_neighbors: int = 9, cmap: str = "inferno", max_images: int = 3) -> Figure:
+    """Image, ground truth, anomaly map and the map above ``threshold`` for images of one defect type.
+
+    Maps are divided by their maximum over the whole test set, so ``threshold`` is a fraction of
+    the worst score anywhere and all rows share one colour scale. Rows are titled with the image
+    score and its rank among all test images (1 = most anomalous).
+    """
+    scores, _ = state.result(coreset_ratio, num_neighbors)
+    maps = state.normalised_maps(coreset_ratio, num_neighbors)
+    chosen = np.flatnonzero(state.defect_types == defect_type)[:max_images]
+    if len(chosen) == 0:
+        raise ValueError(f"no test images of defect type {defect_type!r}; choose from {state.defect_choices}")
+    rank = np.argsort(np.argsort(-scores)) + 1
+    titles = [f"{defect_type} #{i}\nscore {scores[i]:.2f} (rank {rank[i]}/{len(scores)})" for i in chosen]
+    masks = None if state.masks is None else state.masks[chosen]
+    return plot_segmentation_gallery(state.images[chosen], maps[chosen], masks, threshold=threshold, cmap=cmap,
+                                     vmax=1.0, titles=titles)
+
+
+def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbors: int = 9,
+                    threshold: float = 0.5) -> pd.DataFrame:
+    """Per defect type: image AUROC, pixel AUROC, AUPRO (threshold-free) and IoU at ``threshold``.
+
+    IoU pools the pixels of all images of a type: |predicted ∩ truth| / |predicted ∪ truth|, with
+    the prediction ``normalised map > threshold``.
+    """
+    scores, maps = state.result(coreset_ratio, num_neighbors)
+    table = pd.DataFrame(per_defect_metrics(state.labels, state.defect_types, scores, state.masks,
+                                            maps if state.masks is not None else None)).T
+    if state.masks is not None:
+        predicted = state.normalised_maps(coreset_ratio, num_neighbors) > threshold
+        iou = {}
+        for defect in table.index:
+            chosen = state.defect_types == defect
+            truth, guess = state.masks[chosen], predicted[chosen]
+            union = np.logical_or(truth, guess).sum()
+            iou[defect] = float(np.logical_and(truth, guess).sum() / union) if union else float("nan")
+        table[f"IoU @ {threshold:.2f}"] = pd.Series(iou)
+    table = table.rename(columns={**METRIC_LABELS, "n_images": "images"})
+    table.index.name = "defect type"
+    return table.astype(float).round(3).astype({"images": int})
+
+
+def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 0.25),
+                     neighbours: Sequence[int] = (1, 3, 9), cmaps: Sequence[str] = ("inferno", "viridis", "jet", "gray"),
+                     max_images: int = 3, warm: bool = True):
+    """Controls for defect type, threshold, coreset ratio, neighbours and colour map over :func:`render_gallery`,
+    with the per-defect metrics table below. ``warm`` fits every ratio up front."""
+    import ipywidgets as widgets
+
+    if warm:
+        state.warm(ratios, neighbours)
+    style = {"description_width": "initial"}
+    controls = {
+        "defect_type": widgets.Dropdown(options=state.defect_choices, description="defect type", style=style),
+        "threshold": widgets.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="threshold",
+                                         continuous_update=False, style=style),
+        "cmap": widgets.Dropdown(options=list(cmaps), description="colour map", style=style),
+        "coreset_ratio": widgets.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2],
+                                                 description="coreset ratio", continuous_update=False, style=style),
+        "num_neighbors": widgets.SelectionSlider(options=list(neighbours), value=neighbours[-1],
+                                                 description="neighbours b", continuous_update=False, style=style),
+    }
+
+    def render(defect_type, threshold, cmap, coreset_ratio, num_neighbors):
+        return render_gallery(state, defect_type, threshold, coreset_ratio, num_neighbors, cmap, max_images)
+
+    def metrics_html(defect_type, threshold, cmap, coreset_ratio, num_neighbors):
+        return gallery_metrics(state, coreset_ratio, num_neighbors, threshold).to_html()
+
+    return _explorer(render, controls, extra=metrics_html)
+
+
+# --- 03: the sample-efficiency sweep ------------------------------------------------------------
+def render_sweep(results: pd.DataFrame, methods: Sequence[str] | None = None, metric: str = "image_auroc",
+                 reference: dict | None = PAPER_MVTEC_REFERENCE, title: str | None = None) -> Figure:
+    """The sample-efficiency curves of the chosen ``methods`` (all when None), optionally with the paper's values."""
+    table = pd.DataFrame(results)
+    if methods is not None:
+        unknown = sorted(set(methods) - set(table.method))
+        if unknown:
+            raise ValueError(f"methods {unknown} are not in the results; they hold {sorted(set(table.method))}")
+        table = table[table.method.isin(list(methods))]
+    if table.empty:
+        raise ValueError("no results to plot: choose at least one method")
+    figure = plot_sample_efficiency(table, reference=reference, metric=metric)
+    if title:
+        figure.axes[0].set_title(title, fontsize=10)
+    return figure
+
+
+def sweep_explorer(tables: dict[str, pd.DataFrame]):
+    """Choose a results table (dataset / category), the methods and the metric over :func:`render_sweep`."""
+    import ipywidgets as widgets
+
+    style = {"description_width": "initial"}
+    names = list(tables)
+    all_methods = sorted({m for t in tables.values() for m in t.method})
+    metrics = [m for m in METRIC_LABELS if any(t[m].notna().any() for t in tables.values() if m in t)]
+    controls = {
+        "dataset": widgets.Dropdown(options=names, description="dataset", style=style),
+        "methods": widgets.SelectMultiple(options=all_methods, value=tuple(all_methods), description="methods",
+                                          rows=min(4, len(all_methods)), style=style),
+        "metric": widgets.Dropdown(options=[(METRIC_LABELS[m], m) for m in metrics], description="metric",
+                                   style=style),
+        "paper": widgets.Checkbox(value=True, description="paper's MVTec AD values"),
+    }
+
+    def render(dataset, methods, metric, paper):
+        table = tables[dataset]
+        chosen = [m for m in methods if m in set(table.method)] or sorted(set(table.method))
+        return render_sweep(table, chosen, metric, PAPER_MVTEC_REFERENCE if paper else None, title=dataset)
+
+    return _explorer(render, controls)

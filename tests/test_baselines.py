@@ -1,0 +1,239 @@
+"""PaDiM, SPADE and 1-NN against slow direct computations on tiny random maps, plus one real run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
+
+from patchcore_kit.backbones import DEFAULT_LAYERS
+from patchcore_kit.base import upsample_and_smooth
+from patchcore_kit.baselines import (
+    PaDiM,
+    SPADE,
+    NearestImage,
+    gaussian_from_sums,
+    global_features,
+    random_channels,
+)
+
+IMAGE_SIZE = 16  # synthetic maps: 4x4 grid upsampled to 16x16
+
+
+def random_maps(n: int, seed: int) -> list[torch.Tensor]:
+    """Two stages like layer2/layer3: (n, 6, 4, 4) and a coarser (n, 5, 2, 2)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 6, 4, 4, generator=generator), torch.randn(n, 5, 2, 2, generator=generator)]
+
+
+def direct_aligned(maps: list[torch.Tensor]) -> np.ndarray:
+    """Aligned features (n, 4, 4, 11) computed here, independently of the package."""
+    deep = F.interpolate(maps[1], size=(4, 4), mode="bilinear", align_corners=False)
+    return torch.cat([maps[0], deep], dim=1).permute(0, 2, 3, 1).numpy().astype(np.float64)
+
+
+def direct_global(maps: list[torch.Tensor]) -> np.ndarray:
+    return maps[1].numpy().astype(np.float64).mean(axis=(2, 3))
+
+
+def batches_of(maps: list[torch.Tensor], size: int) -> list[list[torch.Tensor]]:
+    n = len(maps[0])
+    return [[m[i : i + size] for m in maps] for i in range(0, n, size)]
+
+
+def fit_on_maps(model, maps: list[torch.Tensor], batch_size: int = 2):
+    model._fit_maps(iter(batches_of(maps, batch_size)), len(maps[0]), {})
+    model.n_train_ = len(maps[0])
+    return model
+
+
+class FakeExtractor:
+    """Stands in for the backbone: yields given maps, as ``iter_layer_maps`` does."""
+
+    def __init__(self, maps):
+        self.maps = maps
+
+    def iter_layer_maps(self, images, desc=""):
+        return iter(batches_of(self.maps, 2))
+
+
+# --- PaDiM ------------------------------------------------------------------------------------
+def test_gaussian_from_sums_matches_numpy_covariance():
+    x = np.random.default_rng(0).normal(size=(7, 3, 4))  # 7 images, 3 positions, 4 channels
+    t = torch.from_numpy(x)
+    mean, cov = gaussian_from_sums(t.sum(0), torch.einsum("npi,npj->pij", t, t), 7, epsilon=0.01)
+    for p in range(3):
+        np.testing.assert_allclose(mean[p].numpy(), x[:, p].mean(0), atol=1e-12)
+        np.testing.assert_allclose(cov[p].numpy(), np.cov(x[:, p], rowvar=False) + 0.01 * np.eye(4), atol=1e-10)
+
+
+def test_gaussian_of_one_image_is_epsilon_identity():
+    x = torch.randn(1, 2, 5, dtype=torch.float64)
+    _, cov = gaussian_from_sums(x.sum(0), torch.einsum("npi,npj->pij", x, x), 1, epsilon=0.01)
+    np.testing.assert_allclose(cov.numpy(), np.broadcast_to(0.01 * np.eye(5), (2, 5, 5)), atol=1e-12)
+
+
+def test_random_channels_are_seeded_and_bounded():
+    assert torch.equal(random_channels(152, 100, seed=3), random_channels(152, 100, seed=3))
+    assert not torch.equal(random_channels(152, 100, seed=3), random_channels(152, 100, seed=4))
+    chosen = random_channels(152, 100, seed=3)
+    assert len(chosen) == 100 and len(set(chosen.tolist())) == 100 and chosen.max() < 152
+    assert torch.equal(random_channels(11, 100, seed=0), torch.arange(11))
+    assert torch.equal(random_channels(11, None, seed=0), torch.arange(11))
+    with pytest.raises(ValueError, match="n_features"):
+        random_channels(11, 0, seed=0)
+
+
+def test_padim_equals_scipy_mahalanobis_per_position():
+    train, test = random_maps(9, seed=1), random_maps(3, seed=2)
+    model = fit_on_maps(PaDiM(n_features=8, epsilon=0.01, image_size=IMAGE_SIZE, seed=5), train)
+    scores, grid = model._score_maps(test)
+
+    channels = model.channel_index_.numpy()
+    assert len(channels) == 8
+    x_train, x_test = direct_aligned(train)[..., channels], direct_aligned(test)[..., channels]
+    expected = np.zeros((3, 4, 4))
+    for i in range(4):
+        for j in range(4):
+            inverse = np.linalg.inv(np.cov(x_train[:, i, j], rowvar=False) + 0.01 * np.eye(8))
+            for b in range(3):
+                expected[b, i, j] = scipy_mahalanobis(x_test[b, i, j], x_train[:, i, j].mean(0), inverse)
+    np.testing.assert_allclose(grid.numpy(), expected, rtol=1e-4, atol=1e-4)
+    smoothed = upsample_and_smooth(torch.from_numpy(expected).float(), IMAGE_SIZE)
+    np.testing.assert_allclose(scores, smoothed.max(axis=(1, 2)), rtol=1e-4)
+
+
+def test_padim_fit_does_not_depend_on_batching():
+    train, test = random_maps(6, seed=3), random_maps(2, seed=4)
+    one = fit_on_maps(PaDiM(image_size=IMAGE_SIZE), train, batch_size=6)._score_maps(test)
+    many = fit_on_maps(PaDiM(image_size=IMAGE_SIZE), train, batch_size=1)._score_maps(test)
+    np.testing.assert_allclose(one[0], many[0], rtol=1e-5)
+
+
+def test_padim_works_from_a_single_image():
+    train, test = random_maps(1, seed=5), random_maps(2, seed=6)
+    model = fit_on_maps(PaDiM(image_size=IMAGE_SIZE, epsilon=0.01), train)
+    scores, grid = model._score_maps(test)
+    assert np.isfinite(scores).all()
+    # covariance = 0.01 I: the Mahalanobis distance is the Euclidean one divided by 0.1
+    euclid = np.linalg.norm(direct_aligned(test) - direct_aligned(train), axis=-1)
+    np.testing.assert_allclose(grid.numpy(), euclid / 0.1, rtol=1e-4)
+
+
+def test_padim_leave_one_out_equals_refitting_without_the_image():
+    train = random_maps(5, seed=7)
+    model = fit_on_maps(PaDiM(image_size=IMAGE_SIZE, n_features=6), train)
+    model._extractor = lambda: FakeExtractor(train)
+    scores, maxima = model._leave_one_out_scores(list(range(5)))
+    for i in range(5):
+        keep = [j for j in range(5) if j != i]
+        refit = fit_on_maps(PaDiM(image_size=IMAGE_SIZE, n_features=6), [m[keep] for m in train])
+        expected, _ = refit._score_maps([m[i : i + 1] for m in train])
+        assert scores[i] == pytest.approx(expected[0], rel=1e-4)
+    np.testing.assert_array_equal(scores, maxima)
+
+
+# --- SPADE and 1-NN ---------------------------------------------------------------------------
+def brute_force_spade(train, test, top_k_images, k):
+    g_train, g_test = direct_global(train), direct_global(test)
+    f_train, f_test = direct_aligned(train), direct_aligned(test)
+    scores, grids = [], []
+    for b in range(len(g_test)):
+        image_distances = [np.linalg.norm(g_test[b] - g) for g in g_train]
+        nearest = np.argsort(image_distances)[:top_k_images]
+        scores.append(np.mean(np.sort(image_distances)[:top_k_images]))
+        gallery = [f_train[n, i, j] for n in nearest for i in range(4) for j in range(4)]
+        grid = np.zeros((4, 4))
+        for i in range(4):
+            for j in range(4):
+                distances = sorted(np.linalg.norm(f_test[b, i, j] - g) for g in gallery)
+                grid[i, j] = np.mean(distances[:k])
+        grids.append(grid)
+    return np.array(scores), np.array(grids)
+
+
+@pytest.mark.parametrize("top_k_images, k", [(3, 1), (3, 2), (50, 1)])
+def test_spade_equals_brute_force_loops(top_k_images, k):
+    train, test = random_maps(6, seed=8), random_maps(3, seed=9)
+    model = fit_on_maps(SPADE(top_k_images=top_k_images, k=k, image_size=IMAGE_SIZE), train)
+    scores, grid = model._score_maps(test)
+    expected_scores, expected_grid = brute_force_spade(train, test, top_k_images, k)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-4)
+    np.testing.assert_allclose(grid.numpy(), expected_grid, rtol=1e-4, atol=1e-4)
+
+
+def test_nearest_image_equals_brute_force():
+    train, test = random_maps(5, seed=10), random_maps(3, seed=11)
+    model = fit_on_maps(NearestImage(image_size=IMAGE_SIZE), train)
+    scores, grid = model._score_maps(test)
+    g_train, g_test = direct_global(train), direct_global(test)
+    f_train, f_test = direct_aligned(train), direct_aligned(test)
+    for b in range(3):
+        distances = [np.linalg.norm(g_test[b] - g) for g in g_train]
+        nearest = int(np.argmin(distances))
+        assert scores[b] == pytest.approx(min(distances), rel=1e-5)
+        np.testing.assert_allclose(grid[b].numpy(), np.linalg.norm(f_test[b] - f_train[nearest], axis=-1), rtol=1e-4)
+
+
+@pytest.mark.parametrize("make", [lambda: SPADE(top_k_images=2, image_size=IMAGE_SIZE),
+                                  lambda: NearestImage(image_size=IMAGE_SIZE)])
+def test_image_memory_leave_one_out_equals_refitting(make):
+    train = random_maps(4, seed=12)
+    model = fit_on_maps(make(), train)
+    scores, maxima = model._leave_one_out_scores(list(range(4)))
+    for i in range(4):
+        keep = [j for j in range(4) if j != i]
+        refit = fit_on_maps(make(), [m[keep] for m in train])
+        score, grid = refit._score_maps([m[i : i + 1] for m in train])
+        assert scores[i] == pytest.approx(score[0], rel=1e-5)
+        assert maxima[i] == pytest.approx(upsample_and_smooth(grid, IMAGE_SIZE)[0].max(), rel=1e-5)
+
+
+def test_global_feature_pools_the_deepest_layer_whatever_the_order():
+    maps = random_maps(2, seed=13)
+    np.testing.assert_allclose(global_features(maps, ("layer2", "layer3")).numpy(), direct_global(maps), rtol=1e-6)
+    swapped = [maps[1], maps[0]]
+    np.testing.assert_allclose(global_features(swapped, ("layer3", "layer2")).numpy(), direct_global(maps), rtol=1e-6)
+
+
+def test_unfitted_baseline_says_so():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SPADE().decision_function([np.zeros((8, 8, 3), np.uint8)])
+
+
+def test_params_are_stored_untouched():
+    model = PaDiM(n_features=7, epsilon=0.5, layers=("layer2",))
+    assert model.get_params()["n_features"] == 7 and model.get_params()["layers"] == ("layer2",)
+    assert "PaDiM(backbone='efficientnet_lite0'" in repr(model)
+
+
+# --- one real run -----------------------------------------------------------------------------
+def textured(seed: int, defect: bool = False) -> np.ndarray:
+    """A 64 px stripe texture with noise; a defect is a bright square."""
+    rng = np.random.default_rng(seed)
+    stripes = 100 + 60 * (np.arange(64) // 4 % 2)
+    image = np.repeat(np.tile(stripes, (64, 1))[..., None], 3, axis=2) + rng.normal(0, 8, (64, 64, 3))
+    if defect:
+        image[24:40, 24:40] = 250
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One feature cache for the three real runs: the backbone runs once, as in a sweep."""
+    return tmp_path_factory.mktemp("features")
+
+
+@pytest.mark.parametrize("make", [PaDiM, SPADE, NearestImage])
+def test_end_to_end_on_real_backbone_features(make, shared_cache):
+    train = [textured(i) for i in range(4)]
+    test = [textured(10), textured(11, defect=True)]
+    model = make(backbone="efficientnet_lite0", layers=DEFAULT_LAYERS, image_size=64, feature_cache=shared_cache)
+    model.fit(train)
+    scores, maps = model.score(test)
+    assert scores.shape == (2,) and maps.shape == (2, 64, 64)
+    assert scores[1] > scores[0]  # the bright square is found ...
+    assert maps[1][24:40, 24:40].mean() > maps[1][:12, :12].mean()  # ... and roughly where it is
+    assert model.threshold_ is not None and model.pixel_threshold_ is not None
+    assert set(model.predict(test).tolist()) <= {0, 1}
