@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -ra
 
 benchmarks: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf runs .pytest_cache

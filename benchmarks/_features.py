@@ -57,7 +57,7 @@ def mtd_patch_features(n_images: int | None = None, verbose: bool = True) -> np.
             print(f"extracted {len(paths)} MTD images in {time.perf_counter() - start:.1f} s -> {full}")
     features = np.load(full, mmap_mode="r")
     per_image = len(features) // len(paths)
-    return np.ascontiguousarray(features[: n_images * per_image])
+    return np.array(features[: n_images * per_image])  # a writable copy in memory
 
 
 def lifted_features(n_points: int, dim: int = 1024, noise: float = 0.01, seed: int = 0) -> np.ndarray:

@@ -149,7 +149,7 @@ extent
 # %%
 layer2 = stage_maps["layer2"]
 aggregated = {f"p = {p}": aggregate_local(layer2, p)[0] for p in (1, 3, 5)}
-viz.plot_feature_maps(aggregated, shared_colours=True)
+viz.plot_feature_maps(aggregated)
 
 
 # %%
@@ -165,25 +165,24 @@ smoothness
 
 # %% [markdown]
 # What does that do to the anomaly map? Below, three PatchCore models that differ only in `p`
-# score the same defective test image (the backbone maps come from the on-disk cache, so only the
-# memory bank and the nearest-neighbour search are redone). Each map is stretched to its own
-# maximum to compare shapes: a larger p gives smoother maps with fewer isolated hot spots, and
-# blurs the outline of the defect.
+# score the same defective test image. They keep their whole memory bank (`sampler="none"`, no
+# coreset: notebook 02), so nothing but `p` differs; the backbone maps come from the on-disk cache. Top: the image with the ground truth
+# outlined in green; below: the anomaly map over it, each stretched to its own maximum so that
+# the shapes compare. A larger p gives smoother maps with fewer isolated hot spots, and blurs the
+# outline of the defect.
 
 # %%
 masks = ground_truth_masks(split, IMAGE_SIZE)  # None when the dataset has no masks
 by_p = {}
 for p in (1, 3, 5):
-    model = PatchCore(backbone=BACKBONE, image_size=IMAGE_SIZE, patch_size=p, feature_cache=FEATURE_CACHE,
-                      calibrate=False).fit(split.train_paths)
+    model = PatchCore(backbone=BACKBONE, image_size=IMAGE_SIZE, patch_size=p, sampler="none",
+                      feature_cache=FEATURE_CACHE, calibrate=False).fit(split.train_paths)
     by_p[p] = model.score(split.test_paths)  # (image scores, anomaly maps)
 shown = next(i for i, s in enumerate(split.test) if s.label == 1)  # the first defective test image
-viz.plot_segmentation_gallery(
-    np.stack([display_image(split.test_paths[shown], IMAGE_SIZE)] * 3),
-    np.stack([maps[shown] for _, maps in by_p.values()]),
-    None if masks is None else np.stack([masks[shown]] * 3),
-    titles=[f"p = {p}" for p in by_p], shared_scale=False,
-)
+own_scale = [maps[shown] / maps[shown].max() for _, maps in by_p.values()]  # each map to its own maximum
+viz.plot_gallery([display_image(split.test_paths[shown], IMAGE_SIZE)] * 3,
+                 [None if masks is None else masks[shown]] * 3, own_scale,
+                 titles=[f"p = {p}" for p in by_p], vmin=0, vmax=1, colorbar=False, panel_size=2.6)
 
 # %%
 auroc_by_p = pd.DataFrame(
@@ -200,7 +199,8 @@ auroc_by_p.astype(float).round(3)
 # `layer2` and `layer3` have different grids (stride 8 and 16). To describe a patch by both, the
 # coarser map is bilinearly upsampled to the finer grid (`align_to`), and the two are concatenated
 # along the channels. Every position of the `layer2` grid now carries mid-level detail *and* the
-# wider context of `layer3`.
+# wider context of `layer3`. (The two `layer3` panels share their colours: upsampling only
+# interpolates between the coarse cells.)
 
 # %%
 layer3 = aggregate_local(stage_maps["layer3"], 3)

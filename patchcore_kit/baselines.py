@@ -35,7 +35,6 @@ import torch
 from .backbones import DEFAULT_LAYERS, STAGES
 from .base import AnomalyEstimator, upsample_and_smooth
 from .features import patch_embeddings
-from .neighbours import nearest_neighbours
 
 #: Constructor parameters every baseline shares with PatchCore.
 _SHARED = ("image_size", "weights", "device", "batch_size", "seed", "threshold_quantile", "calibrate",
@@ -86,16 +85,42 @@ def gaussian_from_sums(
     """
     mean = total / n
     scatter = outer - n * mean[:, :, None] * mean[:, None, :]
+    if n == 1:
+        # Exactly zero. The rounding noise (~1e-17) left by the subtraction would multiply into
+        # subnormal numbers in the inverse, which the CPU handles a hundred times more slowly.
+        scatter = torch.zeros_like(scatter)
     covariance = scatter / max(n - 1, 1)
     covariance = covariance + epsilon * torch.eye(total.shape[1], dtype=total.dtype)
-    return mean, covariance
+    return mean, covariance.contiguous()  # one d×d block after another: what LAPACK is fast on
+
+
+def outer_products(x: torch.Tensor) -> torch.Tensor:
+    """``Σ_b x_b x_bᵀ`` per position: ``(B, P, d)`` -> ``(P, d, d)``, contiguous."""
+    per_position = x.transpose(0, 1)  # (P, B, d)
+    return per_position.mT @ per_position
 
 
 def mahalanobis(x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     """Distance of ``x`` ``(B, P, d)`` to per-position Gaussians: ``sqrt((x-μ)ᵀ Σ⁻¹ (x-μ))`` ``(B, P)``."""
-    delta = x - mean
-    left = torch.einsum("bpi,pij->bpj", delta, precision)
-    return (left * delta).sum(-1).clamp_min(0.0).sqrt()
+    delta = (x - mean).transpose(0, 1)  # (P, B, d): one small matrix product per position
+    squared = (torch.bmm(delta, precision) * delta).sum(-1).T
+    return squared.clamp_min(0.0).sqrt()
+
+
+def knn_distance(queries: torch.Tensor, gallery: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """Mean Euclidean distance of each query ``(Q, D)`` to its ``k`` nearest gallery rows: ``(Q,)``.
+
+    SPADE searches a new gallery for every test image, so there is no index worth building: one
+    fused ``addmm`` gives ``|g|² - 2 q·g`` for all pairs, and ``min`` (k=1) or ``topk`` picks the
+    nearest before ``|q|²`` is added and the square root taken, on ``Q × k`` numbers only.
+    """
+    partial = torch.addmm((gallery * gallery).sum(1), queries, gallery.T, beta=1, alpha=-2)
+    if k == 1:
+        nearest = partial.min(dim=1, keepdim=True).values
+    else:
+        nearest = torch.topk(partial, min(k, len(gallery)), dim=1, largest=False).values
+    squared = nearest + (queries * queries).sum(1, keepdim=True)
+    return squared.clamp_min_(0.0).sqrt_().mean(dim=1)
 
 
 # --- PaDiM ------------------------------------------------------------------------------------
@@ -168,7 +193,7 @@ class PaDiM(AnomalyEstimator):
                 total = torch.zeros(x.shape[1:], dtype=torch.float64)
                 outer = torch.zeros(x.shape[1], x.shape[2], x.shape[2], dtype=torch.float64)
             total += x.sum(0)
-            outer += torch.einsum("bpi,bpj->pij", x, x)
+            outer += outer_products(x)
         timings["features"] = time.perf_counter() - start
         start = time.perf_counter()
         self.mean_, self.precision_ = self._gaussians(total, outer, n_images)
@@ -177,8 +202,15 @@ class PaDiM(AnomalyEstimator):
     def _gaussians(self, total: torch.Tensor, outer: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``(P, d)`` and inverse covariance ``(P, d, d)`` (P inverses, each d×d), float32."""
         mean, covariance = gaussian_from_sums(total, outer, n, self.epsilon)
-        # Covariances are symmetric positive definite: a Cholesky inverse is cheaper and stabler.
-        return mean.float(), torch.cholesky_inverse(torch.linalg.cholesky(covariance)).float()
+        # Σ = L Lᵀ (Cholesky), so Σ⁻¹ = Wᵀ W with W = L⁻¹ from a triangular solve: stabler than a
+        # general inverse, and on CPU much faster than torch.linalg.inv or cholesky_inverse.
+        lower = torch.linalg.cholesky(covariance)
+        identity = torch.eye(lower.shape[-1], dtype=lower.dtype).expand_as(lower)
+        whitening = torch.linalg.solve_triangular(lower, identity, upper=False)
+        precision = whitening.mT @ whitening
+        # Entries too small for float32 would become subnormal (slow) numbers: they are zeros.
+        precision = precision.masked_fill(precision.abs() < torch.finfo(torch.float32).tiny, 0.0)
+        return mean.float(), precision.float()
 
     def _grid(self, x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
         return mahalanobis(x.float(), mean, precision).reshape(-1, *self.feature_shape_)
@@ -192,10 +224,10 @@ class PaDiM(AnomalyEstimator):
         # Each image is scored by the Gaussians of the others: subtract its share of the sums.
         batches = self._extractor().iter_layer_maps(images, desc="calibrate")
         features = torch.cat([self.embed(maps) for maps in batches])  # (N, P, d)
-        total, outer = features.sum(0), torch.einsum("npi,npj->pij", features, features)
+        total, outer = features.sum(0), outer_products(features)
         maxima = []
         for x in features:
-            mean, precision = self._gaussians(total - x, outer - torch.einsum("pi,pj->pij", x, x), len(features) - 1)
+            mean, precision = self._gaussians(total - x, outer - outer_products(x[None]), len(features) - 1)
             maxima.append(upsample_and_smooth(self._grid(x[None], mean, precision), self.image_size)[0].max())
         maxima = np.asarray(maxima, dtype=np.float64)
         return maxima, maxima  # the image score *is* the map maximum
@@ -302,8 +334,7 @@ class SPADE(_ImageMemory):
         grids = []
         for positions, chosen in zip(test_positions, nearest_i):
             gallery = train_positions[chosen].reshape(-1, train_positions.shape[-1])  # K*h*w positions
-            distances, _ = nearest_neighbours(positions, gallery, k=self.k)
-            grids.append(distances.mean(dim=1))
+            grids.append(knn_distance(positions, gallery, self.k))
         return image_scores, torch.stack(grids)
 
 

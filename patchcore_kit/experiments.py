@@ -115,6 +115,7 @@ def sample_efficiency(
         "train_pool": len(split.train), "test_images": len(split.test),
         "rows": len(plan), "rows_resumed": len(plan) - len(todo), "status": "running",
         "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+        "earlier_runs": _earlier_runs(summary_path) if done else [],
     }
     _write_json(summary_path, summary)
 
@@ -125,6 +126,7 @@ def sample_efficiency(
         if todo:
             train_images = _unique(p for (_, n, seed) in todo for p in split.with_shots(n, seed).train_paths)
             summary["feature_pass"] = extraction_pass(train_images + split.test_paths, shared, progress)
+            _write_json(summary_path, summary)  # kept even if the sweep is interrupted later
             masks = resized_test_masks(split, image_size)
         bar = tqdm(total=len(todo), desc="sweep", unit="fit", disable=not progress)
         for method, n, seed in todo:
@@ -133,15 +135,22 @@ def sample_efficiency(
             row = {"method": method, "shots": n, "seed": seed, **evaluate_once(model, split.with_shots(n, seed), masks)}
             rows[(method, n, seed)] = row
             _append_row(results_path, row)
+            summary["elapsed_s"] = time.perf_counter() - wall_start  # what an interruption leaves behind
+            _write_json(summary_path, summary)
             bar.update()
         bar.close()
 
     table = pd.DataFrame([rows[key] for key in plan], columns=list(COLUMNS))
     table = table.sort_values(["method", "shots", "seed"], ignore_index=True)
-    summary.update(status="finished", sweep_wall_s=time.perf_counter() - wall_start,
+    wall = time.perf_counter() - wall_start
+    summary.update(status="finished", elapsed_s=wall, sweep_wall_s=wall,
+                   wall_s_all_runs=wall + sum(run.get("elapsed_s", 0.0) for run in summary["earlier_runs"]),
                    fit_s_total=float(table.fit_s.sum()), infer_s_total=float(table.infer_s.sum()))
-    if summary.get("feature_pass"):
-        summary["sweep_over_one_pass"] = summary["sweep_wall_s"] / summary["feature_pass"]["seconds"]
+    # "The whole sweep costs N extraction passes": only a pass that computed every image is one.
+    passes = [run.get("feature_pass") for run in summary["earlier_runs"]] + [summary.get("feature_pass")]
+    cold = [p for p in passes if p and p["computed"] == p["images"] and p["seconds"] > 0]
+    if cold:
+        summary["sweep_over_one_pass"] = summary["wall_s_all_runs"] / cold[0]["seconds"]
     _write_json(summary_path, summary)
     table.attrs["summary"] = summary
     return table
@@ -295,6 +304,15 @@ def _read_done_rows(results_path: Path | None, summary_path: Path | None, settin
         raise InputError(f"{results_path}: not a sweep results file (missing columns {missing})")
     table = table.astype({"shots": int, "seed": int}).replace({np.nan: None})
     return {(r["method"], r["shots"], r["seed"]): {c: r[c] for c in COLUMNS} for r in table.to_dict("records")}
+
+
+def _earlier_runs(summary_path: Path | None) -> list[dict]:
+    """What earlier runs of a resumed sweep recorded (their time and feature pass), oldest first."""
+    if summary_path is None or not summary_path.is_file():
+        return []
+    earlier = json.loads(summary_path.read_text())
+    keep = {k: earlier[k] for k in ("status", "elapsed_s", "rows_resumed", "feature_pass") if k in earlier}
+    return earlier.get("earlier_runs", []) + [keep]
 
 
 def _append_row(path: Path | None, row: dict) -> None:

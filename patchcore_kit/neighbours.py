@@ -1,10 +1,19 @@
 """Exact k-nearest-neighbour search against the memory bank, in bounded memory.
 
 A test image at 224 px has ~800 patches and a memory bank holds tens of thousands of entries, so
-the full distance matrix of a whole test set would not fit. :func:`nearest_neighbours` walks
-through queries and bank in chunks, keeping only the running k best per query: memory is
-``query_chunk × bank_chunk`` floats, whatever the test-set or bank size. When faiss is installed
-(``pip install faiss-cpu``), an exact ``IndexFlatL2`` gives the same answers faster.
+the full distance matrix of a whole test set would not fit. The search runs in two steps:
+
+1. **Candidates.** Squared distances ``|q|² - 2 q·b + |b|²`` (one matrix product) are computed
+   tile by tile — at most :data:`TILE_ELEMENTS` floats at a time, whatever the number of queries
+   or bank entries — keeping only each query's running best few. With faiss installed
+   (``pip install faiss-cpu``) its exact ``IndexFlatL2`` does this step instead.
+2. **Exact distances.** The matrix-product form loses precision when a query is very close to a
+   bank entry, so each candidate's distance is recomputed directly as ``|q - b|``; the answer is
+   the ``k`` nearest by that distance, ties going to the lower bank index. A few spare candidates
+   (:data:`SPARE`) make the two backends agree even where rounding reorders near-ties.
+
+So both backends return the same indices and the same distances, to the last bit whenever they
+find the same candidates. Results are CPU tensors, nearest first.
 
 >>> bank = torch.randn(500, 16)
 >>> distances, indices = nearest_neighbours(bank[:3] + 0.01, bank, k=1)
@@ -21,71 +30,105 @@ try:  # optional accelerator
 except ImportError:  # pragma: no cover - depends on the environment
     faiss = None
 
+#: Largest distance tile (queries × bank entries) held at once: 2**24 floats = 64 MiB.
+TILE_ELEMENTS = 2**24
+#: Extra candidates per query, re-ranked by exact distance (guards against rounding near ties).
+SPARE = 8
+#: At most this many queries per pass of the exact step and of faiss.
+QUERY_CHUNK = 4096
+
 
 def faiss_available() -> bool:
     return faiss is not None
 
 
-def _squared_distances(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor) -> torch.Tensor:
-    # ||q - b||^2 = ||q||^2 - 2 q.b + ||b||^2: one matmul instead of a (q, b, D) difference tensor.
-    return ((queries * queries).sum(1, keepdim=True) - 2.0 * queries @ bank.T + bank_sq).clamp_min_(0.0)
+def _check_bank(bank: torch.Tensor) -> None:
+    if bank.ndim != 2 or len(bank) == 0:
+        raise ValueError(f"the memory bank must be a non-empty (entries, dims) matrix, got shape {tuple(bank.shape)}")
 
 
-def nearest_neighbours_torch(
-    queries: torch.Tensor,
-    bank: torch.Tensor,
-    k: int = 1,
-    query_chunk: int = 4096,
-    bank_chunk: int = 65536,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked exact search: ``(distances, indices)`` of shape ``(Q, k)``, nearest first."""
-    queries, bank = torch.as_tensor(queries).float(), torch.as_tensor(bank).float()
-    k = min(k, len(bank))
-    bank_sq = (bank * bank).sum(1)
-    out_d = torch.empty(len(queries), k)
-    out_i = torch.empty(len(queries), k, dtype=torch.long)
+def _check_queries(queries: torch.Tensor, bank: torch.Tensor) -> None:
+    if queries.ndim != 2 or queries.shape[1] != bank.shape[1]:
+        raise ValueError(f"queries of shape {tuple(queries.shape)} do not match the bank's {bank.shape[1]} dims")
+
+
+def _candidates_torch(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``(Q, k)`` of each query's ``k`` nearest entries by the matrix-product distance."""
+    bank_chunk = min(len(bank), 16384)
+    query_chunk = max(1, TILE_ELEMENTS // bank_chunk)
+    result = torch.empty(len(queries), k, dtype=torch.long, device=bank.device)
     for q0 in range(0, len(queries), query_chunk):
-        q = queries[q0 : q0 + query_chunk]
-        best_d = torch.full((len(q), k), float("inf"), device=q.device)
-        best_i = torch.zeros((len(q), k), dtype=torch.long, device=q.device)
+        q = queries[q0 : q0 + query_chunk].to(bank.device)
+        best_d = torch.full((len(q), k), float("inf"), device=bank.device)
+        best_i = torch.zeros((len(q), k), dtype=torch.long, device=bank.device)
         for b0 in range(0, len(bank), bank_chunk):
-            d = _squared_distances(q, bank[b0 : b0 + bank_chunk], bank_sq[b0 : b0 + bank_chunk])
+            # |q - b|^2 without the |q|^2 term, which is the same for every entry of a row
+            d = torch.addmm(bank_sq[b0 : b0 + bank_chunk], q, bank[b0 : b0 + bank_chunk].T, alpha=-2)
             top_d, top_i = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
             merged_d = torch.cat([best_d, top_d], 1)
             merged_i = torch.cat([best_i, top_i + b0], 1)
-            order = torch.topk(merged_d, k, dim=1, largest=False).indices
-            best_d, best_i = merged_d.gather(1, order), merged_i.gather(1, order)
-        out_d[q0 : q0 + len(q)] = best_d.sqrt().cpu()
-        out_i[q0 : q0 + len(q)] = best_i.cpu()
-    return out_d, out_i
+            keep = torch.topk(merged_d, k, dim=1, largest=False).indices
+            best_d, best_i = merged_d.gather(1, keep), merged_i.gather(1, keep)
+        result[q0 : q0 + len(q)] = best_i
+    return result
+
+
+def _exact_k_nearest(queries: torch.Tensor, bank: torch.Tensor, candidates: torch.Tensor, k: int):
+    """Exact ``|q - b|`` for each candidate; the ``k`` nearest, lower bank index first on ties."""
+    by_index = torch.sort(candidates, dim=1).values
+    distances = torch.linalg.norm(queries.to(bank.device)[:, None, :] - bank[by_index], dim=2)
+    order = torch.sort(distances, dim=1, stable=True).indices[:, :k]
+    return distances.gather(1, order).cpu(), by_index.gather(1, order).cpu()
 
 
 class MemoryBankIndex:
     """An exact search structure over a fixed bank, built once and queried many times.
 
-    ``backend``: ``"torch"`` (chunked matmul), ``"faiss"``, or ``"auto"`` (faiss on CPU when
-    installed, else torch).
+    ``backend``: ``"torch"`` (tiled matrix products, on the bank's device), ``"faiss"``, or
+    ``"auto"`` (faiss for a CPU bank when it is installed, else torch).
+
+    >>> index = MemoryBankIndex(torch.eye(3), backend="torch")
+    >>> index.search(torch.tensor([[0.9, 0.0, 0.0]]), k=2)[1].tolist()
+    [[0, 1]]
     """
 
     def __init__(self, bank: torch.Tensor, backend: str = "auto"):
         if backend not in ("auto", "torch", "faiss"):
             raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'torch' or 'faiss'")
         self.bank = torch.as_tensor(bank).float()
+        _check_bank(self.bank)
         use_faiss = backend == "faiss" or (backend == "auto" and faiss is not None and self.bank.device.type == "cpu")
         if use_faiss and faiss is None:
-            raise ImportError("faiss is not installed: pip install faiss-cpu")
+            raise ImportError("faiss is not installed: pip install faiss-cpu (or use backend='torch')")
+        self.backend = "faiss" if use_faiss else "torch"
         self._faiss = None
         if use_faiss:
             self._faiss = faiss.IndexFlatL2(self.bank.shape[1])
             self._faiss.add(np.ascontiguousarray(self.bank.cpu().numpy()))
+        else:
+            self._bank_sq = (self.bank * self.bank).sum(1)
 
     def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(distances, indices)``, each ``(Q, k)``, nearest first."""
-        if self._faiss is None:
-            return nearest_neighbours_torch(queries, self.bank, k)
-        q = np.ascontiguousarray(torch.as_tensor(queries).float().cpu().numpy())
-        d, i = self._faiss.search(q, min(k, len(self.bank)))
-        return torch.from_numpy(np.sqrt(np.maximum(d, 0.0))), torch.from_numpy(i.astype(np.int64))
+        """``(distances, indices)``, each ``(Q, k)``, nearest first (CPU tensors)."""
+        queries = torch.as_tensor(queries).float()
+        _check_queries(queries, self.bank)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        k = min(k, len(self.bank))
+        n_candidates = min(k + SPARE, len(self.bank))
+        # the exact step holds (queries × candidates × dims) floats: keep that within one tile too
+        chunk = max(1, min(QUERY_CHUNK, TILE_ELEMENTS // (n_candidates * self.bank.shape[1])))
+        out_d = torch.empty(len(queries), k)
+        out_i = torch.empty(len(queries), k, dtype=torch.long)
+        for q0 in range(0, len(queries), chunk):
+            q = queries[q0 : q0 + chunk]
+            if self._faiss is not None:
+                _, found = self._faiss.search(np.ascontiguousarray(q.cpu().numpy()), n_candidates)
+                candidates = torch.from_numpy(found.astype(np.int64))
+            else:
+                candidates = _candidates_torch(q, self.bank, self._bank_sq, n_candidates)
+            out_d[q0 : q0 + len(q)], out_i[q0 : q0 + len(q)] = _exact_k_nearest(q, self.bank, candidates.to(self.bank.device), k)
+        return out_d, out_i
 
 
 def nearest_neighbours(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import platform
 import time
@@ -35,6 +36,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .backbones import DEFAULT_LAYERS
@@ -48,7 +50,8 @@ from .patchcore import PatchCore
 from .viz import plot_gallery, plot_metrics_table, plot_score_histogram, plot_shots_curve
 
 #: The PatchCore settings of the demo, the same for every category. A 1 % coreset keeps the fit
-#: to seconds on a laptop CPU; on this data it scores like 10 % (the paper finds the same on MVTec).
+#: to seconds on a laptop CPU, and on this data it scores no worse than 10 % or the full bank
+#: (image AUROC on grass 0.92 / 0.82 / 0.82, tissue 0.86 / 0.78 / 0.80).
 DEMO_MODEL = {"layers": DEFAULT_LAYERS, "coreset_ratio": 0.01, "num_neighbors": 9}
 
 
@@ -224,7 +227,8 @@ def category_gallery(result: CategoryResult, indices: Sequence[int]):
     for i, sample in zip(indices, samples):
         verdict = "flagged" if evaluation.scores[i] > model.threshold_ else "passed"
         titles.append(f"{sample.path.stem}: score {evaluation.scores[i]:.1f}, {verdict}")
-    return plot_gallery(images, masks, [maps[i] for i in indices], thresholded, titles, vmin=vmin, vmax=vmax)
+    return plot_gallery(images, masks, [maps[i] for i in indices], thresholded, titles, vmin=vmin, vmax=vmax,
+                        outline_thickness=2)
 
 
 def write_figures(results: Sequence[CategoryResult], table: pd.DataFrame, shots_table: pd.DataFrame,
@@ -300,9 +304,18 @@ def format_table(table: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------------------------
 # The HTML page
 # --------------------------------------------------------------------------------------------
-def data_uri(path: Path) -> str:
-    """A PNG file as a ``data:`` URI, so the page needs no other file."""
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+def data_uri(path: Path, jpeg_quality: int | None = None) -> str:
+    """A PNG file as a ``data:`` URI, so the page needs no other file.
+
+    With ``jpeg_quality`` the image is re-encoded as JPEG first: photographs (the galleries) then
+    take a fifth of the bytes, which keeps the page a few megabytes. Line art stays PNG.
+    """
+    if jpeg_quality is None:
+        return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    buffer = io.BytesIO()
+    with Image.open(path) as image:
+        image.convert("RGB").save(buffer, format="JPEG", quality=jpeg_quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 _CSS = """
@@ -326,6 +339,7 @@ img{max-width:100%;height:auto;display:block}
 .two{display:grid;grid-template-columns:minmax(420px,1fr) minmax(360px,1fr);gap:18px;align-items:start}
 footer{color:#57606a;font-size:13px;margin-top:24px}
 code{background:#eef1f4;padding:1px 4px;border-radius:3px}
+section.warn{background:#fff8e1;border-color:#f0c36d}
 """
 
 
@@ -367,8 +381,18 @@ def _per_defect_html(per_defect: dict) -> str:
     return f'<table class="metrics">{head}{rows}</table>'
 
 
-def _img(path: Path, alt: str) -> str:
-    return f'<img src="{data_uri(path)}" alt="{html.escape(alt)}">'
+def _img(path: Path, alt: str, jpeg_quality: int | None = None) -> str:
+    return f'<img src="{data_uri(path, jpeg_quality)}" alt="{html.escape(alt)}">'
+
+
+def _shots_html(shots_table: pd.DataFrame) -> str:
+    """Image AUROC by number of training images (rows) and category (columns)."""
+    wide = shots_table.pivot_table(index="shots", columns="category", values="image_auroc", aggfunc="mean")
+    head = "<tr><th>training images</th>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in wide.columns) + "</tr>"
+    rows = "".join(
+        f"<tr><td>{shots}</td>" + "".join(_cell(v, tint=True) for v in row) + "</tr>" for shots, row in wide.iterrows()
+    )
+    return f'<table class="metrics">{head}{rows}</table>'
 
 
 def render_html(table: pd.DataFrame, results: Sequence[CategoryResult], shots_table: pd.DataFrame,
@@ -387,6 +411,9 @@ def render_html(table: pd.DataFrame, results: Sequence[CategoryResult], shots_ta
         f"<header><h1>PatchCore demo report</h1><p>{html.escape(lead)}</p></header>",
         f"<nav><a href='#results'>results</a><a href='#scores'>scores</a><a href='#shots'>training images</a>{nav}</nav>",
         "<main>",
+        *(["<section class='warn'><b>FAST mode</b>: tiny data (a few 64-pixel tiles per category) to check that "
+           "everything runs. The numbers say nothing about PatchCore; run <code>patchcore-kit demo</code> for the "
+           "real report.</section>"] if settings["fast"] else []),
         "<section id='results'><h2>Results</h2>",
         "<p class='note'>Each category: a model fitted on nominal tiles only, tested on held-out nominal tiles and "
         "six kinds of synthetic defect. AUROC 1.0 = every anomalous image (pixel) scores above every nominal one. "
@@ -400,9 +427,11 @@ def render_html(table: pd.DataFrame, results: Sequence[CategoryResult], shots_ta
         "</div></section>",
         "<section id='shots'><h2>How many training images does PatchCore need?</h2><div class='two'>",
         _img(images["sample_efficiency"], "image AUROC against the number of training images"),
-        "<p class='note'>The same model and settings fitted on the first 1, 2, 5, ... training images of a seeded "
-        "draw, scored on the full test set. The backbone runs once per image; every fit after that reads "
-        "cached features.</p></div></section>",
+        "<div><p class='note'>Image AUROC of the same model and settings fitted on 1, 2, 5, ... training images "
+        "(a seeded draw; smaller sets are subsets of larger ones), scored on the full test set. The backbone runs "
+        "once per image; every fit after that reads cached features. One draw per point: with a test set this "
+        "small, single steps up or down are noise.</p>",
+        _shots_html(shots_table), "</div></div></section>",
     ]
     for result in results:
         row, metrics = table.loc[result.name], result.evaluation.metrics
@@ -423,7 +452,7 @@ def render_html(table: pd.DataFrame, results: Sequence[CategoryResult], shots_ta
             defect_type = key[len(f"gallery_{result.name}_"):]
             score = metrics["per_defect"].get(defect_type, {}).get("image_auroc")
             note = f" <span>image AUROC {_fmt(score)}</span>" if score is not None else " <span>nominal</span>"
-            parts.append(f"<div class='card'><h4>{html.escape(defect_type)}{note}</h4>{_img(images[key], key)}</div>")
+            parts.append(f"<div class='card'><h4>{html.escape(defect_type)}{note}</h4>{_img(images[key], key, 85)}</div>")
         parts.append("</div></section>")
     parts += [
         "<footer>Files next to this page: <code>metrics.json</code>, <code>metrics.csv</code>, "

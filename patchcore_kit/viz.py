@@ -150,20 +150,20 @@ def pca_rgb(feature_maps, n_fit: int = 20000, seed: int = 0) -> list[np.ndarray]
     return images
 
 
-def plot_feature_maps(maps: dict, image: np.ndarray | None = None, shared_colours: bool = False,
-                      panel_size: float = 2.6) -> Figure:
+def plot_feature_maps(maps: dict, image: np.ndarray | None = None, panel_size: float = 2.6) -> Figure:
     """One panel per feature map ``(C, H, W)`` (its principal components as RGB), titled with its shape.
 
-    ``maps`` is ``{title: map}``; ``image`` (H, W, 3) is drawn first for reference. With
-    ``shared_colours`` one PCA serves all panels (maps of equal ``C``), so colours compare across
-    panels; otherwise each panel gets its own (maps of different stages have different channels).
-    Each panel shows the map's grid at its own resolution: a 14×14 map looks blocky.
+    ``maps`` is ``{title: map}``; ``image`` (H, W, 3) is drawn first for reference. Maps with the
+    same number of channels share one PCA, so their colours compare (one stage before and after
+    aggregation or alignment); maps of different stages get their own. Each panel shows the map's
+    grid at its own resolution: a 14×14 map looks blocky.
     """
     titles = list(maps)
-    if shared_colours:
-        rgbs = pca_rgb([maps[t] for t in titles])
-    else:
-        rgbs = [pca_rgb([maps[t]])[0] for t in titles]
+    colours = {}
+    for channels in dict.fromkeys(np.shape(maps[t])[0] for t in titles):
+        group = [t for t in titles if np.shape(maps[t])[0] == channels]
+        colours.update(zip(group, pca_rgb([maps[t] for t in group])))
+    rgbs = [colours[t] for t in titles]
     panels = ([("image", image)] if image is not None else []) + list(zip(titles, rgbs))
     figure = Figure(figsize=(panel_size * len(panels), panel_size + 0.5), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
@@ -319,49 +319,6 @@ def plot_coreset_curves(table: pd.DataFrame, metrics=("radius", "image_auroc"), 
     return figure
 
 
-def plot_segmentation_gallery(images: np.ndarray, maps: np.ndarray, masks: np.ndarray | None = None,
-                              threshold: float | None = None, cmap: str = "inferno", vmax: float | None = None,
-                              titles=None, shared_scale: bool = True, panel_size: float = 2.3) -> Figure:
-    """One row per image: the image, its ground truth, the anomaly map, the thresholded map.
-
-    ``maps`` share one colour scale (0 to ``vmax``, default their maximum), so rows compare;
-    ``shared_scale=False`` stretches each row to its own maximum instead (to compare shapes, not
-    levels). The last column (only with a ``threshold``) fills the pixels above it in red and
-    outlines the ground truth in green.
-    """
-    images, maps = np.asarray(images), np.asarray(maps, dtype=float)
-    vmax = float(maps.max()) if vmax is None else vmax
-    map_title = "anomaly map" if shared_scale else "anomaly map (own scale)"
-    columns = ["image", "ground truth", map_title] + ([f"map > {threshold:.2f}"] if threshold is not None else [])
-    figure = Figure(figsize=(panel_size * len(columns), panel_size * len(images) + 0.4), layout="constrained")
-    axes = figure.subplots(len(images), len(columns), squeeze=False)
-    for row, (image, anomaly_map) in enumerate(zip(images, maps)):
-        mask = None if masks is None else np.asarray(masks[row], dtype=bool)
-        axes[row, 0].imshow(image)
-        if mask is not None:
-            axes[row, 1].imshow(mask, cmap="gray", vmin=0, vmax=1)
-        else:
-            axes[row, 1].text(0.5, 0.5, "no mask", ha="center", va="center", transform=axes[row, 1].transAxes)
-        heat = axes[row, 2].imshow(anomaly_map, cmap=cmap, vmin=0, vmax=vmax if shared_scale else anomaly_map.max())
-        if threshold is not None:
-            overlay = np.asarray(image, dtype=float) / 255.0
-            predicted = anomaly_map > threshold
-            overlay[predicted] = 0.45 * overlay[predicted] + 0.55 * np.array([0.9, 0.1, 0.1])
-            axes[row, 3].imshow(overlay)
-            if mask is not None and mask.any():
-                axes[row, 3].contour(mask, levels=[0.5], colors="#00e000", linewidths=1.0)
-        if titles is not None:
-            axes[row, 0].set_ylabel(titles[row], fontsize=8)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    for ax, name in zip(axes[0], columns):
-        ax.set_title(name, fontsize=10)
-    if shared_scale:
-        figure.colorbar(heat, ax=axes[:, 2], shrink=0.6, location="bottom", label="anomaly score")
-    return figure
-
-
 # --- demo report: overlays, score histograms, galleries, tables --------------------------------
 def _as_float_rgb(image) -> np.ndarray:
     """uint8 or float RGB (or grey) ``(H, W[, 3])`` -> float RGB in [0, 1]."""
@@ -427,7 +384,7 @@ def overlay_anomaly_map(image, anomaly_map, vmin: float | None = None, vmax: flo
 
 
 def plot_score_histogram(scores, labels, threshold: float | None = None, title: str | None = None,
-                         ax=None, bins: int | str = "auto",
+                         ax=None, bins: int | str = 20,
                          names: tuple[str, str] = ("nominal", "anomalous")) -> Figure:
     """Histogram of image scores, nominal and anomalous in two colours, with the decision threshold.
 
@@ -458,6 +415,7 @@ def plot_score_histogram(scores, labels, threshold: float | None = None, title: 
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), title=None, frameon=False, fontsize=8)
     return figure
 
 
@@ -470,17 +428,19 @@ _GALLERY_ROWS = {
 
 def plot_gallery(images, masks, maps, thresholded=None, titles=None, cmap: str = "inferno",
                  vmin: float | None = None, vmax: float | None = None, alpha: float = 0.7,
-                 truth_colour=(0.0, 0.9, 0.2), prediction_colour=(0.9, 0.1, 0.1),
-                 panel_size: float = 1.9, colorbar: bool = True) -> Figure:
+                 truth_colour=(0.0, 0.9, 0.2), prediction_colour=(0.9, 0.1, 0.1), outline_thickness: int = 1,
+                 panel_size: float = 1.9, fontsize: float = 9, colorbar: bool = True) -> Figure:
     """A gallery of test images: one column per image, three rows of views.
 
     1. the image with the ground-truth outline (``masks``; ``None`` entries = no defect);
     2. the anomaly map (``maps``) over the image, faded where scores are low (:func:`overlay_anomaly_map`);
     3. the thresholded map (``thresholded``: boolean masks, e.g. ``maps > model.pixel_threshold_``)
-       tinted red, with the ground-truth outline on top; the row is left out when ``thresholded`` is None.
+       tinted and outlined red, with the ground-truth outline on top; the row is left out when
+       ``thresholded`` is None.
 
     All maps share one colour scale ``vmin``..``vmax`` (default: their joint range), so columns
-    compare; ``colorbar`` adds its legend below the overlay row.
+    compare; ``colorbar`` adds its legend below the last row. Outlines are ``outline_thickness``
+    pixels wide (2 stays visible when a large image is shown small).
 
     >>> images, maps = np.zeros((2, 8, 8, 3), np.uint8), np.random.rand(2, 8, 8)
     >>> fig = plot_gallery(images, [None, maps[1] > 0.5], maps, thresholded=maps > 0.9)
@@ -502,13 +462,16 @@ def plot_gallery(images, masks, maps, thresholded=None, titles=None, cmap: str =
                     layout="constrained")
     axes = figure.subplots(len(rows), len(images), squeeze=False)
     for column, (image, mask, anomaly_map) in enumerate(zip(images, masks, maps)):
-        outline = None if mask is None or not np.any(mask) else mask_outline(mask)
+        outline = None if mask is None or not np.any(mask) else mask_outline(mask, outline_thickness)
         views = {
             "image": image if outline is None else paint_mask(image, outline, truth_colour),
             "overlay": overlay_anomaly_map(image, anomaly_map, low, high, cmap=cmap, alpha=alpha),
         }
         if thresholded is not None:
-            predicted = paint_mask(image, thresholded[column], prediction_colour, alpha=0.5)
+            flagged = np.asarray(thresholded[column], dtype=bool)
+            predicted = paint_mask(image, flagged, prediction_colour, alpha=0.45)
+            # the outline keeps the prediction visible on dark defects, where a tint is lost
+            predicted = paint_mask(predicted, mask_outline(flagged, outline_thickness), prediction_colour)
             views["thresholded"] = predicted if outline is None else paint_mask(predicted, outline, truth_colour)
         for row, view in enumerate(rows):
             ax = axes[row, column]
@@ -516,13 +479,14 @@ def plot_gallery(images, masks, maps, thresholded=None, titles=None, cmap: str =
             ax.set_xticks([])
             ax.set_yticks([])
             if column == 0:
-                ax.set_ylabel(_GALLERY_ROWS[view], fontsize=8)
+                ax.set_ylabel(_GALLERY_ROWS[view], fontsize=fontsize)
         if titles is not None:
-            axes[0, column].set_title(titles[column], fontsize=8)
+            axes[0, column].set_title(titles[column], fontsize=fontsize)
     if colorbar:
         scale = ScalarMappable(norm=Normalize(low, high), cmap=cmap)
-        figure.colorbar(scale, ax=axes[-1, :].tolist(), location="bottom", shrink=0.7, aspect=30,
-                        label="anomaly score (faded below)")
+        bar = figure.colorbar(scale, ax=axes[-1, :].tolist(), location="bottom", shrink=0.7, aspect=30)
+        bar.set_label("anomaly score", fontsize=fontsize)
+        bar.ax.tick_params(labelsize=fontsize)
     return figure
 
 

@@ -5,13 +5,9 @@ The expensive work happens once, when the state is built (backbone features come
 feature cache, fits are memoised), so moving a control only re-scores or re-draws. Tests call the
 render functions directly; the ``*_explorer`` functions only connect ipywidgets to them.
 
-==========================  =======================  ================================
-state (built once)          render function           explorer (widgets)
-==========================  =======================  ================================
-:func:`coreset_state`       :func:`render_coreset_view`  :func:`coreset_explorer`  (02)
-:class:`GalleryState`       :func:`render_gallery`       :func:`gallery_explorer`  (04)
-sweep result tables         :func:`render_sweep`         :func:`sweep_explorer`    (03)
-==========================  =======================  ================================
+* 02, the coreset: :func:`coreset_state` -> :func:`render_coreset_view` <- :func:`coreset_explorer`
+* 03, the sweep: result tables -> :func:`render_sweep` <- :func:`sweep_explorer`
+* 04, the gallery: :class:`GalleryState` -> :func:`render_gallery`, :func:`gallery_metrics` <- :func:`gallery_explorer`
 
 >>> state = coreset_state(features, grid=(16, 16), images=train_images)   # doctest: +SKIP
 >>> render_coreset_view(state, ratio=0.05)                                # a Figure   # doctest: +SKIP
@@ -40,9 +36,9 @@ from .viz import (
     METRIC_LABELS,
     PAPER_MVTEC_REFERENCE,
     plot_coreset_embedding,
+    plot_gallery,
     plot_patch_picks,
     plot_sample_efficiency,
-    plot_segmentation_gallery,
 )
 
 
@@ -104,9 +100,7 @@ def _explorer(render: Callable[..., Figure], controls: dict, extra: Callable[...
         control.observe(update, names="value")
     update()
     rows = [widgets.HBox(list(controls.values())[i : i + 3]) for i in range(0, len(controls), 3)]
-    box = widgets.VBox(rows + [picture] + ([table] if extra is not None else []))
-    box.update = update  # tests and notebooks can re-render on demand
-    return box
+    return widgets.VBox(rows + [picture] + ([table] if extra is not None else []))
 
 
 # --- 02: the coreset --------------------------------------------------------------------------
@@ -255,12 +249,14 @@ class GalleryState:
 
 
 def render_gallery(state: GalleryState, defect_type: str, threshold: float = 0.5, coreset_ratio: float = 0.1,
-                   num_neighbors: int = 9, cmap: str = "inferno", max_images: int = 3) -> Figure:
-    """Image, ground truth, anomaly map and the map above ``threshold`` for images of one defect type.
+                   num_neighbors: int = 9, cmap: str = "inferno", max_images: int = 4) -> Figure:
+    """Images of one defect type: ground truth, anomaly map, and the map above ``threshold``.
 
-    Maps are divided by their maximum over the whole test set, so ``threshold`` is a fraction of
-    the worst score anywhere and all rows share one colour scale. Rows are titled with the image
-    score and its rank among all test images (1 = most anomalous).
+    One column per image (:func:`~patchcore_kit.viz.plot_gallery`): the image with the ground truth
+    outlined, the anomaly map over it, the pixels above ``threshold``. Maps are divided by their
+    maximum over the whole test set, so ``threshold`` is a fraction of the worst score anywhere
+    and all columns share one colour scale. Titles give the image score and its rank among all
+    test images (1 = most anomalous).
     """
     scores, _ = state.result(coreset_ratio, num_neighbors)
     maps = state.normalised_maps(coreset_ratio, num_neighbors)
@@ -268,10 +264,10 @@ def render_gallery(state: GalleryState, defect_type: str, threshold: float = 0.5
     if len(chosen) == 0:
         raise ValueError(f"no test images of defect type {defect_type!r}; choose from {state.defect_choices}")
     rank = np.argsort(np.argsort(-scores)) + 1
-    titles = [f"{defect_type} #{i}\nscore {scores[i]:.2f} (rank {rank[i]}/{len(scores)})" for i in chosen]
+    titles = [f"{defect_type} #{i}\nscore {scores[i]:.2f}, rank {rank[i]}/{len(scores)}" for i in chosen]
     masks = None if state.masks is None else state.masks[chosen]
-    return plot_segmentation_gallery(state.images[chosen], maps[chosen], masks, threshold=threshold, cmap=cmap,
-                                     vmax=1.0, titles=titles)
+    return plot_gallery(state.images[chosen], masks, maps[chosen], thresholded=maps[chosen] > threshold,
+                        titles=titles, cmap=cmap, vmin=0.0, vmax=1.0, panel_size=2.4)
 
 
 def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbors: int = 9,
@@ -300,7 +296,7 @@ def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbo
 
 def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 0.25),
                      neighbours: Sequence[int] = (1, 3, 9), cmaps: Sequence[str] = ("inferno", "viridis", "jet", "gray"),
-                     max_images: int = 3, warm: bool = True):
+                     max_images: int = 4, warm: bool = True):
     """Controls for defect type, threshold, coreset ratio, neighbours and colour map over :func:`render_gallery`,
     with the per-defect metrics table below. ``warm`` fits every ratio up front."""
     import ipywidgets as widgets
@@ -323,7 +319,7 @@ def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 
         return render_gallery(state, defect_type, threshold, coreset_ratio, num_neighbors, cmap, max_images)
 
     def metrics_html(defect_type, threshold, cmap, coreset_ratio, num_neighbors):
-        return gallery_metrics(state, coreset_ratio, num_neighbors, threshold).to_html()
+        return gallery_metrics(state, coreset_ratio, num_neighbors, threshold).rename_axis(None).to_html()
 
     return _explorer(render, controls, extra=metrics_html)
 

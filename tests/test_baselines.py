@@ -15,6 +15,7 @@ from patchcore_kit.baselines import (
     NearestImage,
     gaussian_from_sums,
     global_features,
+    knn_distance,
     random_channels,
 )
 
@@ -151,6 +152,17 @@ def brute_force_spade(train, test, top_k_images, k):
                 grid[i, j] = np.mean(distances[:k])
         grids.append(grid)
     return np.array(scores), np.array(grids)
+
+
+@pytest.mark.parametrize("k", [1, 3, 40])
+def test_knn_distance_equals_scipy_cdist(k):
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(k)
+    queries, gallery = rng.normal(size=(7, 5)), rng.normal(size=(30, 5))
+    expected = np.sort(cdist(queries, gallery), axis=1)[:, :k].mean(axis=1)  # k > 30: all of them
+    got = knn_distance(torch.from_numpy(queries).float(), torch.from_numpy(gallery).float(), k)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4)
 
 
 @pytest.mark.parametrize("top_k_images, k", [(3, 1), (3, 2), (50, 1)])

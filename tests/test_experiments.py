@@ -68,6 +68,8 @@ def test_sweep_table_and_files(split, cache_dir, tmp_path):
     drawn = {p for n in (1, 2) for seed in (0, 1) for p in split.with_shots(n, seed).train_paths}
     assert summary["feature_pass"]["images"] == len(drawn) + 6  # the training draws + the test set
     assert summary["sweep_wall_s"] >= summary["feature_pass"]["seconds"] > 0
+    if summary["feature_pass"]["computed"] == summary["feature_pass"]["images"]:  # a cold cache
+        assert summary["sweep_over_one_pass"] == pytest.approx(summary["sweep_wall_s"] / summary["feature_pass"]["seconds"])
     assert table.attrs["summary"]["settings"]["image_size"] == [SIZE, SIZE]
 
     means = summarize(table)
@@ -110,7 +112,10 @@ def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, 
     table = sample_efficiency(split, cache_dir=cache_dir, results_path=results, **SWEEP)
     assert calls["n"] == -100 + 5
     assert len(table) == 8 and len(pd.read_csv(results)) == 8
-    assert table.attrs["summary"]["rows_resumed"] == 3
+    summary = table.attrs["summary"]
+    assert summary["rows_resumed"] == 3 and summary["feature_pass"]["computed"] == 0
+    assert [run["status"] for run in summary["earlier_runs"]] == ["running"]  # the interrupted run
+    assert summary["wall_s_all_runs"] == pytest.approx(summary["sweep_wall_s"] + summary["earlier_runs"][0]["elapsed_s"])
     fresh = sample_efficiency(split, cache_dir=cache_dir, **SWEEP)
     np.testing.assert_allclose(table.image_auroc, fresh.image_auroc)
     np.testing.assert_allclose(table.aupro, fresh.aupro)

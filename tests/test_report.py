@@ -13,8 +13,10 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from patchcore_kit import report
 from patchcore_kit.errors import InputError
@@ -51,11 +53,13 @@ def test_report_html_is_self_contained(fast_demo):
     figures = list((fast_demo["output"] / "figures").glob("*.png"))
     assert len(sources) == len(figures) - 1  # every figure once, except the table: the page has it as HTML
     for source in sources:
-        assert source.startswith("data:image/png;base64,")
-    png = base64.b64decode(sources[0].split(",", 1)[1])
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        kind, payload = source.split(",", 1)
+        assert kind in ("data:image/png;base64", "data:image/jpeg;base64")
+        magic = b"\x89PNG\r\n\x1a\n" if "png" in kind else b"\xff\xd8\xff"
+        assert base64.b64decode(payload).startswith(magic)
     for category in report.FAST.categories:
         assert f"id='{category}'" in page
+    assert "FAST mode" in page  # nobody mistakes the tiny run's numbers for results
 
 
 def test_metrics_json_has_every_category_with_finite_values(fast_demo):
@@ -114,12 +118,17 @@ def test_gallery_samples_takes_the_first_of_each_type_nominal_last():
     assert report.gallery_samples(Evaluation(), 2) == {"hole": [3], "stain": [2, 4], "good": [0, 1]}
 
 
-def test_data_uri_round_trips(tmp_path):
+def test_data_uri_embeds_png_as_is_or_as_jpeg(tmp_path):
     path = tmp_path / "x.png"
-    path.write_bytes(b"\x89PNG fake")
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
     uri = report.data_uri(path)
     assert uri.startswith("data:image/png;base64,")
-    assert base64.b64decode(uri.split(",", 1)[1]) == b"\x89PNG fake"
+    assert base64.b64decode(uri.split(",", 1)[1]) == path.read_bytes()
+    jpeg = report.data_uri(path, jpeg_quality=80)
+    assert jpeg.startswith("data:image/jpeg;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(jpeg.split(",", 1)[1]))) as decoded:
+        assert decoded.format == "JPEG" and decoded.size == (48, 32)
 
 
 def test_format_table_prints_missing_values_as_a_dash():

@@ -1,0 +1,121 @@
+"""Scoring memory: exact kNN over growing test sets in bounded working memory; torch vs faiss.
+
+The bank is 58,251 real MTD patch features (152-d, efficientnet_lite0 stages 2+3): the size of a
+10 % coreset of the 743-image training pool (which rows it holds does not change the cost). The
+queries are the patches of 5, 20 and 80 MTD images. Each measurement runs in a fresh process;
+its peak resident memory (Linux ``VmHWM``, reset just before the search) minus what it held before
+the search, minus the answer itself, is the search's *working* memory. It must not grow with
+the number of queries.
+
+    python benchmarks/bench_neighbours.py | tee docs/benchmarks/neighbours.txt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import footer, header, set_threads
+
+BANK_ROWS = 58_251  # 10 % of 743 × 784 patches
+PATCHES_PER_IMAGE = 784
+
+
+def _vm(field: str) -> float:
+    """A ``/proc/self/status`` memory field in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def child(backend: str, n_images: int, k: int) -> dict:
+    import torch
+
+    from _features import mtd_patch_features
+    from patchcore_kit.neighbours import MemoryBankIndex, faiss_available
+
+    if faiss_available():  # faiss runs its own OpenMP threads: give it the same number as torch
+        import faiss
+
+        faiss.omp_set_num_threads(torch.get_num_threads())
+    features = mtd_patch_features(None, verbose=False)
+    rng = np.random.default_rng(0)
+    bank = torch.from_numpy(features[np.sort(rng.choice(len(features), BANK_ROWS, replace=False))])
+    queries = torch.from_numpy(features[-n_images * PATCHES_PER_IMAGE :].copy())
+    del features
+    index = MemoryBankIndex(bank, backend=backend)
+    index.search(queries[:10], k)  # warm up (thread pools, first allocations)
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux >= 4.0)
+    before = _vm("VmRSS")
+    start = time.perf_counter()
+    distances, indices = index.search(queries, k)
+    seconds = time.perf_counter() - start
+    peak = _vm("VmHWM")
+    answer_mib = (distances.numel() * 4 + indices.numel() * 8) / 2**20
+    return {
+        "backend": backend, "images": n_images, "queries": len(queries), "k": k, "seconds": seconds,
+        "before_mib": before, "peak_mib": peak, "answer_mib": answer_mib, "queries_mib": queries.numel() * 4 / 2**20,
+        "working_mib": peak - before - answer_mib, "checksum": float(distances.double().sum()),
+        "first_indices": indices[:2000].numpy().tolist(),
+    }
+
+
+def measure(backend: str, n_images: int, k: int, threads: int | None) -> dict:
+    command = [sys.executable, __file__, "--child", backend, str(n_images), str(k)]
+    if threads:
+        command += ["--threads", str(threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, nargs="+", default=[5, 20, 80])
+    parser.add_argument("--k", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--child", nargs=3, metavar=("BACKEND", "IMAGES", "K"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    set_threads(args.threads)
+    if args.child:
+        backend, n_images, k = args.child
+        print(json.dumps(child(backend, int(n_images), int(k))))
+        return
+
+    from patchcore_kit.neighbours import QUERY_CHUNK, TILE_ELEMENTS, faiss_available
+
+    header("exact kNN scoring: working memory vs test-set size, torch vs faiss")
+    print(f"bank {BANK_ROWS:,} × 152 real MTD patch features; k = {args.k}; tile {TILE_ELEMENTS:,} floats "
+          f"({TILE_ELEMENTS * 4 / 2**20:.0f} MiB), at most {QUERY_CHUNK} queries per exact pass\n")
+    backends = ["torch"] + (["faiss"] if faiss_available() else [])
+    print(f"{'backend':8} {'images':>6} {'queries':>9} {'queries MiB':>11} {'answer MiB':>10} "
+          f"{'peak RSS MiB':>12} {'working MiB':>11} {'seconds':>8} {'µs/query':>8}")
+    results = {}
+    for n_images in args.images:
+        for backend in backends:
+            r = measure(backend, n_images, args.k, args.threads)
+            results[backend, n_images] = r
+            print(f"{backend:8} {n_images:6d} {r['queries']:9,d} {r['queries_mib']:11.1f} {r['answer_mib']:10.1f} "
+                  f"{r['peak_mib']:12.1f} {r['working_mib']:11.1f} {r['seconds']:8.2f} "
+                  f"{r['seconds'] / r['queries'] * 1e6:8.1f}", flush=True)
+    print()
+    for backend in backends:
+        working = [results[backend, n]["working_mib"] for n in args.images]
+        print(f"{backend}: working memory {min(working):.0f}–{max(working):.0f} MiB while the queries grew "
+              f"{args.images[-1] // args.images[0]}× ({args.images[0]} -> {args.images[-1]} images)")
+    if len(backends) == 2:
+        for n in args.images:
+            a, b = results["torch", n], results["faiss", n]
+            same = a["first_indices"] == b["first_indices"] and a["checksum"] == b["checksum"]
+            print(f"{n} images: torch and faiss answers {'identical' if same else 'DIFFERENT'} "
+                  f"(indices of the first 2000 queries, sum of all distances); faiss {a['seconds'] / b['seconds']:.1f}x the speed of torch")
+    footer()
+
+
+if __name__ == "__main__":
+    main()

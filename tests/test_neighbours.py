@@ -1,0 +1,136 @@
+"""Exact k-NN: the torch and faiss backends agree with brute force, tiles and chunks do not matter."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from patchcore_kit import neighbours
+from patchcore_kit.neighbours import MemoryBankIndex, faiss_available, nearest_neighbours
+
+BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def brute_force(queries, bank, k):
+    """Float64 distances to every entry, sorted by (distance, index): the answer by definition."""
+    d = torch.cdist(torch.as_tensor(queries).double(), torch.as_tensor(bank).double()).numpy()
+    order = np.stack([np.lexsort((np.arange(d.shape[1]), row)) for row in d])[:, :k]
+    return np.take_along_axis(d, order, 1), order
+
+
+def random_data(n_queries=300, n_bank=700, dim=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    bank = torch.randn(n_bank, dim, generator=g)
+    queries = torch.cat([torch.randn(n_queries - 20, dim, generator=g), bank[:20]])  # some at distance 0
+    return queries, bank
+
+
+def tied_data():
+    """A query at the origin with bank entries at exactly equal distances, and duplicated entries."""
+    bank = torch.tensor([[3.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [1.0, 0.0]])
+    queries = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 0.5], [10.0, 10.0]])
+    return queries, bank
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [1, 3, 9])
+def test_matches_brute_force(backend, k):
+    queries, bank = random_data()
+    distances, indices = nearest_neighbours(queries, bank, k=k, backend=backend)
+    expected_d, expected_i = brute_force(queries, bank, k)
+    assert distances.shape == indices.shape == (len(queries), k)
+    assert distances.dtype == torch.float32 and indices.dtype == torch.int64
+    np.testing.assert_array_equal(indices.numpy(), expected_i)
+    np.testing.assert_allclose(distances.numpy(), expected_d, rtol=1e-5, atol=1e-6)
+    assert (distances[-20:, 0] == 0).all() and (indices[-20:, 0] == torch.arange(20)).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_go_to_the_lower_bank_index(backend):
+    queries, bank = tied_data()
+    distances, indices = nearest_neighbours(queries, bank, k=6, backend=backend)
+    _, expected = brute_force(queries, bank, 6)
+    np.testing.assert_array_equal(indices.numpy(), expected)
+    assert indices[0].tolist() == [1, 2, 3, 4, 5, 7]  # six entries at distance exactly 1
+    assert distances[0].tolist() == [1.0] * 6
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+@pytest.mark.parametrize("k", [1, 4])
+def test_torch_and_faiss_give_identical_answers(k):
+    queries, bank = random_data(n_queries=400, n_bank=1500, dim=152, seed=1)
+    queries = queries * 5 + 3  # offset and scale: where the matrix-product form loses precision
+    bank = bank * 5 + 3
+    by_torch = nearest_neighbours(queries, bank, k=k, backend="torch")
+    by_faiss = nearest_neighbours(queries, bank, k=k, backend="faiss")
+    assert torch.equal(by_torch[1], by_faiss[1]) and torch.equal(by_torch[0], by_faiss[0])
+
+
+def test_tiles_and_chunks_do_not_change_the_answer(monkeypatch):
+    queries, bank = random_data(n_queries=250, n_bank=900, dim=16, seed=2)
+    expected = nearest_neighbours(queries, bank, k=4, backend="torch")
+    monkeypatch.setattr(neighbours, "TILE_ELEMENTS", 1000)  # 1-query tiles, 7-query exact chunks
+    monkeypatch.setattr(neighbours, "QUERY_CHUNK", 37)
+    tiled = nearest_neighbours(queries, bank, k=4, backend="torch")
+    assert torch.equal(expected[0], tiled[0]) and torch.equal(expected[1], tiled[1])
+
+
+def test_bank_larger_than_one_tile_column():
+    queries, bank = random_data(n_queries=30, n_bank=40000, dim=4, seed=3)  # > 16384 entries: 3 bank chunks
+    _, indices = nearest_neighbours(queries, bank, k=2, backend="torch")
+    np.testing.assert_array_equal(indices.numpy(), brute_force(queries, bank, 2)[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_small_banks_and_empty_queries(backend):
+    bank = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    distances, indices = nearest_neighbours(torch.tensor([[0.9, 0.9]]), bank, k=5, backend=backend)
+    assert indices.tolist() == [[1, 0]]  # k is capped at the bank size
+    assert distances[0, 0] == pytest.approx(0.1 * 2**0.5, rel=1e-6)
+    distances, indices = nearest_neighbours(torch.empty(0, 2), bank, k=1, backend=backend)
+    assert distances.shape == indices.shape == (0, 1)
+
+
+def test_index_is_reusable_and_accepts_numpy():
+    queries, bank = random_data(n_queries=50, n_bank=200, dim=8, seed=4)
+    index = MemoryBankIndex(bank.numpy().astype(np.float64), backend="torch")
+    first = index.search(queries.numpy(), k=2)
+    second = index.search(queries, k=2)
+    assert torch.equal(first[1], second[1]) and index.backend == "torch"
+
+
+def test_auto_backend():
+    assert MemoryBankIndex(torch.randn(5, 3)).backend == ("faiss" if faiss_available() else "torch")
+
+
+def test_errors(monkeypatch):
+    bank = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="unknown backend 'annoy'"):
+        MemoryBankIndex(bank, backend="annoy")
+    with pytest.raises(ValueError, match="non-empty"):
+        MemoryBankIndex(torch.empty(0, 4))
+    with pytest.raises(ValueError, match=r"queries of shape \(2, 3\) do not match the bank's 4 dims"):
+        nearest_neighbours(torch.randn(2, 3), bank, backend="torch")
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        nearest_neighbours(torch.randn(2, 4), bank, k=0, backend="torch")
+    monkeypatch.setattr(neighbours, "faiss", None)
+    with pytest.raises(ImportError, match="pip install faiss-cpu"):
+        MemoryBankIndex(bank, backend="faiss")
+    assert MemoryBankIndex(bank).backend == "torch"  # auto falls back quietly
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bank_gives_the_cpu_answer():
+    queries, bank = random_data(seed=5)
+    on_gpu = nearest_neighbours(queries, bank.cuda(), k=3, backend="auto")
+    assert on_gpu[0].device.type == "cpu"
+    np.testing.assert_array_equal(on_gpu[1].numpy(), brute_force(queries, bank, 3)[1])
