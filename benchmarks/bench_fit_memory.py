@@ -11,7 +11,7 @@ and no further full copies. Each fit (efficientnet_lite0 stages 2+3, 224 px, gre
 and its peak resident memory (Linux ``VmHWM``, reset just before ``fit``) is compared with those
 sizes.
 
-    python benchmarks/bench_fit_memory.py | tee docs/benchmarks/fit_memory.txt
+    python benchmarks/bench_fit_memory.py | tee docs/benchmarks/bench_fit_memory.txt
 """
 from __future__ import annotations
 

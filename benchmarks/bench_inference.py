@@ -12,7 +12,7 @@ entry), and divide by the GFLOP/s of a large float32 matrix product measured her
 That is the time the arithmetic alone would take at full matmul speed; the ratio says how far
 each part is from it.
 
-    python benchmarks/bench_inference.py | tee docs/benchmarks/inference.txt
+    python benchmarks/bench_inference.py | tee docs/benchmarks/bench_inference.txt
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def main() -> None:
         model.fit(split.train_paths)
     bank, dim = model.memory_bank_.shape
     print(f"fitted on {len(split.train_paths)} images ({model.n_patches_:,} patches, features from the cache) "
-          f"in {fit.seconds:.0f} s; bank {bank:,} × {dim}")
+          f"in {fit.seconds:.0f} s; bank {bank:,} × {dim}; nearest-neighbour backend: {model._bank_index().backend}")
 
     model.feature_cache = None  # score from the image files: the backbone runs
     test = split.test_paths[: args.images]

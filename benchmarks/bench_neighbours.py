@@ -7,7 +7,7 @@ its peak resident memory (Linux ``VmHWM``, reset just before the search) minus w
 the search, minus the answer itself, is the search's *working* memory. It must not grow with
 the number of queries.
 
-    python benchmarks/bench_neighbours.py | tee docs/benchmarks/neighbours.txt
+    python benchmarks/bench_neighbours.py | tee docs/benchmarks/bench_neighbours.txt
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ fits and scores every (method, shots, seed) from that cache. So the whole sweep 
 more than that one pass. This script runs a small grid on MTD (601 test images) and prints both
 times and their ratio; the sweep measures its own extraction pass (``summary["feature_pass"]``).
 
-    python benchmarks/bench_sweep.py | tee docs/benchmarks/sweep.txt
+    python benchmarks/bench_sweep.py | tee docs/benchmarks/bench_sweep.txt
 """
 from __future__ import annotations
 

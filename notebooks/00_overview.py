@@ -42,8 +42,10 @@
 #
 # Every notebook runs on the built-in demo data (texture photographs with painted defects, made in
 # seconds, no download). Point `DATA_ROOT` (or the environment variable `PATCHCORE_KIT_DATASET`)
-# at MVTec AD or Magnetic Tile Defects to use real data. The widgets in 02–04 are thin wiring over
-# plain functions in `patchcore_kit.widgets`, which you can call yourself.
+# at MVTec AD or Magnetic Tile Defects to use real data; `patchcore_kit.notebook.notebook_dataset`
+# turns these settings into a train/test split, the same way in every notebook. The widgets in
+# 02–04 are thin wiring over plain functions in `patchcore_kit.widgets`, which you can call
+# yourself.
 #
 # Below: the whole method in a few lines, before the notebooks take it apart.
 
@@ -62,18 +64,15 @@ N_TRAIN = 10 if FAST else 40
 import numpy as np
 
 from patchcore_kit import viz
-from patchcore_kit.data import load_dataset
-from patchcore_kit.data.demo import build_demo_dataset, default_data_dir
+from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.images import display_image
+from patchcore_kit.notebook import notebook_dataset
 from patchcore_kit.patchcore import PatchCore
 
-if DATA_ROOT is None:
-    demo_size = dict(n_train=10, n_test_good=4, n_test_per_defect=2, image_size=128) if FAST else {}
-    DATA_ROOT = build_demo_dataset(default_data_dir() / ("demo_fast" if FAST else "demo"),
-                                   categories=[CATEGORY], progress=False, **demo_size)
-split = load_dataset(DATA_ROOT, FORMAT, CATEGORY if FORMAT == "mvtec" else None)
-split = split.with_shots(min(N_TRAIN, len(split.train)), seed=0)
+# %%
+split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
+assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
 split
 
 # %% [markdown]

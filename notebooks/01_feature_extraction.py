@@ -39,7 +39,9 @@
 # and `FORMAT` to `"mvtec"`, `"mtd"` or `"folder"` — or set the environment variables
 # `PATCHCORE_KIT_DATASET`, `PATCHCORE_KIT_FORMAT`, `PATCHCORE_KIT_CATEGORY`. `FAST` (set by
 # `PATCHCORE_KIT_FAST=1`, as the test suite does) shrinks images and counts so that the whole
-# notebook runs in seconds.
+# notebook runs in seconds. `notebook_dataset` (from `patchcore_kit.notebook`, shared by all
+# notebooks) builds the demo data or loads yours, and keeps a seeded draw of `N_TRAIN` training
+# images.
 
 # %% tags=["parameters"]
 import os
@@ -61,22 +63,20 @@ from sklearn.decomposition import PCA
 
 from patchcore_kit import viz
 from patchcore_kit.backbones import STAGES, load_backbone
-from patchcore_kit.data import load_dataset, read_sample_mask
-from patchcore_kit.data.demo import build_demo_dataset, default_data_dir
+from patchcore_kit.data import read_sample_mask
+from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.evaluate import ground_truth_masks
 from patchcore_kit.features import FeatureExtractor, aggregate_local, align_to, flatten_patches, patch_embeddings
 from patchcore_kit.images import display_image, image_tensor, resize_mask, to_pil_list
 from patchcore_kit.metrics import image_auroc, pixel_auroc
 from patchcore_kit.neighbours import nearest_neighbours
+from patchcore_kit.notebook import notebook_dataset
 from patchcore_kit.patchcore import PatchCore
 
+# %%
 FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
-if DATA_ROOT is None:
-    demo_size = dict(n_train=10, n_test_good=4, n_test_per_defect=2, image_size=128) if FAST else {}
-    DATA_ROOT = build_demo_dataset(default_data_dir() / ("demo_fast" if FAST else "demo"),
-                                   categories=[CATEGORY], progress=False, **demo_size)
-split = load_dataset(DATA_ROOT, FORMAT, CATEGORY if FORMAT == "mvtec" else None)
-split = split.with_shots(min(N_TRAIN, len(split.train)), seed=0)
+split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
+assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
 split
 
 # %% [markdown]

@@ -49,8 +49,8 @@ CATEGORY = os.environ.get("PATCHCORE_KIT_CATEGORY", "brick")  # MVTec AD / demo 
 BACKBONE = "efficientnet_lite0"
 IMAGE_SIZE = 128 if FAST else 224
 N_TRAIN = 10 if FAST else 40
-RATIOS = (0.01, 0.05, 0.1, 0.25) if FAST else (0.001, 0.005, 0.01, 0.05, 0.1, 0.25)
-N_SHOWN = 800 if FAST else 5000  # patches drawn in the UMAP picture
+RATIOS = (0.01, 0.05, 0.1, 0.25) if FAST else (0.001, 0.005, 0.01, 0.05, 0.1)  # paper: 0.01 to 0.25
+N_SHOWN = 800 if FAST else 3000  # a uniform sample of the bank drawn in the UMAP picture
 UMAP_PARAMS = {"n_epochs": 100} if FAST else {}
 
 # %%
@@ -62,21 +62,18 @@ import pandas as pd
 
 from patchcore_kit import viz
 from patchcore_kit.coreset import coreset_size, covering_radius, random_coreset
-from patchcore_kit.data import load_dataset
-from patchcore_kit.data.demo import build_demo_dataset, default_data_dir
+from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.evaluate import ground_truth_masks
 from patchcore_kit.images import display_image
 from patchcore_kit.metrics import image_auroc, pixel_auroc
+from patchcore_kit.notebook import notebook_dataset
 from patchcore_kit.patchcore import PatchCore
 from patchcore_kit.widgets import coreset_explorer, coreset_state, render_coreset_view
 
+# %%
 FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
-if DATA_ROOT is None:
-    demo_size = dict(n_train=10, n_test_good=4, n_test_per_defect=2, image_size=128) if FAST else {}
-    DATA_ROOT = build_demo_dataset(default_data_dir() / ("demo_fast" if FAST else "demo"),
-                                   categories=[CATEGORY], progress=False, **demo_size)
-split = load_dataset(DATA_ROOT, FORMAT, CATEGORY if FORMAT == "mvtec" else None)
-split = split.with_shots(min(N_TRAIN, len(split.train)), seed=0)
+split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
+assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
 settings = dict(backbone=BACKBONE, image_size=IMAGE_SIZE, feature_cache=FEATURE_CACHE, calibrate=False)
 split
 
@@ -139,11 +136,12 @@ wide.round(2)
 # ## 3 · Where the coreset sits: a UMAP picture of the bank
 #
 # UMAP (McInnes et al., 2018) draws high-dimensional points in 2-D so that near neighbours stay
-# near. Grey dots are a random sample of the bank, orange dots the greedy coreset (all picks are
-# drawn). The picks spread over the *whole* picture, out to the sparse fringes, while dense regions
-# get only a few: coverage, not density. On the right, the picks that fall into one training
-# image — they tend to sit on the rarer structures (edges, odd spots) rather than on the plain
-# surface, which a handful of representatives already covers.
+# near. Grey dots are a uniform random sample of the bank — where they crowd, the bank is dense —
+# and orange dots the greedy coreset (every pick is drawn). The picks spread over the *whole*
+# picture, out to the sparse fringes, while dense regions get far fewer than their crowd of grey
+# suggests: coverage, not density. On the right, the picks that fall into one training image —
+# they tend to sit on the rarer structures (edges, odd spots) rather than on the plain surface,
+# which a handful of representatives already covers.
 
 # %%
 render_coreset_view(state, ratio=0.1)

@@ -42,7 +42,8 @@
 #
 # The demo data (two categories) unless `DATA_ROOT` / `PATCHCORE_KIT_DATASET` points at MVTec AD
 # (`FORMAT = "mvtec"`, with one or more comma-separated `CATEGORY`s), MTD (`"mtd"`) or a folder
-# (`"folder"`). Every category gets its own sweep.
+# (`"folder"`). Every category gets its own sweep; `notebook_datasets` (from
+# `patchcore_kit.notebook`) builds the demo data or loads yours, one split per category.
 # Finished rows are stored in `RESULTS_DIR`: running the notebook again *loads* them instead of
 # fitting again, and an interrupted sweep continues where it stopped. `FAST`
 # (`PATCHCORE_KIT_FAST=1`) runs a tiny sweep for the test suite.
@@ -68,25 +69,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from patchcore_kit.data import load_dataset
-from patchcore_kit.data.demo import build_demo_dataset, default_data_dir
+from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.experiments import sample_efficiency, summarize
+from patchcore_kit.notebook import notebook_datasets
 from patchcore_kit.widgets import render_sweep, sweep_explorer
 
+# %%
 FEATURE_CACHE = default_data_dir() / "feature_cache"  # shared by every method and every sweep
 RESULTS_DIR = default_data_dir() / "sweeps" / ("fast" if FAST else "full")
-
-categories = CATEGORY.split(",")
-label = "demo" if DATA_ROOT is None else Path(DATA_ROOT).name
-if DATA_ROOT is None:
-    demo_size = dict(n_train=10, n_test_good=4, n_test_per_defect=2, image_size=128) if FAST else {}
-    DATA_ROOT = build_demo_dataset(default_data_dir() / ("demo_fast" if FAST else "demo"),
-                                   categories=categories, progress=False, **demo_size)
-if FORMAT == "mvtec":
-    datasets = {f"{label} / {c}": load_dataset(DATA_ROOT, "mvtec", c) for c in categories}
-else:
-    split = load_dataset(DATA_ROOT, FORMAT)
-    datasets = {split.name: split}
+datasets = notebook_datasets(DATA_ROOT, FORMAT, CATEGORY, fast=FAST)  # whole pools: the sweep draws from them
+assert datasets and all(split.train and split.test_labels.any() for split in datasets.values())
 {name: split.summary()["train"] for name, split in datasets.items()}  # training pool per dataset
 
 # %% [markdown]

@@ -57,18 +57,15 @@ import numpy as np
 import pandas as pd
 
 from patchcore_kit import viz
-from patchcore_kit.data import load_dataset
-from patchcore_kit.data.demo import build_demo_dataset, default_data_dir
+from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.metrics import image_auroc
+from patchcore_kit.notebook import notebook_dataset
 from patchcore_kit.widgets import GalleryState, gallery_explorer, gallery_metrics, render_gallery
 
+# %%
 FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
-if DATA_ROOT is None:
-    demo_size = dict(n_train=10, n_test_good=4, n_test_per_defect=2, image_size=128) if FAST else {}
-    DATA_ROOT = build_demo_dataset(default_data_dir() / ("demo_fast" if FAST else "demo"),
-                                   categories=[CATEGORY], progress=False, **demo_size)
-split = load_dataset(DATA_ROOT, FORMAT, CATEGORY if FORMAT == "mvtec" else None)
-split = split.with_shots(min(N_TRAIN, len(split.train)), seed=0)
+split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
+assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
 split.summary()
 
 # %% [markdown]

@@ -7,6 +7,7 @@ widget and saves a screenshot to ``docs/notebook_02.png`` and ``docs/notebook_04
 
     .venv/bin/python notebooks/take_screenshots.py          # full settings (slow: minutes)
     .venv/bin/python notebooks/take_screenshots.py --fast   # FAST mode, as in the tests
+    .venv/bin/python notebooks/take_screenshots.py --fast 02   # only notebook 02's screenshot
 
 Data (demo, feature cache) go to the usual data folder (``$PATCHCORE_KIT_DATA`` or ``data/``).
 """
@@ -105,7 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="run the notebooks with PATCHCORE_KIT_FAST=1")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per notebook")
+    parser.add_argument("notebooks", nargs="*", metavar="NUMBER",
+                        help="only these notebooks, by number (e.g. 02); default: all of " + ", ".join(SHOTS))
     args = parser.parse_args()
+    shots = {name: shot for name, shot in SHOTS.items() if not args.notebooks or name[:2] in args.notebooks}
+    if not shots:
+        parser.error(f"no screenshot for notebooks {args.notebooks}; choose from {', '.join(n[:2] for n in SHOTS)}")
 
     from playwright.sync_api import sync_playwright
 
@@ -113,14 +119,14 @@ def main() -> None:
     env.setdefault("PATCHCORE_KIT_DATA", str(HERE.parent / "data"))
     with tempfile.TemporaryDirectory(prefix="patchcore_kit_screens_") as folder:
         root = Path(folder)
-        for name in SHOTS:
+        for name in shots:
             shutil.copy(HERE / name, root / name)
         port = free_port()
         lab = start_lab(root, port, env, root / "lab.log")
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-                for name, (png, heading, height) in SHOTS.items():
+                for name, (png, heading, height) in shots.items():
                     page = browser.new_page(viewport={"width": 1280, "height": height})
                     # /doc/ is JupyterLab's single-document mode: the notebook without side panels
                     run_and_capture(page, f"http://127.0.0.1:{port}/doc/tree/{name}", heading, DOCS / png,

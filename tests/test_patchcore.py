@@ -293,7 +293,8 @@ def test_paths_pil_numpy_and_tensors_give_the_same_scores(fitted, textures):
         "list of tensors": list(batch),
     }.items():
         np.testing.assert_array_equal(fitted.decision_function(images), reference, err_msg=name)
-    np.testing.assert_array_equal(fitted.decision_function(batch[2]), reference[2:3])  # one (C, H, W) tensor
+    # one (C, H, W) tensor: a batch of one takes other convolution kernels, so equal to float32 rounding
+    np.testing.assert_allclose(fitted.decision_function(batch[2]), reference[2:3], rtol=1e-5)
 
 
 def test_feature_cache_gives_the_same_model(textures, tmp_path, fitted):

@@ -16,6 +16,7 @@ from patchcore_kit.viz import (
     metric_colour,
     overlay_anomaly_map,
     paint_mask,
+    plot_coreset_embedding,
     plot_gallery,
     plot_metrics_table,
     plot_score_histogram,
@@ -162,3 +163,19 @@ def test_shots_curve_has_one_line_per_category():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["brick", "grass"]
     with pytest.raises(ValueError, match="no values"):
         plot_shots_curve(table.assign(image_auroc=np.nan))
+
+
+def test_coreset_embedding_draws_a_uniform_background_and_the_picks_on_top():
+    embedding = np.arange(20, dtype=float).reshape(10, 2)
+    selected = np.zeros(10, bool)
+    selected[[0, 1, 2]] = True
+    background = np.zeros(10, bool)
+    background[[2, 3, 4, 5]] = True  # one pick (2) is also part of the sample
+    ax = plot_coreset_embedding(embedding, selected, background=background).axes[0]
+    grey, orange = ax.collections
+    assert np.array_equal(grey.get_offsets(), embedding[background])  # the whole sample, pick 2 included
+    assert np.array_equal(orange.get_offsets(), embedding[selected])  # drawn last: on top
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["memory bank (uniform sample of 4)", "coreset (3)"]
+    # without a background every point that is not a pick is grey
+    grey, _ = plot_coreset_embedding(embedding, selected).axes[0].collections
+    assert np.array_equal(grey.get_offsets(), embedding[~selected])

@@ -103,8 +103,10 @@ def test_coreset_state_holds_greedy_prefixes(coreset):
         assert np.array_equal(coreset.coreset(ratio), expected)
     assert np.all(np.diff(coreset.radii) <= 1e-6)
     assert coreset.radius(0.5) < coreset.radius(0.05)
-    # every pick is drawn, plus a sample of the rest, each patch once
-    assert set(coreset.order) <= set(coreset.shown) and len(set(coreset.shown)) == len(coreset.shown) == 50
+    # every pick is embedded, plus a uniform sample of the whole bank, each patch once
+    assert set(coreset.order) <= set(coreset.shown) and len(set(coreset.shown)) == len(coreset.shown)
+    assert coreset.in_sample.sum() == 50 and coreset.embedding.shape == (len(coreset.shown), 2)
+    assert (coreset.in_sample | np.isin(coreset.shown, coreset.order)).all()
     with pytest.raises(ValueError, match="max_ratio"):
         coreset.coreset(0.9)
 
@@ -113,6 +115,9 @@ def test_render_coreset_view_changes_with_the_ratio(coreset):
     small, large = render_coreset_view(coreset, 0.05), render_coreset_view(coreset, 0.5)
     assert isinstance(small, Figure) and len(small.axes) == 2
     assert f"{len(coreset.coreset(0.05))} of {len(coreset.features)}" in small.axes[0].get_title()
+    grey, orange = small.axes[0].collections  # the same uniform sample behind every ratio
+    assert len(grey.get_offsets()) == coreset.in_sample.sum() == len(large.axes[0].collections[0].get_offsets())
+    assert len(orange.get_offsets()) == len(coreset.coreset(0.05))
     assert figure_png(small) != figure_png(large)
 
 

@@ -2,9 +2,14 @@
 
 The nominal images are tiles cut from texture photographs that ship with scikit-image (brick,
 grass, gravel and a stained tissue section). Tiles are random crops with mild augmentation (scale,
-small rotation, flips, brightness), so no two are alike but all stay in-distribution. Training
-tiles come from the left part of each photograph and test tiles from the right part, so the test
-set is texture the model has never seen, as with a real held-out object.
+small rotation, flips, brightness), so no two are alike but all stay in-distribution. Each
+photograph is cut like a chessboard by interleaved vertical and horizontal stripes
+(:data:`GRID` x :data:`GRID` cells, :data:`GAP` pixels apart): training tiles come from the
+"white" cells, test tiles from the "black" ones. A tile lies wholly inside one cell, so no test
+tile shares a pixel with any training tile (the test set is texture the model has never seen, as
+with a real held-out object), while both sets still see every side of the photograph: a
+photograph that changes from left to right (the tissue section does) does not put one kind of
+texture in training and another in the test set.
 
 Defects are painted onto held-out test tiles by small pure functions
 ``(tile, rng) -> (defected, mask)`` collected in :data:`DEFECTS`. Each changes the tile only
@@ -52,9 +57,10 @@ __all__ = [
     "DEFECTS",
     "DEFECT_TYPES",
     "DEMO_CATEGORIES",
+    "GAP",
     "GENERATOR_VERSION",
+    "GRID",
     "MANIFEST_NAME",
-    "TRAIN_FRACTION",
     "add_color_shift",
     "add_hole",
     "add_missing_chunk",
@@ -67,11 +73,15 @@ __all__ = [
     "fractal_noise",
     "perlin_noise",
     "random_tile",
+    "region_cells",
     "texture_image",
+    "tile_placement",
 ]
 
 # Bump when the generated images change for the same parameters: old caches are then rebuilt.
-GENERATOR_VERSION = 1
+# 1: train tiles from the left 64 % of a photograph, test tiles from the rest.
+# 2: train and test tiles from the two colours of a chessboard of interleaved stripes.
+GENERATOR_VERSION = 2
 MANIFEST_NAME = "demo_manifest.json"
 _GENERATOR = "patchcore_kit.data.demo"  # marks a folder as ours to replace
 
@@ -88,8 +98,11 @@ _TEXTURES = {
 }
 DEMO_CATEGORIES: tuple[str, ...] = tuple(_TEXTURES)
 
-TRAIN_FRACTION = 0.64  # training tiles come from the left 64 % of a photograph, test tiles from the rest
-_CROP_FRACTION = 0.28  # a tile covers this fraction of the photograph's short side (before scale jitter)
+GRID = 3  # the photograph is cut into GRID x GRID cells; train and test cells alternate like a chessboard
+GAP = 10  # pixels between neighbouring cells: no crop reaches into them, so train and test never touch
+# A tile covers this fraction of the photograph's short side (before scale jitter): small enough that
+# the largest tile (scaled up and rotated) still fits a cell of a 512-pixel photograph with room to move.
+_CROP_FRACTION = 0.22
 _SCALE_JITTER = 0.10
 _MAX_ROTATION_DEGREES = 8.0
 _BRIGHTNESS_JITTER = 0.08
@@ -114,31 +127,81 @@ def texture_image(category: str) -> np.ndarray:
     return photo
 
 
+def region_cells(shape: tuple[int, ...], region: str) -> list[tuple[float, float, float, float]]:
+    """The cells of a photograph of ``shape`` that tiles of ``region`` are cut from.
+
+    Each cell is ``(top, bottom, left, right)`` in pixel coordinates, inclusive: a crop may sample
+    anywhere from ``top`` to ``bottom`` and ``left`` to ``right``, and bilinear sampling never
+    reaches beyond. The photograph is divided by ``GRID - 1`` vertical and as many horizontal
+    stripes :data:`GAP` pixels wide into ``GRID x GRID`` cells; ``"train"`` gets the cells whose
+    row and column add up to an even number, ``"test"`` the others. Train and test cells are
+    therefore disjoint and at least :data:`GAP` pixels apart.
+
+    Example:
+        >>> len(region_cells((512, 512), "train")), len(region_cells((512, 512), "test"))
+        (5, 4)
+        >>> region_cells((512, 512), "test")[0]
+        (0.0, 165.0, 176.0, 335.0)
+    """
+    if region not in ("train", "test"):
+        raise ValueError(f"region must be 'train' or 'test', not {region!r}")
+
+    def spans(length: int) -> list[tuple[float, float]]:
+        # Cell k covers [k * length / GRID, (k + 1) * length / GRID), less half the gap on inner sides.
+        edges = [int(round(k * length / GRID)) for k in range(GRID + 1)]
+        low_gap, high_gap = GAP // 2, GAP - GAP // 2
+        return [
+            (float(edges[k] + (low_gap if k > 0 else 0)),
+             float(edges[k + 1] - 1 - (high_gap if k < GRID - 1 else 0)))
+            for k in range(GRID)
+        ]
+
+    parity = 0 if region == "train" else 1
+    rows, cols = spans(int(shape[0])), spans(int(shape[1]))
+    return [
+        (top, bottom, left, right)
+        for i, (top, bottom) in enumerate(rows)
+        for j, (left, right) in enumerate(cols)
+        if (i + j) % 2 == parity
+    ]
+
+
+def tile_placement(
+    shape: tuple[int, ...], rng: np.random.Generator, region: str = "train"
+) -> tuple[float, float, float, float, float]:
+    """Where a random tile of ``region`` is cut: ``(centre_y, centre_x, side, angle, half_extent)``.
+
+    ``side`` is the edge of the square in photograph pixels, ``angle`` its rotation in radians and
+    ``half_extent`` half the side of the axis-aligned box around the rotated square: every pixel
+    the crop samples lies within ``half_extent`` of the centre along both axes, and that box lies
+    inside one of :func:`region_cells` (unless the photograph is too small for a tile per cell).
+    Draws from ``rng`` in a fixed order; :func:`random_tile` continues with the same ``rng``.
+    """
+    height, width = int(shape[0]), int(shape[1])
+    cells = region_cells(shape, region)
+    top, bottom, left, right = cells[int(rng.integers(len(cells)))]
+    side = _CROP_FRACTION * min(height, width) * rng.uniform(1 - _SCALE_JITTER, 1 + _SCALE_JITTER)
+    angle = np.deg2rad(rng.uniform(-_MAX_ROTATION_DEGREES, _MAX_ROTATION_DEGREES))
+    half_extent = side / 2 * (abs(np.cos(angle)) + abs(np.sin(angle)))  # of the rotated square
+    centre_x = _uniform_within(rng, left + half_extent, right - half_extent)
+    centre_y = _uniform_within(rng, top + half_extent, bottom - half_extent)
+    return centre_y, centre_x, side, angle, half_extent
+
+
 def random_tile(
     texture: np.ndarray, rng: np.random.Generator, image_size: int = 256, region: str = "train"
 ) -> np.ndarray:
     """A random, mildly augmented square crop of ``texture`` as uint8 RGB ``(image_size, image_size, 3)``.
 
-    ``region="train"`` crops from the left :data:`TRAIN_FRACTION` of the photograph, ``"test"``
-    from the rest, so test tiles show texture no training tile contains.
+    ``region="train"`` crops from the training cells of :func:`region_cells`, ``"test"`` from the
+    test cells, so test tiles show texture no training tile contains.
 
     Example:
         >>> tile = random_tile(texture_image("brick"), np.random.default_rng(0), 64)
         >>> tile.shape, tile.dtype
         ((64, 64, 3), dtype('uint8'))
     """
-    if region not in ("train", "test"):
-        raise ValueError(f"region must be 'train' or 'test', not {region!r}")
-    height, width = texture.shape[:2]
-    split = int(round(width * TRAIN_FRACTION))
-    # The last column a training crop may touch is split - 1: bilinear sampling never reaches across.
-    low, high = (0.0, split - 1.0) if region == "train" else (float(split), width - 1.0)
-
-    side = _CROP_FRACTION * min(height, width) * rng.uniform(1 - _SCALE_JITTER, 1 + _SCALE_JITTER)
-    angle = np.deg2rad(rng.uniform(-_MAX_ROTATION_DEGREES, _MAX_ROTATION_DEGREES))
-    half_extent = side / 2 * (abs(np.cos(angle)) + abs(np.sin(angle)))  # of the rotated square
-    centre_x = _uniform_within(rng, low + half_extent, high - half_extent)
-    centre_y = _uniform_within(rng, half_extent, height - 1.0 - half_extent)
+    centre_y, centre_x, side, angle, _ = tile_placement(texture.shape, rng, region)
 
     # Sample the rotated square at the photograph's own resolution, then resize with antialiasing.
     n = max(int(round(side)), 2)
