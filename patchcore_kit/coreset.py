@@ -52,6 +52,8 @@ LOOP_THREADS = 1
 _SLACK = 1e-3
 #: Rows per chunk when a statistic is taken over all points (bounds temporary memory to a few MiB).
 _CHUNK = 8192
+#: Largest (points × centres) screen computed at once: 2**20 floats = 4 MiB.
+_TILE = 2**20
 
 
 def random_projection(features: torch.Tensor, dim: int | None = 128, seed: int = 0) -> torch.Tensor:
@@ -137,7 +139,7 @@ class _LazyDistances:
         device = x.device
         # Screening happens on centred data, where float32 products lose the least precision.
         self.mean = x.mean(0)
-        self.centred_sq = torch.cat([torch.linalg.norm(x[a : a + _CHUNK] - self.mean, dim=1) ** 2 for a in range(0, n_points, _CHUNK)])
+        self.centred_sq = self._chunked_norms(self.mean) ** 2
         spread = float(self.centred_sq.max()) ** 0.5
         size = max(float(torch.linalg.norm(x[a : a + _CHUNK], dim=1).max()) for a in range(0, n_points, _CHUNK))
         self.slack = max(_SLACK, 20 * dim * 6e-8) * spread * (spread + size)
@@ -150,10 +152,21 @@ class _LazyDistances:
 
         # The first centre is applied to every point directly (as the plain loop does, in chunks).
         self.order = torch.arange(n_points, device=device)  # position -> row of x
-        self.min_dist = torch.cat([torch.linalg.norm(x[a : a + _CHUNK] - x[first], dim=1) for a in range(0, n_points, _CHUNK)])
+        self.min_dist = self._chunked_norms(x[first])
         n_blocks = -(-n_points // block_size)
         self.bound = np.array([float(self.min_dist[self._rows(b)].max()) for b in range(n_blocks)])
         self.seen = np.ones(n_blocks, dtype=np.int64)
+
+    def _chunked_norms(self, point: torch.Tensor) -> torch.Tensor:
+        """``|x - point|`` for every row, as the plain loop computes it, through one reused chunk buffer."""
+        x = self.x
+        out = torch.empty(len(x), dtype=x.dtype, device=x.device)
+        buffer = torch.empty(min(_CHUNK, len(x)), x.shape[1], dtype=x.dtype, device=x.device)
+        for a in range(0, len(x), _CHUNK):
+            chunk = buffer[: len(x[a : a + _CHUNK])]
+            torch.sub(x[a : a + _CHUNK], point, out=chunk)
+            out[a : a + len(chunk)] = torch.linalg.norm(chunk, dim=1)
+        return out
 
     def _rows(self, block: int) -> slice:
         return slice(block * self.block_size, (block + 1) * self.block_size)
@@ -186,16 +199,20 @@ class _LazyDistances:
         index = self.order[rows]
         min_dist = self.min_dist[rows]  # a view: updating it updates self.min_dist
         points = self.x.index_select(0, index)
-        # Screen: |x-c|^2 - |x-mean|^2 = |c-mean|^2 + 2 mean.(c-mean) - 2 x.(c-mean), all pairs at once.
-        partial = torch.addmm(self.offset_c[new], points, self.centred[new].T, alpha=-2)
-        limit = min_dist * min_dist + self.slack - self.centred_sq.index_select(0, index)
-        row, col = torch.nonzero(partial < limit[:, None], as_tuple=True)
-        if len(row):
-            # Exact distances for the few pairs that may move a point, computed as the plain loop does.
-            centres = self.x.index_select(0, self.centres[new].index_select(0, col))
-            exact = torch.linalg.norm(points.index_select(0, row) - centres, dim=1)
-            closer = exact < min_dist.index_select(0, row)
-            min_dist.scatter_reduce_(0, row[closer], exact[closer], reduce="amin")
+        centred_sq = self.centred_sq.index_select(0, index)
+        step = max(1, _TILE // len(index))  # a block long left behind has many centres to see: in tiles
+        for c0 in range(new.start, new.stop, step):
+            new_c = slice(c0, min(c0 + step, new.stop))
+            # Screen: |x-c|^2 - |x-mean|^2 = |c-mean|^2 + 2 mean.(c-mean) - 2 x.(c-mean), all pairs at once.
+            partial = torch.addmm(self.offset_c[new_c], points, self.centred[new_c].T, alpha=-2)
+            limit = min_dist * min_dist + self.slack - centred_sq
+            row, col = torch.nonzero(partial < limit[:, None], as_tuple=True)
+            if len(row):
+                # Exact distances for the few pairs that may move a point, computed as the plain loop does.
+                centres = self.x.index_select(0, self.centres[new_c].index_select(0, col))
+                exact = torch.linalg.norm(points.index_select(0, row) - centres, dim=1)
+                closer = exact < min_dist.index_select(0, row)
+                min_dist.scatter_reduce_(0, row[closer], exact[closer], reduce="amin")
         self.bound[block] = float(min_dist.max())
         self.seen[block] = self.n_centres
 

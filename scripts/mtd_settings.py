@@ -42,8 +42,14 @@ CANDIDATES = {
     "layer2+3, 224 px (paper's stages)": dict(layers=("layer2", "layer3"), image_size=224),
     "layer2+3, 224 px, layers weighted equally (target_dim 256)": dict(
         layers=("layer2", "layer3"), image_size=224, target_dim=256),
-    "layer2+3, 288 px, layers weighted equally (target_dim 256)": dict(
-        layers=("layer2", "layer3"), image_size=288, target_dim=256),
+    "layer2+3, 288 px": dict(layers=("layer2", "layer3"), image_size=288),
+    "layer2 only, 224 px": dict(layers=("layer2",), image_size=224),
+    "layer2+3+4, 224 px": dict(layers=("layer2", "layer3", "layer4"), image_size=224),
+    "layer2+3, 224 px, patch size 5": dict(layers=("layer2", "layer3"), image_size=224, patch_size=5),
+    "layer3+4, 224 px": dict(layers=("layer3", "layer4"), image_size=224),
+    "layer2+3+4, 288 px": dict(layers=("layer2", "layer3", "layer4"), image_size=288),
+    "layer3+4, 320 px": dict(layers=("layer3", "layer4"), image_size=320),
+    "layer3+4, 192 px": dict(layers=("layer3", "layer4"), image_size=192),
 }
 SHOTS, SEED = 100, 0
 

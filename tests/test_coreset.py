@@ -39,13 +39,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(params=[(7, 3), (64, 10**9), (64, 11)], ids=["block7-regroup3", "block64", "block64-regroup11"])
+@pytest.fixture(params=[(7, 3, 14), (64, 10**9, 2**20), (64, 11, 64 * 3)],
+                ids=["block7-regroup3-tile2", "block64", "block64-regroup11-tile3"])
 def small_blocks(request, monkeypatch):
-    """Tiny blocks, so that small test data spans many of them (the default is 1024 points), and
-    regrouping every few steps (the default is every 500) or never."""
-    block_size, regroup_every = request.param
+    """Tiny blocks, so that small test data spans many of them (the default is 1024 points);
+    regrouping every few steps (the default is every 500) or never; and a block catching up on
+    a few centres at a time (the default screen tile holds 2**20 pairs)."""
+    block_size, regroup_every, tile = request.param
     monkeypatch.setattr(coreset, "BLOCK_SIZE", block_size)
     monkeypatch.setattr(coreset, "REGROUP_EVERY", regroup_every)
+    monkeypatch.setattr(coreset, "_TILE", tile)
     return block_size
 
 
