@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -13,6 +14,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def _mtd_path() -> Path:
     return Path(os.environ.get("PATCHCORE_KIT_MTD", REPO_ROOT.parent / "shared" / "data" / "mtd"))
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny tensors gain nothing from threads, and on a busy
+    machine thread hand-offs dominate."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -30,13 +30,7 @@ def uniform(n_points: int, dim: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(n_points, dim, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(params=[(7, 3, 14), (64, 10**9, 2**20), (64, 11, 64 * 3)],
