@@ -45,7 +45,7 @@ def main() -> None:
     print(f"one extraction pass          : {one_pass['seconds']:8.1f} s  ({one_pass['images']} images, "
           f"{one_pass['computed']} computed, fresh cache: {per_image:.3f} s per image)")
     print(f"fits from the cache (total)  : {table.fit_s.sum():8.1f} s")
-    print(f"scoring from the cache, maps included (total): {table.infer_s.sum():8.1f} s")
+    print(f"scoring from the cache (total): {table.infer_s.sum():7.1f} s  (image scores and anomaly maps, all test images)")
     print(f"metrics and the rest         : {rest:8.1f} s  (image/pixel AUROC, AUPRO per fit; reading masks)")
     print(f"whole sweep                  : {wall.seconds:8.1f} s")
     print(f"sweep / one pass             : {wall.seconds / one_pass['seconds']:8.2f}x")
