@@ -24,17 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import footer, header, set_threads
+from _common import footer, header, set_threads, vm_mib as _vm
 from _features import cache_dir, mtd_train_paths
 
 PROJECTION_DIM = 128
-
-
-def _vm(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def child(n_images: int) -> dict:

@@ -21,18 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import footer, header, set_threads
+from _common import footer, header, set_threads, vm_mib as _vm
 
 BANK_ROWS = 58_251  # 10 % of 743 × 784 patches
 PATCHES_PER_IMAGE = 784
-
-
-def _vm(field: str) -> float:
-    """A ``/proc/self/status`` memory field in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def child(backend: str, n_images: int, k: int) -> dict:
