@@ -51,6 +51,17 @@ def _coreset_ratio(text: str):
     return value
 
 
+def _patch_size(text: str) -> int:
+    """An odd neighbourhood size >= 1 (a window centred on each feature position)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"patch size must be a whole number, got {text!r}") from None
+    if value < 1 or value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"patch size must be odd and at least 1 (1, 3, 5, ...), got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, except that a usage error is one line like every other error here (exit status 2)."""
 
@@ -64,6 +75,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weights", default=None, help="backbone weights: local file or URL (default: ImageNet)")
     group.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS))
     group.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE, help="N or HxW")
+    group.add_argument("--patch-size", type=_patch_size, default=3,
+                       help="neighbourhood p x p each patch feature averages over (paper: 3; 1 = none)")
     group.add_argument("--coreset-ratio", type=_coreset_ratio, default=0.1, help="fraction (0, 1] or count")
     group.add_argument("--sampler", default="greedy", choices=("greedy", "random", "none"))
     group.add_argument("--num-neighbors", type=int, default=9)
@@ -84,7 +97,7 @@ def _model_from_args(args, calibrate: bool = True):
 
     return PatchCore(
         backbone=args.backbone, layers=tuple(args.layers), image_size=args.image_size, weights=args.weights,
-        coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
+        patch_size=args.patch_size, coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
         target_dim=args.target_dim, device=args.device, batch_size=args.batch_size, seed=args.seed,
         feature_cache=args.feature_cache, calibrate=calibrate, progress=_show_progress(),
     )

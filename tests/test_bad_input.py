@@ -112,6 +112,8 @@ def test_unknown_backbone_lists_the_choices(user_files, tmp_path, capsys):
         (["--layers", "layer2", "layer9"], ["layer9", "layer1", "layer4"]),
         (["--coreset-ratio", "1.5"], ["coreset", "1.5"]),
         (["--image-size", "big"], ["big"]),
+        (["--patch-size", "4"], ["patch size", "odd", "4"]),
+        (["--patch-size", "0"], ["patch size", "0"]),
         (["--shots", "99"], ["99", "3"]),
         (["--shots", "0"], ["shots", "0"]),
     ],

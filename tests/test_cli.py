@@ -118,6 +118,17 @@ def test_fit_then_predict_round_trip(mvtec, tmp_path, capsys):
     assert path == str(test_images[2]) and flag == "1" and float(score) == pytest.approx(expected[-1], rel=1e-4)
 
 
+def test_patch_size_reaches_the_model(mvtec, tmp_path, capsys):
+    model_path = tmp_path / "p1.safetensors"
+    train = str(mvtec / "widget" / "train" / "good")
+    assert main(["fit", train, "--output", str(model_path), *FAST, "--patch-size", "1"]) == 0
+    model = PatchCore.load(model_path)
+    assert model.patch_size == 1
+    default = PatchCore(image_size=64, coreset_ratio=0.25, patch_size=3).fit(list((mvtec / "widget" / "train" / "good").iterdir()))
+    # without aggregation the bank holds the raw stage features: different entries than with p=3
+    assert not np.allclose(model.memory_bank_, default.memory_bank_)
+
+
 def test_refitting_replaces_a_model_it_wrote(mvtec, tmp_path, capsys):
     model_path = tmp_path / "m.safetensors"
     train = str(mvtec / "widget" / "train" / "good")
