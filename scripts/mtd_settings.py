@@ -35,7 +35,7 @@ from patchcore_kit import PatchCore
 from patchcore_kit.data import load_dataset
 from patchcore_kit.data.base import Split
 from patchcore_kit.evaluate import evaluate
-from patchcore_kit.metrics import image_auroc
+from patchcore_kit.metrics import image_auroc, per_defect_metrics
 
 L23, L234, L34 = ("layer2", "layer3"), ("layer2", "layer3", "layer4"), ("layer3", "layer4")
 #: The levers the issue calls fair: backbone stages, resolution, and the neighbourhood each patch
@@ -97,11 +97,9 @@ def development_scores(params: dict, split: Split, cache: str | None) -> dict:
         dev = development_split(split, fold)[0].with_shots(SHOTS, seed=SEED)
         model = PatchCore(coreset_ratio=0.1, num_neighbors=9, calibrate=False, feature_cache=cache, **params)
         scores = model.fit(dev.train_paths).decision_function(dev.test_paths)
-        labels, defects = dev.test_labels, np.array(dev.test_defect_types)
-        folds.append(image_auroc(labels, scores))
-        for defect in sorted(set(defects[labels == 1])):
-            keep = (labels == 0) | (defects == defect)
-            per_class.setdefault(defect, []).append(image_auroc(labels[keep], scores[keep]))
+        folds.append(image_auroc(dev.test_labels, scores))
+        for defect, metrics in per_defect_metrics(dev.test_labels, dev.test_defect_types, scores).items():
+            per_class.setdefault(defect, []).append(metrics["image_auroc"])
     return {"image_auroc": round(float(np.mean(folds)), 4), "sd": round(float(np.std(folds)), 4),
             **{f"fold{k}": round(v, 4) for k, v in enumerate(folds)},
             **{f"image_auroc_{d}": round(float(np.mean(v)), 4) for d, v in per_class.items()}}

@@ -11,11 +11,15 @@ from patchcore_kit.data import load_dataset
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mtd_settings.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("mtd_settings", SCRIPT)
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _script():
+    return _load(SCRIPT)
 
 
 def test_development_folds_share_nothing_with_the_reported_test_set(mtd_root):
@@ -72,11 +76,7 @@ def test_development_scores_average_the_folds(mtd_root, tmp_path, monkeypatch):
 
 
 def _probe():
-    path = SCRIPT.with_name("mtd_aspect_probe.py")
-    spec = importlib.util.spec_from_file_location("mtd_aspect_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load(SCRIPT.with_name("mtd_aspect_probe.py"))
 
 
 def test_aspect_probe_sizes_keep_or_stretch_the_aspect_ratio():
