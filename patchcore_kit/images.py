@@ -45,6 +45,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _too_large(path, error: Exception) -> InputError:
+    """A decompression bomb (Pillow refuses images above twice ``Image.MAX_IMAGE_PIXELS``)."""
+    return InputError(f"{path}: image too large to read safely ({error}); resize it first")
+
+
 def read_image(path: str | Path) -> Image.Image:
     """Read ``path`` as an 8-bit RGB image, or raise :class:`InputError` naming the file."""
     path = Path(path)
@@ -56,6 +61,8 @@ def read_image(path: str | Path) -> Image.Image:
         with Image.open(path) as image:
             image.load()  # decode now, so a truncated file fails here and not later
             return _to_rgb(image)
+    except Image.DecompressionBombError as error:
+        raise _too_large(path, error) from None
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -87,6 +94,8 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
                     f"{size[0]}x{size[1]} (width x height)"
                 )
             return _above_half_range(mask)
+    except Image.DecompressionBombError as error:
+        raise _too_large(path, error) from None
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file (cannot read mask)") from None
     except OSError as error:
@@ -109,6 +118,8 @@ def image_size_of(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
+    except Image.DecompressionBombError as error:
+        raise _too_large(path, error) from None
     except (OSError, UnidentifiedImageError) as error:
         raise InputError(f"{path}: cannot read image ({error})") from None
 

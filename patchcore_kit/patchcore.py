@@ -14,24 +14,18 @@ image and smoothed with a Gaussian of σ=4.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
-from .backbones import DEFAULT_LAYERS
+from .backbones import DEFAULT_LAYERS, STAGE_CHANNELS
 from .base import AnomalyEstimator, _as_list
 from .coreset import coreset_size, select_coreset
-from .errors import InputError
 from .features import flatten_patches, patch_embeddings
+from .modelfile import FORMAT, check_bank_width, read_model, write_model  # noqa: F401 (FORMAT re-exported)
 from .neighbours import MemoryBankIndex
-
-FORMAT = "patchcore_kit.PatchCore/1"
 
 
 def reweighted_image_scores(
@@ -204,11 +198,10 @@ class PatchCore(AnomalyEstimator):
                 maxima.append(upsample_and_smooth(grid, self.image_size)[0].max())
         return np.asarray(scores), np.asarray(maxima)
 
-    # -- save / load (safetensors + JSON, never pickle) ------------------------------------------
+    # -- save / load (safetensors + JSON, never pickle; the file's checks live in modelfile) ------
     def save(self, path: str | Path) -> Path:
-        """Write the fitted model to one ``.safetensors`` file (tensors + JSON metadata)."""
+        """Write the fitted model to one ``.safetensors`` file (tensors + JSON metadata), atomically."""
         self._check_fitted()
-        path = Path(path)
         params = self.get_params()
         params["layers"] = list(params["layers"])
         params["image_size"] = list(params["image_size"]) if not isinstance(params["image_size"], int) else params["image_size"]
@@ -218,142 +211,27 @@ class PatchCore(AnomalyEstimator):
             "n_train_": self.n_train_, "n_patches_": self.n_patches_, "feature_shape_": list(self.feature_shape_),
             "threshold_": self.threshold_, "pixel_threshold_": self.pixel_threshold_, "fit_seconds_": self.fit_seconds_,
         }
-        metadata = {"format": FORMAT, "params": json.dumps(params), "fitted": json.dumps(fitted)}
         tensors = {
-            "memory_bank": self.memory_bank_.contiguous(),
+            "memory_bank": self.memory_bank_,
             "bank_image": torch.from_numpy(self.bank_image_.astype(np.int64)),
             "coreset_indices": torch.from_numpy(self.coreset_indices_.astype(np.int64)),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        save_file(tensors, partial, metadata=metadata)
-        partial.replace(path)  # never leave a half-written model in place of a good one
-        return path
+        return write_model(path, tensors, params, fitted)
 
     @classmethod
     def load(cls, path: str | Path) -> "PatchCore":
-        """Read a model written by :meth:`save`."""
+        """Read a model written by :meth:`save`; every value in the file is checked first (see ``modelfile``)."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such model file")
-        try:
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as handle:
-                metadata = handle.metadata() or {}
-            tensors = load_file(path)
-        except (SafetensorError, OSError, ValueError) as error:
-            raise InputError(f"{path}: not a readable safetensors model ({error})") from None
-        if metadata.get("format") != FORMAT:
-            raise InputError(f"{path}: not a patchcore_kit PatchCore model (format {metadata.get('format')!r})")
-        params = _checked_entries(path, "parameter", _json_object(path, metadata, "params"), _PARAM_CHECKS)
-        fitted = _checked_entries(path, "fitted value", _json_object(path, metadata, "fitted"), _FITTED_CHECKS)
-        _check_tensors(path, tensors, fitted)
+        params, fitted, tensors = read_model(path, cls._param_names)
         if isinstance(params["image_size"], list):
             params["image_size"] = tuple(params["image_size"])
         params["layers"] = tuple(params["layers"])
         model = cls(**params)
+        check_bank_width(path, tensors["memory_bank"], STAGE_CHANNELS[model.backbone], model.layers,
+                         model.patch_size, model.embed)
         for key, value in fitted.items():
             setattr(model, key, tuple(value) if key == "feature_shape_" else value)
         model.memory_bank_ = tensors["memory_bank"]
         model.bank_image_ = tensors["bank_image"].numpy()
         model.coreset_indices_ = tensors["coreset_indices"].numpy()
         return model
-
-
-# --- what load() accepts: every entry named, checked, and an InputError naming the file otherwise ----
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_str(value) -> bool:
-    return isinstance(value, str)
-
-
-def _or_null(check):
-    return lambda value: value is None or check(value)
-
-
-def _is_hw(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value)
-
-
-#: name -> (check, what it must be); exactly these entries, no more, no fewer
-_PARAM_CHECKS = {
-    "backbone": (_is_str, "a string"),
-    "layers": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_is_str, v)), "a list of stage names"),
-    "patch_size": (_is_int, "an integer"),
-    "target_dim": (_or_null(_is_int), "an integer or null"),
-    "coreset_ratio": (_is_number, "a number"),
-    "sampler": (_is_str, "a string"),
-    "projection_dim": (_or_null(_is_int), "an integer or null"),
-    "num_neighbors": (_is_int, "an integer"),
-    "image_size": (lambda v: (_is_int(v) and v > 0) or _is_hw(v), "a positive integer or [height, width]"),
-    "weights": (_or_null(_is_str), "a string or null"),
-    "device": (_is_str, "a string"),
-    "batch_size": (_is_int, "an integer"),
-    "seed": (_is_int, "an integer"),
-    "threshold_quantile": (_is_number, "a number"),
-    "calibrate": (lambda v: isinstance(v, bool), "true or false"),
-    "feature_cache": (_or_null(_is_str), "a string or null"),
-    "progress": (lambda v: isinstance(v, bool), "true or false"),
-}
-_FITTED_CHECKS = {
-    "n_train_": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "n_patches_": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-    "feature_shape_": (_is_hw, "[height, width]"),
-    "threshold_": (_or_null(_is_number), "a number or null"),
-    "pixel_threshold_": (_or_null(_is_number), "a number or null"),
-    "fit_seconds_": (lambda v: isinstance(v, dict) and all(map(_is_number, v.values())), "an object of seconds"),
-}
-
-
-def _json_object(path: Path, metadata: dict, key: str) -> dict:
-    if key not in metadata:
-        raise InputError(f"{path}: damaged model file (no {key!r} metadata)")
-    try:
-        value = json.loads(metadata[key])
-    except ValueError as error:
-        raise InputError(f"{path}: damaged model file ({key!r} metadata is not JSON: {error})") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{path}: damaged model file ({key!r} metadata is not a JSON object)")
-    return value
-
-
-def _check_names(path: Path, kind: str, found, expected) -> None:
-    missing = [name for name in expected if name not in found]
-    unknown = sorted(name for name in found if name not in expected)
-    problems = [f"{word} {kind}s {names}" for word, names in (("missing", missing), ("unknown", unknown)) if names]
-    if problems:
-        raise InputError(f"{path}: not a model this version can read ({'; '.join(problems)})")
-
-
-def _checked_entries(path: Path, kind: str, entries: dict, checks: dict) -> dict:
-    _check_names(path, kind, entries, checks)
-    for name, (check, expected) in checks.items():
-        if not check(entries[name]):
-            raise InputError(f"{path}: damaged model file ({kind} {name!r} must be {expected}, got {entries[name]!r})")
-    return entries
-
-
-def _check_tensors(path: Path, tensors: dict, fitted: dict) -> None:
-    _check_names(path, "array", tensors, ("memory_bank", "bank_image", "coreset_indices"))
-    bank = tensors["memory_bank"]
-    if bank.ndim != 2 or len(bank) == 0 or not bank.is_floating_point():
-        raise InputError(f"{path}: damaged model file (memory_bank must be a non-empty 2-D float array, "
-                         f"got {tuple(bank.shape)} {bank.dtype})")
-    h, w = fitted["feature_shape_"]
-    if fitted["n_patches_"] != fitted["n_train_"] * h * w:
-        raise InputError(f"{path}: damaged model file (n_patches_ {fitted['n_patches_']} is not "
-                         f"n_train_ {fitted['n_train_']} x feature_shape_ {h}x{w})")
-    for name, upper in (("bank_image", fitted["n_train_"]), ("coreset_indices", fitted["n_patches_"])):
-        values = tensors[name]
-        if values.dtype != torch.int64 or values.shape != (len(bank),):
-            raise InputError(f"{path}: damaged model file ({name} must be {len(bank)} int64 values, one per "
-                             f"memory_bank row, got {tuple(values.shape)} {values.dtype})")
-        if values.min() < 0 or values.max() >= upper:
-            raise InputError(f"{path}: damaged model file ({name} values must lie in [0, {upper}))")

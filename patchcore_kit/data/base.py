@@ -185,7 +185,8 @@ class Split:
     def split_hash(self) -> str:
         """A short fingerprint of which image went where; equal hashes mean identical splits."""
         lines = sorted(f"{r['path']},{r['split']},{r['label']}" for r in self.to_rows())
-        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+        # surrogateescape: a file name with non-UTF-8 bytes hashes as those bytes (same hash as before otherwise)
+        return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
     def summary(self) -> dict:
         """Counts worth printing next to a result: sizes, defect types, masks and the split hash."""
