@@ -4,14 +4,18 @@
 >>> model = PatchCore(backbone="efficientnet_lite0", coreset_ratio=0.1)   # then .fit(paths)
 """
 from .errors import InputError, WeightsUnavailableError
-from .patchcore import PatchCore
 
 __version__ = "0.1.0"
 __all__ = ["PatchCore", "InputError", "WeightsUnavailableError", "__version__"]
 
 
 def __getattr__(name):
-    # The baselines are imported on first use, so `import patchcore_kit` stays light.
+    # The estimators are imported on first use, so `import patchcore_kit` (and the command line's
+    # start-up, where Ctrl-C must stay one line) does not load torch.
+    if name == "PatchCore":
+        from .patchcore import PatchCore
+
+        return PatchCore
     if name in ("PaDiM", "SPADE", "NearestImage"):
         from . import baselines
 

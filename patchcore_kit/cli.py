@@ -12,53 +12,30 @@ and the problem, with exit status 2 and no traceback.
 """
 from __future__ import annotations
 
+# Only the standard library and the light modules here: torch loads inside main(), where Ctrl-C
+# during start-up is one line like every other interruption, and usage errors need no torch at all.
 import argparse
-import csv
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-from .backbones import BACKBONES, DEFAULT_LAYERS
 from .errors import InputError, WeightsUnavailableError
+from .params import BACKBONES, cli_type
 
 # The settings this kit uses by default on each dataset format (see README, "Results on MTD").
 DEFAULT_IMAGE_SIZE = 224
+DEFAULT_LAYERS = ("layer2", "layer3")  # backbones.DEFAULT_LAYERS, without importing torch
 
 
-def _image_size(text: str):
-    """``224`` or ``256x320`` (height x width)."""
+def _max_memory(text: str) -> int:
+    from .memory import parse_size
+
     try:
-        if "x" in text:
-            h, w = text.lower().split("x")
-            return int(h), int(w)
-        return int(text)
+        value = parse_size(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"image size must be N or HxW, got {text!r}") from None
-
-
-def _coreset_ratio(text: str):
-    """A fraction in (0, 1] or a count > 1 of memory-bank entries."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"coreset ratio must be a number, got {text!r}") from None
-    if value > 1 and value.is_integer():
-        return int(value)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"coreset ratio must be in (0, 1] or a whole count > 1, got {text!r}")
-    return value
-
-
-def _patch_size(text: str) -> int:
-    """An odd neighbourhood size >= 1 (a window centred on each feature position)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"patch size must be a whole number, got {text!r}") from None
-    if value < 1 or value % 2 == 0:
-        raise argparse.ArgumentTypeError(f"patch size must be odd and at least 1 (1, 3, 5, ...), got {text!r}")
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"max memory must be a size like 16G or 512M, got {text!r}")
     return value
 
 
@@ -69,27 +46,74 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """What every command that computes shares: where results may go and how much memory it may use."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an output folder (or over a file) that patchcore-kit did not write")
+    parser.add_argument("--max-memory", type=_max_memory, default=None, metavar="SIZE",
+                        help="memory the run may use, e.g. 16G (default: what the machine has available); "
+                             "a larger value runs what the estimate would refuse")
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES)
     group.add_argument("--weights", default=None, help="backbone weights: local file or URL (default: ImageNet)")
     group.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS))
-    group.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE, help="N or HxW")
-    group.add_argument("--patch-size", type=_patch_size, default=3,
+    group.add_argument("--image-size", type=cli_type("image_size"), default=DEFAULT_IMAGE_SIZE, help="N or HxW")
+    group.add_argument("--patch-size", type=cli_type("patch_size"), default=3,
                        help="neighbourhood p x p each patch feature averages over (paper: 3; 1 = none)")
-    group.add_argument("--coreset-ratio", type=_coreset_ratio, default=0.1, help="fraction (0, 1] or count")
+    group.add_argument("--coreset-ratio", type=cli_type("coreset_ratio"), default=0.1, help="fraction (0, 1] or count")
     group.add_argument("--sampler", default="greedy", choices=("greedy", "random", "none"))
-    group.add_argument("--num-neighbors", type=int, default=9)
-    group.add_argument("--target-dim", type=int, default=None)
-    group.add_argument("--device", default="cpu")
-    group.add_argument("--batch-size", type=int, default=8)
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--num-neighbors", type=cli_type("num_neighbors"), default=9)
+    group.add_argument("--target-dim", type=cli_type("target_dim"), default=None)
+    group.add_argument("--device", type=cli_type("device"), default="cpu")
+    group.add_argument("--batch-size", type=cli_type("batch_size"), default=8)
+    group.add_argument("--seed", type=cli_type("seed"), default=0)
     group.add_argument("--feature-cache", default=None, help="directory to cache backbone features in")
+    _run_options(parser)
 
 
 def _show_progress() -> bool:
     """Progress bars on a terminal only: in logs and pipes their carriage returns are noise."""
     return sys.stderr.isatty()
+
+
+def _check_model_args(args) -> None:
+    """The cross-parameter rules and the device, before any data is read."""
+    from .params import check_device, cross_problem
+
+    text = cross_problem({"target_dim": args.target_dim, "layers": args.layers})
+    if text is not None:
+        raise InputError(f"--target-dim {args.target_dim}: {text}")
+    if len(set(args.layers)) != len(args.layers) or any(layer not in ("layer1", "layer2", "layer3", "layer4")
+                                                        for layer in args.layers):
+        bad = [layer for layer in args.layers if layer not in ("layer1", "layer2", "layer3", "layer4")]
+        raise InputError(f"--layers {' '.join(args.layers)}: unknown layers {bad or 'repeated'}; "
+                         f"choose from ['layer1', 'layer2', 'layer3', 'layer4'], each once")
+    check_device(args.device)
+
+
+def _check_memory(args, backbone: str, layers, image_size, n_train: int = 0, n_test: int = 0,
+                  pixel_metrics: bool = False, bank_rows: int | None = None, batch_size: int = 8, **model) -> None:
+    """Refuse a run whose estimated memory exceeds what is available (or ``--max-memory``)."""
+    from .backbones import STAGE_CHANNELS
+    from .memory import available_bytes, estimate, format_size
+
+    need = estimate(image_size, list(layers), STAGE_CHANNELS[backbone], backbone, n_train=n_train, n_test=n_test,
+                    batch_size=batch_size, pixel_metrics=pixel_metrics, bank_rows=bank_rows, **model)
+    limit = args.max_memory if getattr(args, "max_memory", None) is not None else available_bytes()
+    if need["total"] <= limit:
+        return
+    largest = max((k for k in need if k != "total"), key=need.get)
+    size = image_size if isinstance(image_size, int) else "x".join(map(str, image_size))
+    allowed = "--max-memory allows" if getattr(args, "max_memory", None) is not None else "the machine has"
+    suggestion = -(-need["total"] // 2**30) + 1
+    raise InputError(
+        f"--image-size {size}: this run needs about {format_size(need['total'])} of memory ({largest} "
+        f"{format_size(need[largest])}, {n_train} training and {n_test} test images) but {allowed} "
+        f"{format_size(limit)}; lower --image-size or --batch-size, or pass --max-memory {suggestion}G to run it anyway"
+    )
 
 
 def _model_from_args(args, calibrate: bool = True):
@@ -109,44 +133,41 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--category", default=None, help="MVTec AD category (e.g. bottle)")
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["path"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _check_output_folder(path: Path) -> Path:
-    """Refuse an output folder that is (or lies below) an existing file: never overwrite user data."""
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise InputError(f"{folder}: exists and is not a folder")
-            break
-    return path
-
-
-def _prepare_output(path: Path) -> Path:
-    """Check, then create the output folder."""
-    _check_output_folder(path).mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _format_metric(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _check_cache(args, datasets) -> None:
+    from .outputs import check_apart_from_data, check_writable
+
+    if args.feature_cache:
+        check_apart_from_data(Path(args.feature_cache), datasets, "feature cache folder")
+        check_writable(Path(args.feature_cache))
+
+
 def cmd_evaluate(args) -> int:
+    import json
+    import platform
+
+    from .atomic import display, write_csv, write_text
     from .data import load_dataset
     from .evaluate import evaluate
+    from .outputs import check_output_folder, claim_output_folder
 
+    _check_model_args(args)
     split = load_dataset(args.root, args.format, category=args.category, seed=args.seed)
     if args.shots is not None:
         split = split.with_shots(args.shots, seed=args.seed)
-    output = _check_output_folder(args.output)  # created only when there are results to write
+    # Everything that can be refused is refused before the first backbone pass.
+    output = check_output_folder(args.output, args.overwrite, datasets=[args.root])
+    _check_cache(args, [args.root])
+    _check_memory(args, args.backbone, args.layers, args.image_size, n_train=len(split.train), n_test=len(split.test),
+                  pixel_metrics=split.has_masks, batch_size=args.batch_size, target_dim=args.target_dim,
+                  coreset_ratio=args.coreset_ratio, sampler=args.sampler)
+    split_hash = split.split_hash()
     model = _model_from_args(args, calibrate=False)
     start = time.perf_counter()
-    result = evaluate(model, split)
+    result = evaluate(model, split)  # reads (and checks) every mask before fitting
     metrics = {
         "dataset": split.name,
         "format": args.format,
@@ -156,7 +177,7 @@ def cmd_evaluate(args) -> int:
         "per_defect": result.metrics["per_defect"],
         "n_train": len(split.train),
         "n_test": len(split.test),
-        "split_hash": split.split_hash(),
+        "split_hash": split_hash,
         "backbone": args.backbone,
         "layers": list(args.layers),
         "image_size": args.image_size,
@@ -168,17 +189,17 @@ def cmd_evaluate(args) -> int:
         "seconds": {**result.seconds, "total": time.perf_counter() - start},
         "machine": {"python": platform.python_version(), "processor": platform.machine()},
     }
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _write_csv(output / "scores.csv", result.score_rows())
-    _write_csv(output / "split.csv", [{k: r[k] for k in ("path", "split", "label")} for r in split.to_rows()])
+    claim_output_folder(output)
+    write_text(output / "metrics.json", json.dumps(metrics, indent=2))
+    write_csv(output / "scores.csv", result.score_rows())
+    write_csv(output / "split.csv", [{k: r[k] for k in ("path", "split", "label")} for r in split.to_rows()])
     print(f"{split.name}: {len(split.train)} training images, {len(split.test)} test images")
     print(f"image AUROC {_format_metric(metrics['image_auroc'])}  pixel AUROC {_format_metric(metrics['pixel_auroc'])}"
           f"  AUPRO {_format_metric(metrics['aupro'])}")
     for defect, values in metrics["per_defect"].items():
         print(f"  {defect:<16} image {_format_metric(values['image_auroc'])}  pixel {_format_metric(values['pixel_auroc'])}"
               f"  AUPRO {_format_metric(values['aupro'])}")
-    print(f"wrote {output / 'metrics.json'}, scores.csv, split.csv")
+    print(f"wrote {display(output / 'metrics.json')}, scores.csv, split.csv")
     return 0
 
 
@@ -202,7 +223,7 @@ def _collect_images(items: list[Path]) -> list[Path]:
 def _is_saved_model(path: Path) -> bool:
     from safetensors import safe_open
 
-    from .patchcore import FORMAT
+    from .modelfile import FORMAT
 
     try:
         with safe_open(path, framework="pt") as handle:
@@ -211,39 +232,59 @@ def _is_saved_model(path: Path) -> bool:
         return False
 
 
-def _check_overwrite(path: Path, ours, kind: str, example: str) -> None:
-    """Refuse to replace an existing file unless the kit wrote it (``ours(path)``): never clobber user data."""
-    _check_output_folder(path.parent)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a file name like {example}")
-    if path.exists() and not ours(path):
-        raise InputError(f"{path}: exists and is not a {kind} written by patchcore-kit; refusing to overwrite it")
-
-
 def _is_scores_csv(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(11) == b"path,score,"
 
 
 def cmd_fit(args) -> int:
+    from .atomic import display
+    from .outputs import check_output_file
+
+    _check_model_args(args)
     images = _collect_images(args.images)
-    _check_overwrite(args.output, _is_saved_model, "model file", "model.safetensors")
+    check_output_file(args.output, _is_saved_model, "model file", "model.safetensors", args.overwrite,
+                      inputs=[*images, *args.images])
+    if args.feature_cache:
+        from .outputs import check_writable
+
+        check_writable(Path(args.feature_cache))
+    _check_memory(args, args.backbone, args.layers, args.image_size, n_train=len(images), batch_size=args.batch_size,
+                  target_dim=args.target_dim, coreset_ratio=args.coreset_ratio, sampler=args.sampler)
     model = _model_from_args(args).fit(images)
     model.save(args.output)
     threshold = "n/a" if model.threshold_ is None else f"{model.threshold_:.4f}"
     print(f"fitted on {len(images)} images: memory bank {tuple(model.memory_bank_.shape)}, threshold {threshold}")
-    print(f"wrote {args.output}")
+    print(f"wrote {display(args.output)}")
     return 0
 
 
+def _check_weights_source(args, model) -> None:
+    """A weights URL inside a model file is never fetched unless the user says so (``--allow-download``)."""
+    from .backbones import hub_cache_path, is_url
+
+    if model.weights is not None and is_url(model.weights) and not hub_cache_path(model.weights).is_file() \
+            and not args.allow_download:
+        raise InputError(f"{args.model}: its backbone weights come from {model.weights}, which is not in the torch "
+                         f"hub cache; predict downloads nothing on its own: pass --allow-download to fetch it")
+
+
 def cmd_predict(args) -> int:
+    from .atomic import display, write_csv
+    from .outputs import check_output_file
+    from .params import check_device
     from .patchcore import PatchCore
 
     model = PatchCore.load(args.model)
+    check_device(model.device)
+    _check_weights_source(args, model)
     model.progress = _show_progress()
     images = _collect_images(args.images)
-    if args.output:
-        _check_overwrite(args.output, _is_scores_csv, "scores file", "scores.csv")  # before the slow part
+    if args.output:  # before the slow part
+        check_output_file(args.output, _is_scores_csv, "scores file", "scores.csv", args.overwrite,
+                          inputs=[args.model, *images, *args.images])
+    _check_memory(args, model.backbone, model.layers, model.image_size, n_test=len(images),
+                  bank_rows=len(model.memory_bank_), batch_size=model.batch_size, target_dim=model.target_dim)
     scores = model.decision_function(images)
     threshold = model.threshold_
     rows = [
@@ -253,37 +294,48 @@ def cmd_predict(args) -> int:
     ]
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        _write_csv(args.output, rows)
-        print(f"wrote {args.output}")
+        write_csv(args.output, rows)  # atomic: a crash leaves the previous file whole
+        print(f"wrote {display(args.output)}")
     else:
         for row in rows:
-            print(f"{row['score']:.4f}\t{row['anomalous']}\t{row['path']}")
+            print(f"{row['score']:.4f}\t{row['anomalous']}\t{display(row['path'])}")
     return 0
 
 
 def cmd_demo(args) -> int:
+    from .outputs import check_output_folder, claim_output_folder
     from .report import run_demo
 
-    run_demo(output=args.output, fast=args.fast, progress=True)
+    output = args.output if args.output is not None else Path("runs") / "demo"
+    check_output_folder(output, args.overwrite)
+    run_demo(output=claim_output_folder(output), fast=args.fast, progress=True)
     return 0
 
 
 def cmd_sweep(args) -> int:
+    from .data import load_dataset
     from .experiments import run_sweep
+    from .outputs import check_output_folder, claim_output_folder
 
+    split = load_dataset(args.root, args.format, category=args.category)
+    output = check_output_folder(args.output, args.overwrite, datasets=[args.root])
+    _check_cache(args, [args.root])
+    _check_memory(args, args.backbone, DEFAULT_LAYERS, args.image_size, n_train=min(max(args.shots), len(split.train)),
+                  n_test=len(split.test), pixel_metrics=split.has_masks)
     run_sweep(
         args.root, args.format, category=args.category, shots=tuple(args.shots), methods=tuple(args.methods),
-        seeds=tuple(args.seeds), backbone=args.backbone, image_size=args.image_size, output=_prepare_output(args.output),
-        cache_dir=args.feature_cache,
+        seeds=tuple(args.seeds), backbone=args.backbone, image_size=args.image_size,
+        output=claim_output_folder(output), cache_dir=args.feature_cache,
     )
     return 0
 
 
 def cmd_download(args) -> int:
+    from .atomic import display
     from .data import download_mtd, download_mvtec
 
     path = download_mtd(args.dest) if args.dataset == "mtd" else download_mvtec(args.dest, args.categories)
-    print(f"{args.dataset} is in {path}")
+    print(f"{args.dataset} is in {display(path)}")
     return 0
 
 
@@ -294,24 +346,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="build the embedded demo data, evaluate it, write an HTML report")
     demo.add_argument("--output", type=Path, default=None, help="report folder (default: runs/demo)")
     demo.add_argument("--fast", action="store_true", help="a tiny run (seconds), as in the tests")
+    demo.add_argument("--overwrite", action="store_true", help="write into a folder patchcore-kit did not write")
     demo.set_defaults(run=cmd_demo)
 
     evaluate = commands.add_parser("evaluate", help="fit on a dataset's training pool and evaluate its test set")
     _dataset_options(evaluate)
     _model_options(evaluate)
-    evaluate.add_argument("--shots", type=int, default=None, help="train on N images drawn (seeded) from the pool")
+    evaluate.add_argument("--shots", type=cli_type("shots"), default=None, help="train on N images drawn (seeded) from the pool")
     evaluate.add_argument("--output", type=Path, required=True)
     evaluate.set_defaults(run=cmd_evaluate)
 
     sweep = commands.add_parser("sweep", help="sample-efficiency sweep: AUROC against number of training images")
     _dataset_options(sweep)
-    sweep.add_argument("--shots", type=int, nargs="+", default=[1, 2, 5, 10, 16, 20, 50])
+    sweep.add_argument("--shots", type=cli_type("shots"), nargs="+", default=[1, 2, 5, 10, 16, 20, 50])
     sweep.add_argument("--methods", nargs="+", default=["patchcore", "padim", "spade"])
-    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sweep.add_argument("--seeds", type=cli_type("seed"), nargs="+", default=[0, 1, 2])
     sweep.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES)
-    sweep.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE)
+    sweep.add_argument("--image-size", type=cli_type("image_size"), default=DEFAULT_IMAGE_SIZE)
     sweep.add_argument("--feature-cache", default=None)
     sweep.add_argument("--output", type=Path, required=True)
+    _run_options(sweep)
     sweep.set_defaults(run=cmd_sweep)
 
     fit = commands.add_parser("fit", help="fit PatchCore on your nominal images and save it")
@@ -324,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", type=Path)
     predict.add_argument("images", type=Path, nargs="+")
     predict.add_argument("--output", type=Path, default=None, help="CSV file (default: print)")
+    predict.add_argument("--allow-download", action="store_true",
+                         help="fetch backbone weights from a URL stored in the model file")
+    _run_options(predict)
     predict.set_defaults(run=cmd_predict)
 
     download = commands.add_parser("download", help="download MVTec AD or MTD (needs internet)")
@@ -335,13 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except (InputError, WeightsUnavailableError) as error:
         print(f"patchcore-kit: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except MemoryError:
+        print("patchcore-kit: error: out of memory; lower --image-size or --batch-size", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # also during start-up: torch and the rest load inside this try
         print("patchcore-kit: interrupted", file=sys.stderr)
         return 130
 

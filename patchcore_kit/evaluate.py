@@ -72,6 +72,10 @@ def compute_metrics(
 def evaluate(model, split: Split, fit: bool = True) -> Evaluation:
     """Fit ``model`` on ``split.train`` (unless ``fit=False``), score ``split.test``, compute metrics."""
     seconds = {}
+    start = time.perf_counter()
+    # Masks first: a missing, damaged or wrongly sized mask fails now, not after fitting and scoring.
+    masks = ground_truth_masks(split, as_hw(model.image_size))
+    seconds["masks"] = time.perf_counter() - start
     if fit:
         model.fit(split.train_paths)
         seconds.update({f"fit_{k}" if not k.startswith("fit") else k: v for k, v in model.fit_seconds_.items()})
@@ -79,7 +83,6 @@ def evaluate(model, split: Split, fit: bool = True) -> Evaluation:
     scores, maps = model.score(split.test_paths)
     seconds["score"] = time.perf_counter() - start
     start = time.perf_counter()
-    masks = ground_truth_masks(split, as_hw(model.image_size))
     metrics = compute_metrics(split, scores, maps, masks)
     seconds["metrics"] = time.perf_counter() - start
     return Evaluation(split, scores, maps, masks, metrics, seconds)

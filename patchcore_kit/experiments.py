@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import save_figure, write_text
 from .backbones import DEFAULT_LAYERS
 from .baselines import SPADE, NearestImage, PaDiM
 from .data import Split, load_dataset
@@ -231,7 +232,7 @@ def run_sweep(
         **method_params,
     )
     figure = plot_sample_efficiency(table)
-    figure.savefig(output / "sample_efficiency.png", dpi=150, bbox_inches="tight")
+    save_figure(figure, output / "sample_efficiency.png", dpi=150, bbox_inches="tight")
     summary = table.attrs["summary"]
     means = table.pivot_table(index="shots", columns="method", values="image_auroc", aggfunc="mean")
     print(f"image AUROC, mean over seeds {list(seeds)} ({split.name}, {backbone}, {image_size} px):")
@@ -289,7 +290,7 @@ def _read_done_rows(results_path: Path | None, summary_path: Path | None, settin
     text = results_path.read_text()
     if not text.endswith("\n"):  # a row cut short by the interruption: drop it, it is redone
         text = text[: text.rfind("\n") + 1]
-        results_path.write_text(text)
+        write_text(results_path, text)
     try:
         table = pd.read_csv(results_path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
@@ -327,6 +328,4 @@ def _write_json(path: Path | None, data: dict) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    partial.replace(path)
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")

@@ -16,13 +16,13 @@ Names without a rule (a baseline's own parameters) are left to their estimator.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
-from .errors import InputError
+from .errors import InputError  # no numpy or torch here: the command line parses before they load
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # the same names as backbones.STAGES (no torch here)
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2")
@@ -39,12 +39,17 @@ MAX_SEED = 2**32 - 1
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
+def _is_bool(value) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's bool is no bool subclass
+
+
 def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    # numbers.Integral covers numpy's integers too
+    return isinstance(value, numbers.Integral) and not _is_bool(value)
 
 
 def _is_number(value) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and bool(np.isfinite(value))
+    return isinstance(value, numbers.Real) and not _is_bool(value) and math.isfinite(value)
 
 
 def _int_at_least(low: int) -> Callable[[object], bool]:
@@ -77,10 +82,6 @@ def _layers(value) -> bool:
 def _coreset_ratio(value) -> bool:
     # a fraction of all patches, or (a whole number above 1) a count of bank entries
     return _is_number(value) and (0 < value <= 1 or (value > 1 and float(value).is_integer()))
-
-
-def _bool(value) -> bool:
-    return isinstance(value, (bool, np.bool_))
 
 
 def _path_text(value) -> bool:
@@ -134,9 +135,9 @@ RULES: dict[str, Rule] = {
     "batch_size": Rule("a whole number >= 1", _int_at_least(1), _parse_int),
     "seed": Rule(f"a whole number from 0 to {MAX_SEED}", lambda v: _is_int(v) and 0 <= v <= MAX_SEED, _parse_int),
     "threshold_quantile": Rule("a number in [0, 1]", lambda v: _is_number(v) and 0 <= v <= 1, float),
-    "calibrate": Rule("true or false", _bool),
+    "calibrate": Rule("true or false", _is_bool),
     "feature_cache": Rule("a folder path or none", _or_none(_path_text)),
-    "progress": Rule("true or false", _bool),
+    "progress": Rule("true or false", _is_bool),
     # added with the local-aggregation options (older model files lack them: see modelfile.DEFAULTS)
     "aggregation": Rule("one of mean, unfold", _one_of("mean", "unfold")),
     "border": Rule("one of zeros, reflect, valid", _one_of("zeros", "reflect", "valid")),

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .atomic import open_text, save_figure, write_text
 from .backbones import DEFAULT_LAYERS
 from .data import load_mvtec
 from .data.demo import build_demo_dataset, default_data_dir, default_demo_root
@@ -165,7 +166,7 @@ def run_demo(
     machine = {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}
     write_metrics(output, table, results, shots_table, settings, machine, seconds)
     page = output / "report.html"
-    page.write_text(render_html(table, results, shots_table, images, settings, machine, seconds), encoding="utf-8")
+    write_text(page, render_html(table, results, shots_table, images, settings, machine, seconds))
 
     print(format_table(table))
     print(f"demo finished in {seconds:.0f} s; report: {page.resolve()}")
@@ -252,7 +253,7 @@ def write_figures(results: Sequence[CategoryResult], table: pd.DataFrame, shots_
     paths = {}
     for key, draw in tqdm(jobs.items(), desc="figures", unit="fig", disable=not progress, leave=False):
         paths[key] = folder / f"{key}.png"
-        draw().savefig(paths[key], dpi=100, facecolor="white")
+        save_figure(draw(), paths[key], dpi=100, facecolor="white")
     return paths
 
 
@@ -272,7 +273,8 @@ def _clean(value):
 def write_metrics(output: Path, table: pd.DataFrame, results: Sequence[CategoryResult], shots_table: pd.DataFrame,
                   settings: dict, machine: dict, seconds: float) -> None:
     """``metrics.csv`` (the table) and ``metrics.json`` (table, per-defect metrics, shots curve, settings)."""
-    table.to_csv(output / "metrics.csv", float_format="%.6g")
+    with open_text(output / "metrics.csv", newline="") as handle:
+        table.to_csv(handle, float_format="%.6g")
     categories = {}
     for result in results:
         categories[result.name] = {
@@ -290,7 +292,7 @@ def write_metrics(output: Path, table: pd.DataFrame, results: Sequence[CategoryR
         "machine": machine,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (output / "metrics.json").write_text(json.dumps(_clean(document), indent=2, allow_nan=False) + "\n")
+    write_text(output / "metrics.json", json.dumps(_clean(document), indent=2, allow_nan=False) + "\n")
 
 
 def format_table(table: pd.DataFrame) -> str:

@@ -237,10 +237,15 @@ def download_and_extract(
     expected = list(expected)
     if expected and all((dest / name).exists() for name in expected):
         return dest
-    dest.mkdir(parents=True, exist_ok=True)
+    created = _make_folder(dest)
     # Everything happens in one hidden scratch folder inside dest (same disk, so the final moves
     # are renames); it is removed on success and on error, so no user file is ever touched.
-    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=dest))
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=dest))
+    except OSError as error:
+        _remove_if_empty(created)
+        raise DownloadError(f"{dest}: cannot write here ({error.strerror or error})") from None
+    moved = False
     try:
         archive = scratch / (archive_name or PurePosixPath(url.split("?")[0]).name or "archive")
         download_file(url, archive, sha256=sha256, progress=progress)
@@ -258,9 +263,39 @@ def download_and_extract(
                 os.replace(entry, target)
         if keep_archive and not (dest / archive.name).exists():
             os.replace(archive, dest / archive.name)
+        moved = True
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if not moved:  # a failed download leaves no empty folder behind either
+            _remove_if_empty(created)
     return dest
+
+
+def _make_folder(dest: Path) -> list[Path]:
+    """Create ``dest`` (and missing parents); return the folders created, deepest first.
+
+    A file where a folder should be is a :class:`DownloadError` naming it, not a traceback.
+    """
+    missing = []
+    for folder in (dest, *dest.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise DownloadError(f"{folder}: exists and is not a folder; choose another destination")
+            break
+        missing.append(folder)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(f"{dest}: cannot create the folder ({error.strerror or error})") from None
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): keep it
+            break
 
 
 def _require_layout(names: Iterable[str], what: str) -> Callable[[Path], None]:
@@ -289,6 +324,8 @@ def download_mvtec(dest: str | Path, categories: Iterable[str] | None = None, ba
         choices = ", ".join(MVTEC_CATEGORIES)
         raise InputError(f"{', '.join(unknown)}: unknown MVTec AD category; choose from {choices}")
     dest = Path(dest).expanduser()
+    if dest.exists() and not dest.is_dir():
+        raise DownloadError(f"{dest}: exists and is not a folder; choose another destination")
     missing = [c for c in wanted if not (dest / c / "train").is_dir()]
     if not missing:
         return dest
