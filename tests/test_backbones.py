@@ -273,3 +273,15 @@ def test_efficientnet_accepts_its_own_weights_file(tmp_path):
     backbone = load_backbone("efficientnet_lite0", weights=tmp_path / "lite0.pth")
     torch.testing.assert_close(backbone.stem[0].weight, changed["_conv_stem.weight"])
     assert not np.allclose(backbone.stem[0].weight.numpy(), original["_conv_stem.weight"].numpy())
+
+
+def test_stage_channel_table_matches_the_networks(lite0):
+    """Model files are checked against STAGE_CHANNELS without building a network: it must be right."""
+    from patchcore_kit.backbones import STAGE_CHANNELS, _out_channels
+
+    assert lite0.channels == STAGE_CHANNELS["efficientnet_lite0"]
+    assert load_backbone("efficientnet_lite2").channels == STAGE_CHANNELS["efficientnet_lite2"]
+    for name in ("resnet18", "resnet50", "wide_resnet50_2"):  # built without weights
+        model = torchvision.models.get_model(name, weights=None)
+        assert {layer: _out_channels(getattr(model, layer)) for layer in STAGES} == STAGE_CHANNELS[name], name
+    assert set(STAGE_CHANNELS) == set(BACKBONES)
