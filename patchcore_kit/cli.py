@@ -8,7 +8,10 @@
     patchcore-kit download {mvtec,mtd} DEST
 
 Every user error (bad file, missing folder, unknown backbone) is printed as one line naming the file
-and the problem, with exit status 2 and no traceback.
+and the problem, with exit status 2 and no traceback, and everything that can be checked before the
+compute is: parameters (``params``), masks, output folders (``outputs``: new, empty or the kit's, else
+``--overwrite``; never inside the dataset; writable) and the memory the run needs (``memory``; more
+than is available needs ``--max-memory``). Every output is written atomically (``atomic``).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 
 from .errors import InputError, WeightsUnavailableError
-from .params import BACKBONES, cli_type
+from .params import AGGREGATIONS, BACKBONES, BORDERS, cli_type
 
 # The settings this kit uses by default on each dataset format (see README, "Results on MTD").
 DEFAULT_IMAGE_SIZE = 224
@@ -66,6 +69,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--coreset-ratio", type=cli_type("coreset_ratio"), default=0.1, help="fraction (0, 1] or count")
     group.add_argument("--sampler", default="greedy", choices=("greedy", "random", "none"))
     group.add_argument("--num-neighbors", type=cli_type("num_neighbors"), default=9)
+    group.add_argument("--aggregation", default="mean", choices=AGGREGATIONS,
+                       help="mean: average each p x p neighbourhood (paper); unfold: keep it whole (official code)")
+    group.add_argument("--border", default="valid", choices=BORDERS,
+                       help="border patches' missing neighbours: zeros (official code), reflect, or valid (left out)")
+    group.add_argument("--pretrain-dim", type=cli_type("pretrain_dim"), default=None,
+                       help="unfold: per-layer size (default 1024)")
     group.add_argument("--target-dim", type=cli_type("target_dim"), default=None)
     group.add_argument("--device", type=cli_type("device"), default="cpu")
     group.add_argument("--batch-size", type=cli_type("batch_size"), default=8)
@@ -86,6 +95,9 @@ def _check_model_args(args) -> None:
     text = cross_problem({"target_dim": args.target_dim, "layers": args.layers})
     if text is not None:
         raise InputError(f"--target-dim {args.target_dim}: {text}")
+    text = cross_problem({"aggregation": args.aggregation, "border": args.border})
+    if text is not None:
+        raise InputError(f"--aggregation {args.aggregation} --border {args.border}: {text}")
     if len(set(args.layers)) != len(args.layers) or any(layer not in ("layer1", "layer2", "layer3", "layer4")
                                                         for layer in args.layers):
         bad = [layer for layer in args.layers if layer not in ("layer1", "layer2", "layer3", "layer4")]
@@ -121,7 +133,8 @@ def _model_from_args(args, calibrate: bool = True):
 
     return PatchCore(
         backbone=args.backbone, layers=tuple(args.layers), image_size=args.image_size, weights=args.weights,
-        patch_size=args.patch_size, coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
+        patch_size=args.patch_size, aggregation=args.aggregation, border=args.border, pretrain_dim=args.pretrain_dim,
+        coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
         target_dim=args.target_dim, device=args.device, batch_size=args.batch_size, seed=args.seed,
         feature_cache=args.feature_cache, calibrate=calibrate, progress=_show_progress(),
     )
@@ -163,7 +176,8 @@ def cmd_evaluate(args) -> int:
     _check_cache(args, [args.root])
     _check_memory(args, args.backbone, args.layers, args.image_size, n_train=len(split.train), n_test=len(split.test),
                   pixel_metrics=split.has_masks, batch_size=args.batch_size, target_dim=args.target_dim,
-                  coreset_ratio=args.coreset_ratio, sampler=args.sampler)
+                  coreset_ratio=args.coreset_ratio, sampler=args.sampler, aggregation=args.aggregation,
+                  patch_size=args.patch_size)
     split_hash = split.split_hash()
     model = _model_from_args(args, calibrate=False)
     start = time.perf_counter()
@@ -181,6 +195,11 @@ def cmd_evaluate(args) -> int:
         "backbone": args.backbone,
         "layers": list(args.layers),
         "image_size": args.image_size,
+        "patch_size": args.patch_size,
+        "aggregation": args.aggregation,
+        "border": args.border,
+        "pretrain_dim": args.pretrain_dim,
+        "target_dim": args.target_dim,
         "coreset_ratio": args.coreset_ratio,
         "num_neighbors": args.num_neighbors,
         "seed": args.seed,
@@ -250,7 +269,8 @@ def cmd_fit(args) -> int:
 
         check_writable(Path(args.feature_cache))
     _check_memory(args, args.backbone, args.layers, args.image_size, n_train=len(images), batch_size=args.batch_size,
-                  target_dim=args.target_dim, coreset_ratio=args.coreset_ratio, sampler=args.sampler)
+                  target_dim=args.target_dim, coreset_ratio=args.coreset_ratio, sampler=args.sampler,
+                  aggregation=args.aggregation, patch_size=args.patch_size)
     model = _model_from_args(args).fit(images)
     model.save(args.output)
     threshold = "n/a" if model.threshold_ is None else f"{model.threshold_:.4f}"
@@ -284,7 +304,8 @@ def cmd_predict(args) -> int:
         check_output_file(args.output, _is_scores_csv, "scores file", "scores.csv", args.overwrite,
                           inputs=[args.model, *images, *args.images])
     _check_memory(args, model.backbone, model.layers, model.image_size, n_test=len(images),
-                  bank_rows=len(model.memory_bank_), batch_size=model.batch_size, target_dim=model.target_dim)
+                  bank_rows=len(model.memory_bank_), batch_size=model.batch_size, target_dim=model.target_dim,
+                  aggregation=getattr(model, "aggregation", "mean"), patch_size=model.patch_size)
     scores = model.decision_function(images)
     threshold = model.threshold_
     rows = [

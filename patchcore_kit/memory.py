@@ -57,6 +57,8 @@ def estimate(
     projection_dim: int | None = 128,
     pixel_metrics: bool = False,
     bank_rows: int | None = None,
+    aggregation: str = "mean",
+    patch_size: int = 3,
 ) -> dict[str, int]:
     """Bytes each stage needs at its peak, and ``"total"`` (the largest stage plus the process itself).
 
@@ -68,11 +70,15 @@ def estimate(
     pixels = h * w
     first = STRIDES[layers[0]]
     grid = math.ceil(h / first) * math.ceil(w / first)
-    depth = target_dim or sum(channels[layer] for layer in layers)
+    widths = sum(channels[layer] for layer in layers)
+    if aggregation == "unfold":  # every p x p neighbourhood kept whole, then pooled (1024 by default)
+        depth, widths = target_dim or 1024, widths * patch_size**2
+    else:
+        depth = target_dim or widths
     batch = max(1, min(batch_size, max(n_train, n_test, 1)))
     backbone_bytes = batch * pixels * FLOAT * (3 + ACTIVATIONS_PER_PIXEL.get(backbone, 160))
     # each batch's stage maps upsampled to the first grid and concatenated, next to the activations
-    embed_bytes = batch * grid * depth * FLOAT * 2
+    embed_bytes = batch * grid * (widths + depth) * FLOAT
     patches = n_train * grid
     if n_train:
         bank = patches if sampler == "none" else (

@@ -31,6 +31,8 @@ RESNETS = (
     "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d",
 )
 BACKBONES = OFFLINE_BACKBONES + RESNETS
+AGGREGATIONS = ("mean", "unfold")  # the same as features.AGGREGATIONS and BORDERS (no torch here)
+BORDERS = ("zeros", "reflect", "valid")
 #: The smallest side an image is resized to: the deepest stage (layer4) has stride 32, so every
 #: stage keeps at least one position. Anything smaller is a typo, not a setting.
 MIN_IMAGE_SIDE = 32
@@ -139,8 +141,8 @@ RULES: dict[str, Rule] = {
     "feature_cache": Rule("a folder path or none", _or_none(_path_text)),
     "progress": Rule("true or false", _is_bool),
     # added with the local-aggregation options (older model files lack them: see modelfile.DEFAULTS)
-    "aggregation": Rule("one of mean, unfold", _one_of("mean", "unfold")),
-    "border": Rule("one of zeros, reflect, valid", _one_of("zeros", "reflect", "valid")),
+    "aggregation": Rule("one of mean, unfold", _one_of(*AGGREGATIONS)),
+    "border": Rule("one of zeros, reflect, valid", _one_of(*BORDERS)),
     "pretrain_dim": Rule("a whole number >= 1 or none", _or_none(_int_at_least(1)), _parse_optional_int),
     # command-line only
     "shots": Rule("a whole number >= 1", _int_at_least(1), _parse_int),
@@ -160,6 +162,9 @@ def cross_problem(params: dict) -> str | None:
     target, layers = params.get("target_dim"), params.get("layers")
     if _is_int(target) and _layers(layers) and target < len(layers):
         return f"target_dim {target} is smaller than the number of layers ({len(layers)}): each layer needs a channel"
+    if params.get("aggregation") == "unfold" and params.get("border") == "valid":
+        return ("border 'valid' leaves neighbours out of a mean; aggregation 'unfold' keeps every neighbour's "
+                "slot, so use border 'zeros' (the official code) or 'reflect'")
     return None
 
 
@@ -196,6 +201,8 @@ def cli_type(name: str) -> Callable[[str], object]:
 
 def check_device(device: str) -> None:
     """Refuse a device this machine does not have, before any work starts (it would fail mid-run)."""
+    if device == "cpu":
+        return
     import torch
 
     if device.startswith("cuda"):

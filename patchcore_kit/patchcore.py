@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
 from .backbones import DEFAULT_LAYERS, STAGE_CHANNELS
 from .base import AnomalyEstimator, _as_list
 from .coreset import coreset_size, select_coreset
@@ -65,8 +66,13 @@ class PatchCore(AnomalyEstimator):
     ----------
     backbone, layers, weights : which ImageNet network and stages (see ``backbones``).
     patch_size : neighbourhood p for local aggregation (paper: 3).
-    target_dim : reduce the concatenated feature to this many channels (paper: 1024 for WRN50;
-        None keeps all, the default for the narrow EfficientNet-Lite features).
+    aggregation : "mean" averages each p×p neighbourhood (the paper's Eq. 1); "unfold" keeps the
+        whole p×p×C neighbourhood and pools it to ``pretrain_dim`` per layer (the official code).
+    border : what a border patch's missing neighbours are: "zeros" (the official code), "reflect"
+        (the map mirrored) or "valid" (left out of the mean; border patches then differ from inner ones).
+    pretrain_dim : with "unfold", each layer's neighbourhood vector is pooled to this size (None: 1024).
+    target_dim : reduce the concatenated feature to this many channels (paper: 1024 for WRN50).
+        With "mean", None keeps all (152 for EfficientNet-Lite0 layer2+3); with "unfold", None is 1024.
     coreset_ratio : fraction of all training patches kept in the memory bank (paper: 0.1 or 0.01),
         or an integer count.
     sampler : "greedy" (k-center, the paper), "random" or "none".
@@ -79,7 +85,7 @@ class PatchCore(AnomalyEstimator):
     """
 
     _param_names = (
-        "backbone", "layers", "patch_size", "target_dim", "coreset_ratio", "sampler", "projection_dim",
+        "backbone", "layers", "patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio", "sampler", "projection_dim",
         "num_neighbors", "image_size", "weights", "device", "batch_size", "seed", "threshold_quantile",
         "calibrate", "feature_cache", "progress",
     )
@@ -89,6 +95,9 @@ class PatchCore(AnomalyEstimator):
         backbone: str = "efficientnet_lite0",
         layers: Sequence[str] = DEFAULT_LAYERS,
         patch_size: int = 3,
+        aggregation: str = "mean",
+        border: str = "valid",
+        pretrain_dim: int | None = None,
         target_dim: int | None = None,
         coreset_ratio: float = 0.1,
         sampler: str = "greedy",
@@ -107,6 +116,9 @@ class PatchCore(AnomalyEstimator):
         self.backbone = backbone
         self.layers = layers
         self.patch_size = patch_size
+        self.aggregation = aggregation
+        self.border = border
+        self.pretrain_dim = pretrain_dim
         self.target_dim = target_dim
         self.coreset_ratio = coreset_ratio
         self.sampler = sampler
@@ -125,7 +137,9 @@ class PatchCore(AnomalyEstimator):
     # -- fit --------------------------------------------------------------------------------------
     def embed(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
         """Stage maps of a batch -> patch embeddings ``(B, D, h, w)``."""
-        return patch_embeddings(layer_maps, self.patch_size, self.target_dim)
+        return patch_embeddings(
+            layer_maps, self.patch_size, self.target_dim, self.aggregation, self.border, self.pretrain_dim
+        )
 
     def _fit_maps(self, batches: Iterable[list[torch.Tensor]], n_images: int, timings: dict) -> None:
         torch.manual_seed(self.seed)
