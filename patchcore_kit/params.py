@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -87,7 +88,7 @@ def _coreset_ratio(value) -> bool:
 
 
 def _path_text(value) -> bool:
-    return isinstance(value, str) and value != ""
+    return isinstance(value, (str, os.PathLike)) and str(value) != ""
 
 
 # --- command-line text -> value ---------------------------------------------------------------

@@ -217,6 +217,10 @@ DAMAGED_MODELS = {
     "layers that do not match the bank": (_with_params(layers=["layer3"]), ["memory_bank", "152", "112"]),
     "target_dim that does not match": (_with_params(target_dim=64), ["memory_bank", "64"]),
     "NaN in the bank": (_nan_bank, ["memory_bank", "NaN"]),
+    "unknown aggregation": (_with_params(aggregation="max"), ["'aggregation'", "mean, unfold"]),
+    "unknown border": (_with_params(border="wrap"), ["'border'", "wrap"]),
+    "pretrain_dim 0": (_with_params(pretrain_dim=0), ["'pretrain_dim'"]),
+    "unfold with a valid border": (_with_params(aggregation="unfold", border="valid"), ["unfold", "valid"]),
     "NaN threshold": (lambda t, m: m.update(fitted=m["fitted"].replace('"threshold_": null', '"threshold_": NaN')),
                       ["'threshold_'"]),
 }
@@ -306,7 +310,8 @@ def test_unwritable_output_is_found_before_the_compute(mvtec, tmp_path, capsys, 
 @pytest.mark.parametrize("option", [
     ["--image-size", "0"], ["--image-size", "-5"], ["--image-size", "0x64"], ["--image-size", "1"],
     ["--batch-size", "0"], ["--seed", "-1"], ["--target-dim", "0"], ["--num-neighbors", "0"],
-    ["--device", "tpu"], ["--layers", "layer2", "layer3", "--target-dim", "1"],
+    ["--device", "tpu"], ["--layers", "layer2", "layer3", "--target-dim", "1"], ["--pretrain-dim", "0"],
+    ["--border", "valid", "--aggregation", "unfold"],
 ])
 def test_bad_values_are_one_line(mvtec, tmp_path, capsys, option, no_backbone):
     code, err = run_cli(["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path / "out", *FAST, *option], capsys)
