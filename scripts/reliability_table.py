@@ -275,6 +275,7 @@ def one_case(base: Path, work: Path, what: str, setup, args: list[str], output: 
     out_path = Path(output) if Path(output).is_absolute() else folder / output
     skip = out_path if output not in (".", "notes.txt", IMAGE, TRAIN) else None
     before = digest(folder, skip)
+    everything_before = digest(folder, None)  # the output's own earlier content included
     started = time.perf_counter()
     result = run(folder, args, interrupt=what.startswith("Ctrl-C"))
     seconds = time.perf_counter() - started
@@ -284,6 +285,8 @@ def one_case(base: Path, work: Path, what: str, setup, args: list[str], output: 
     stderr = result.stderr.decode("utf-8", "backslashreplace").strip().splitlines()
     stdout = result.stdout.decode("utf-8", "backslashreplace").strip().splitlines()
     message = stderr[-1] if result.returncode and stderr else (f"(ok) {stdout[-1]}" if stdout else "")
+    for scratch in (folder.as_uri(), str(folder)):  # the temporary folder's name changes every run
+        message = message.replace(scratch, "CASE")
     traceback = any("Traceback" in line for line in stderr)
     unchanged = before == after
     if not unchanged:
@@ -295,7 +298,7 @@ def one_case(base: Path, work: Path, what: str, setup, args: list[str], output: 
     return {
         "what": what, "command": f"patchcore-kit {shown_args}", "code": result.returncode,
         "message": message + (" **(traceback)**" if traceback else ""),
-        "unchanged": unchanged_text, "left": left_in(folder, output, before), "seconds": seconds,
+        "unchanged": unchanged_text, "left": left_in(folder, output, everything_before), "seconds": seconds,
     }
 
 
@@ -329,9 +332,11 @@ no traceback (Ctrl-C: one line, status 130); nothing is checked after the comput
 before it (parameters, masks, output folder, memory); no input file is ever modified; outputs are written
 atomically; weights files never run code.
 
-Summary: {len(rows)} cases; {sum(r['code'] == 0 for r in rows)} succeed (good input), {sum(r['code'] == 2 for r in rows)}
-refused with one line and status 2, {sum(r['code'] == 130 for r in rows)} interrupted (130);
-{len(tracebacks)} tracebacks; {len(failures)} other exit statuses; inputs changed in {len(changed)} cases.
+**Summary: {len(rows)} cases; {sum(r['code'] == 0 for r in rows)} succeed (good input, odd file names),
+{sum(r['code'] == 2 for r in rows)} are refused with one line and exit status 2, {sum(r['code'] == 130 for r in rows)} interrupted (130);
+{len(tracebacks)} tracebacks, {len(failures)} other exit statuses, inputs changed in {len(changed)} cases.**
+Usage errors (option values) answer in well under a second: argparse checks them with the rules of
+`patchcore_kit/params.py` before torch loads.
 
 {table(rows)}
 """
