@@ -39,9 +39,9 @@ def count_backbone(monkeypatch):
     calls = {"images": 0}
     original = features.FeatureExtractor._compute
 
-    def counting(self, images):
+    def counting(self, images, layers=None):
         calls["images"] += len(images)
-        return original(self, images)
+        return original(self, images, layers)
 
     monkeypatch.setattr(features.FeatureExtractor, "_compute", counting)
     return calls
