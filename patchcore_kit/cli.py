@@ -294,6 +294,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+#: PatchCore settings the sweep command passes on when given (left out otherwise, so a resumed sweep's
+#: settings do not change with the kit's defaults).
+_SWEEP_PATCHCORE = ("patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio",
+                    "sampler", "num_neighbors")
+
+
+def _sweep_method_params(args) -> dict:
+    patchcore = {name: getattr(args, name) for name in _SWEEP_PATCHCORE if getattr(args, name) is not None}
+    return {"patchcore": patchcore} if patchcore else {}
+
+
 def cmd_sweep(args) -> int:
     from .experiments import run_sweep
 
@@ -302,7 +313,7 @@ def cmd_sweep(args) -> int:
         seeds=tuple(args.seeds), backbone=args.backbone, image_size=args.image_size, output=_prepare_output(args.output),
         cache_dir=args.feature_cache, progress=_show_progress(), layers=tuple(args.layers), weights=args.weights,
         device=args.device, batch_size=args.batch_size, baseline_stages=args.baseline_stages,
-        spade_table_gb=args.spade_table_gb,
+        spade_table_gb=args.spade_table_gb, **_sweep_method_params(args),
     )
     return 0
 
@@ -340,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES)
     sweep.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE)
     sweep.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="PatchCore's stages")
+    patchcore = sweep.add_argument_group("PatchCore (kit defaults when not given)")
+    patchcore.add_argument("--patch-size", type=_patch_size, default=None)
+    patchcore.add_argument("--aggregation", default=None, choices=AGGREGATIONS)
+    patchcore.add_argument("--border", default=None, choices=BORDERS)
+    patchcore.add_argument("--pretrain-dim", type=int, default=None)
+    patchcore.add_argument("--target-dim", type=int, default=None)
+    patchcore.add_argument("--coreset-ratio", type=_coreset_ratio, default=None)
+    patchcore.add_argument("--sampler", default=None, choices=("greedy", "random", "none"))
+    patchcore.add_argument("--num-neighbors", type=int, default=None)
     sweep.add_argument("--baseline-stages", choices=("paper", "shared"), default="paper",
                        help="paper: PaDiM layer1+2+3, SPADE layer1+2+3 + pooled layer4; "
                             "shared: all methods on PatchCore's --layers (the kit's earlier sweep)")

@@ -459,3 +459,16 @@ def test_cli_sweep_all_categories_and_all_shots(make_mvtec, tmp_path, capsys):
     assert (output / "sample_efficiency.png").stat().st_size > 0
     assert "claim b-1-image" in capsys.readouterr().out
     assert main(["sweep", str(root), "--format", "mtd", "--category", "all", "--output", str(output)]) == 2
+
+
+def test_cli_sweep_passes_patchcore_settings_only_when_given(monkeypatch, tmp_path):
+    from patchcore_kit import cli
+
+    calls = []
+    monkeypatch.setattr(experiments, "run_sweep", lambda *a, **k: calls.append(k))
+    base = ["sweep", str(tmp_path), "--format", "mvtec", "--output", str(tmp_path / "out")]
+    assert cli.main(base) == 0 and "patchcore" not in calls[-1] and calls[-1]["baseline_stages"] == "paper"
+    assert cli.main(base + ["--aggregation", "unfold", "--border", "zeros", "--coreset-ratio", "0.01",
+                            "--baseline-stages", "shared", "--shots", "1", "all"]) == 0
+    assert calls[-1]["patchcore"] == {"aggregation": "unfold", "border": "zeros", "coreset_ratio": 0.01}
+    assert calls[-1]["baseline_stages"] == "shared" and calls[-1]["shots"] == (1, "all")
