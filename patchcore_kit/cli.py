@@ -2,7 +2,7 @@
 
     patchcore-kit demo [--output DIR] [--fast]
     patchcore-kit evaluate ROOT --format {mvtec,mtd,folder} [--category C] --output DIR
-    patchcore-kit sweep ROOT --format ... --shots 1 2 5 --methods patchcore padim spade --seeds 0 1 2 --output DIR
+    patchcore-kit sweep ROOT --format ... [--category all] --shots 1 2 5 all --methods patchcore padim spade --seeds 0 1 2 --output DIR
     patchcore-kit fit IMAGES_OR_FOLDERS... --output model.safetensors
     patchcore-kit predict MODEL IMAGES_OR_FOLDERS... [--output scores.csv]
     patchcore-kit download {mvtec,mtd} DEST
@@ -39,6 +39,19 @@ def _max_memory(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"max memory must be a size like 16G or 512M, got {text!r}")
+    return value
+
+
+def _shots(text: str):
+    """A positive whole number of training images, or ``all`` (the whole training pool)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shots must be a whole number or 'all', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"shots must be at least 1, got {text!r}")
     return value
 
 
@@ -143,7 +156,8 @@ def _model_from_args(args, calibrate: bool = True):
 def _dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", type=Path, help="dataset folder")
     parser.add_argument("--format", required=True, choices=("mvtec", "mtd", "folder"))
-    parser.add_argument("--category", default=None, help="MVTec AD category (e.g. bottle)")
+    parser.add_argument("--category", default=None,
+                        help="MVTec AD category (e.g. bottle); sweep: 'all' runs every category and averages them")
 
 
 def _format_metric(value) -> str:
@@ -333,20 +347,45 @@ def cmd_demo(args) -> int:
     return 0
 
 
+#: PatchCore settings the sweep command passes on when given (left out otherwise, so a resumed sweep's
+#: settings do not change with the kit's defaults).
+_SWEEP_PATCHCORE = ("patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio",
+                    "sampler", "num_neighbors")
+
+
+def _sweep_method_params(args) -> dict:
+    patchcore = {name: getattr(args, name) for name in _SWEEP_PATCHCORE if getattr(args, name) is not None}
+    return {"patchcore": patchcore} if patchcore else {}
+
+
 def cmd_sweep(args) -> int:
     from .data import load_dataset
     from .experiments import run_sweep
     from .outputs import check_output_folder, claim_output_folder
 
-    split = load_dataset(args.root, args.format, category=args.category)
+    from .experiments import sweep_categories
+    from .params import check_device, cross_problem
+
+    check_device(args.device)
+    text = cross_problem({"target_dim": args.target_dim, "layers": args.layers, "aggregation": args.aggregation,
+                          "border": args.border or "valid"})
+    if text is not None:
+        raise InputError(f"sweep settings: {text}")
+    # The first category stands for all of them in the memory estimate (MVTec AD's are alike in size).
+    split = load_dataset(args.root, args.format, sweep_categories(args.root, args.format, args.category)[0])
     output = check_output_folder(args.output, args.overwrite, datasets=[args.root])
     _check_cache(args, [args.root])
-    _check_memory(args, args.backbone, DEFAULT_LAYERS, args.image_size, n_train=min(max(args.shots), len(split.train)),
-                  n_test=len(split.test), pixel_metrics=split.has_masks)
+    shots = [len(split.train) if n == "all" else min(n, len(split.train)) for n in args.shots]
+    _check_memory(args, args.backbone, args.layers, args.image_size, n_train=max(shots), n_test=len(split.test),
+                  pixel_metrics=split.has_masks, batch_size=args.batch_size, target_dim=args.target_dim,
+                  coreset_ratio=args.coreset_ratio or 0.1, sampler=args.sampler or "greedy",
+                  aggregation=args.aggregation or "mean", patch_size=args.patch_size or 3)
     run_sweep(
         args.root, args.format, category=args.category, shots=tuple(args.shots), methods=tuple(args.methods),
         seeds=tuple(args.seeds), backbone=args.backbone, image_size=args.image_size,
-        output=claim_output_folder(output), cache_dir=args.feature_cache,
+        output=claim_output_folder(output), cache_dir=args.feature_cache, progress=_show_progress(),
+        layers=tuple(args.layers), weights=args.weights, device=args.device, batch_size=args.batch_size,
+        baseline_stages=args.baseline_stages, spade_table_gb=args.spade_table_gb, **_sweep_method_params(args),
     )
     return 0
 
@@ -379,11 +418,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="sample-efficiency sweep: AUROC against number of training images")
     _dataset_options(sweep)
-    sweep.add_argument("--shots", type=cli_type("shots"), nargs="+", default=[1, 2, 5, 10, 16, 20, 50])
+    sweep.add_argument("--shots", type=_shots, nargs="+", default=[1, 2, 5, 10, 16, 20, 50],
+                       help="training images per fit; 'all' = the whole training pool (e.g. 1 2 5 all)")
     sweep.add_argument("--methods", nargs="+", default=["patchcore", "padim", "spade"])
     sweep.add_argument("--seeds", type=cli_type("seed"), nargs="+", default=[0, 1, 2])
     sweep.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES)
     sweep.add_argument("--image-size", type=cli_type("image_size"), default=DEFAULT_IMAGE_SIZE)
+    sweep.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="PatchCore's stages")
+    patchcore = sweep.add_argument_group("PatchCore (kit defaults when not given)")
+    patchcore.add_argument("--patch-size", type=cli_type("patch_size"), default=None)
+    patchcore.add_argument("--aggregation", default=None, choices=AGGREGATIONS)
+    patchcore.add_argument("--border", default=None, choices=BORDERS)
+    patchcore.add_argument("--pretrain-dim", type=cli_type("pretrain_dim"), default=None)
+    patchcore.add_argument("--target-dim", type=cli_type("target_dim"), default=None)
+    patchcore.add_argument("--coreset-ratio", type=cli_type("coreset_ratio"), default=None)
+    patchcore.add_argument("--sampler", default=None, choices=("greedy", "random", "none"))
+    patchcore.add_argument("--num-neighbors", type=cli_type("num_neighbors"), default=None)
+    sweep.add_argument("--baseline-stages", choices=("paper", "shared"), default="paper",
+                       help="paper: PaDiM layer1+2+3, SPADE layer1+2+3 + pooled layer4; "
+                            "shared: all methods on PatchCore's --layers (the kit's earlier sweep)")
+    sweep.add_argument("--weights", default=None, help="backbone weights: local file or URL (default: ImageNet)")
+    sweep.add_argument("--device", type=cli_type("device"), default="cpu")
+    sweep.add_argument("--batch-size", type=cli_type("batch_size"), default=8)
+    sweep.add_argument("--spade-table-gb", type=float, default=4.0,
+                       help="memory SPADE's shared pair table may take (0: score SPADE row by row)")
     sweep.add_argument("--feature-cache", default=None)
     sweep.add_argument("--output", type=Path, required=True)
     _run_options(sweep)

@@ -28,7 +28,7 @@ MARKER = ".patchcore-kit"
 #: names, whose JSON files carry the kit's "machine" entry, was written by the kit).
 KIT_NAMES = {
     "metrics.json", "scores.csv", "split.csv", "results.csv", "summary.json", "sample_efficiency.png",
-    "feature_cache", "report.html", "metrics.csv", "figures", MARKER,
+    "feature_cache", "report.html", "metrics.csv", "figures", "summary.csv", "claims.md", MARKER,
 }
 
 
