@@ -461,12 +461,13 @@ def test_cli_sweep_all_categories_and_all_shots(make_mvtec, tmp_path, capsys):
     assert main(["sweep", str(root), "--format", "mtd", "--category", "all", "--output", str(output)]) == 2
 
 
-def test_cli_sweep_passes_patchcore_settings_only_when_given(monkeypatch, tmp_path):
+def test_cli_sweep_passes_patchcore_settings_only_when_given(monkeypatch, tmp_path, make_mvtec):
     from patchcore_kit import cli
 
     calls = []
     monkeypatch.setattr(experiments, "run_sweep", lambda *a, **k: calls.append(k))
-    base = ["sweep", str(tmp_path), "--format", "mvtec", "--output", str(tmp_path / "out")]
+    root = make_mvtec(n_train=2, test={"good": 1, "scratch": 1})  # read before the sweep: checks come first
+    base = ["sweep", str(root), "--format", "mvtec", "--output", str(tmp_path / "out")]  # outside the dataset
     assert cli.main(base) == 0 and "patchcore" not in calls[-1] and calls[-1]["baseline_stages"] == "paper"
     assert cli.main(base + ["--aggregation", "unfold", "--border", "zeros", "--coreset-ratio", "0.01",
                             "--baseline-stages", "shared", "--shots", "1", "all"]) == 0
