@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import OFFLINE_BACKBONES, Backbone
+
 
 def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of one convolution that computes ``norm(conv(x))`` (eval-mode batch norm).
@@ -150,11 +152,9 @@ def _fuse_resnet(stem: nn.Sequential, stages: nn.ModuleDict) -> tuple[nn.Module,
     return fused_stem, fused_stages
 
 
-def fuse_backbone(backbone):
+def fuse_backbone(backbone: Backbone) -> Backbone:
     """A new, inference-only :class:`~patchcore_kit.backbones.Backbone`: batch norm folded, static
     padding, channels-last weights. ``backbone`` itself is left unchanged (the reference)."""
-    from .backbones import OFFLINE_BACKBONES, Backbone
-
     if getattr(backbone, "fused", False):
         return backbone
     build = _fuse_efficientnet if backbone.name in OFFLINE_BACKBONES else _fuse_resnet
