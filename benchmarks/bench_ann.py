@@ -30,9 +30,9 @@ from _features import cache_dir, mtd_root
 from patchcore_kit import neighbours
 from patchcore_kit.base import upsample_and_smooth
 from patchcore_kit.data import load_dataset
-from patchcore_kit.evaluate import ground_truth_masks
+from patchcore_kit.data.base import read_sample_mask
 from patchcore_kit.features import flatten_patches
-from patchcore_kit.images import as_hw
+from patchcore_kit.images import as_hw, resize_mask
 from patchcore_kit.metrics import image_auroc, pixel_auroc
 from patchcore_kit.neighbours import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore, reweighted_image_scores
@@ -104,7 +104,7 @@ def main() -> None:
     print(f"scored {len(test)} images with all {len(SEARCHES)} searches in {time.perf_counter() - start:.0f} s; "
           f"load average now {load()}\n")
 
-    masks = ground_truth_masks(split, as_hw(model.image_size))[chosen]
+    masks = np.stack([resize_mask(read_sample_mask(split.test[i]), as_hw(model.image_size)) for i in chosen])
     exact_nearest = torch.cat(nearest["exact"])
     exact_d = torch.cat(patch_d["exact"])
     exact_search = statistics.median(seconds["exact"])
