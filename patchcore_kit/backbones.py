@@ -69,6 +69,8 @@ class Backbone(nn.Module):
         self.stages = nn.ModuleDict(stages)
         self.channels = dict(channels)
         self.strides = dict(STRIDES)
+        self.fused = False  # True for the inference copy made by patchcore_kit.fuse
+        self.memory_format = torch.contiguous_format  # the fused copy runs channels-last
         self.eval().requires_grad_(False)
 
     def check_layers(self, layers: Sequence[str]) -> list[str]:
@@ -77,18 +79,20 @@ class Backbone(nn.Module):
             raise InputError(f"backbone {self.name}: unknown layers {unknown or list(layers)}; choose from {list(STAGES)}")
         return sorted(set(layers), key=STAGES.index)
 
-    @torch.no_grad()
     def forward(self, images: torch.Tensor, layers: Sequence[str] = DEFAULT_LAYERS) -> list[torch.Tensor]:
         wanted = self.check_layers(layers)
-        x = self.stem(images)
         maps = {}
-        for name, stage in self.stages.items():
-            x = stage(x)
-            if name in wanted:
-                maps[name] = x
-            if name == wanted[-1]:
-                break  # early stop: deeper stages are never computed
-        return [maps[layer] for layer in layers]
+        with torch.inference_mode():  # no autograd bookkeeping at all (no_grad still counts versions)
+            x = self.stem(images.contiguous(memory_format=self.memory_format))
+            for name, stage in self.stages.items():
+                x = stage(x)
+                if name in wanted:
+                    maps[name] = x
+                if name == wanted[-1]:
+                    break  # early stop: deeper stages are never computed
+        # Copied out of inference mode, in the usual layout: callers get ordinary tensors they may
+        # modify in place, whatever layout the network ran in (the maps are small next to the network's).
+        return [maps[layer].clone(memory_format=torch.contiguous_format) for layer in layers]
 
 
 def is_url(weights) -> bool:
@@ -245,10 +249,21 @@ def _out_channels(stage: nn.Module) -> int:
     return norms[-1].num_features
 
 
-def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = None) -> Backbone:
-    """The named backbone with ImageNet weights (or ``weights``: a file path or URL)."""
+def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = None, fuse: bool = False) -> Backbone:
+    """The named backbone with ImageNet weights (or ``weights``: a file path or URL).
+
+    ``fuse=True`` returns the inference copy of :func:`patchcore_kit.fuse.fuse_backbone` (batch norm
+    folded into the convolutions, static padding, channels-last), what :class:`FeatureExtractor`
+    runs; ``fuse=False`` keeps the network's modules and weights exactly as loaded (the reference).
+    """
     if name in OFFLINE_BACKBONES:
-        return _efficientnet_lite(name, weights)
-    if name in RESNETS:
-        return _torchvision_resnet(name, weights)
-    raise InputError(f"unknown backbone {name!r}; choose from {list(BACKBONES)}")
+        backbone = _efficientnet_lite(name, weights)
+    elif name in RESNETS:
+        backbone = _torchvision_resnet(name, weights)
+    else:
+        raise InputError(f"unknown backbone {name!r}; choose from {list(BACKBONES)}")
+    if fuse:
+        from .fuse import fuse_backbone
+
+        return fuse_backbone(backbone)
+    return backbone

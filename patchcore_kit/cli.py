@@ -89,6 +89,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pretrain-dim", type=cli_type("pretrain_dim"), default=None,
                        help="unfold: per-layer size (default 1024)")
     group.add_argument("--target-dim", type=cli_type("target_dim"), default=None)
+    group.add_argument("--search", default="exact", choices=("exact", "hnsw", "ivf", "auto"),
+                       help="nearest-neighbour search while scoring: exact, or approximate faiss hnsw / ivf")
     group.add_argument("--device", type=cli_type("device"), default="cpu")
     group.add_argument("--batch-size", type=cli_type("batch_size"), default=8)
     group.add_argument("--seed", type=cli_type("seed"), default=0)
@@ -148,7 +150,7 @@ def _model_from_args(args, calibrate: bool = True):
         backbone=args.backbone, layers=tuple(args.layers), image_size=args.image_size, weights=args.weights,
         patch_size=args.patch_size, aggregation=args.aggregation, border=args.border, pretrain_dim=args.pretrain_dim,
         coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
-        target_dim=args.target_dim, device=args.device, batch_size=args.batch_size, seed=args.seed,
+        search=args.search, target_dim=args.target_dim, device=args.device, batch_size=args.batch_size, seed=args.seed,
         feature_cache=args.feature_cache, calibrate=calibrate, progress=_show_progress(),
     )
 

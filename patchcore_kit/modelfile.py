@@ -28,7 +28,7 @@ from .params import _is_int, _is_number, cross_problem, problem
 FORMAT = "patchcore_kit.PatchCore/1"
 #: Parameters added after the first model files were written, and the value that reproduces what
 #: those files were fitted with. A file without them reads as this older behaviour.
-DEFAULTS = {"aggregation": "mean", "border": "valid", "pretrain_dim": None}
+DEFAULTS = {"aggregation": "mean", "border": "valid", "pretrain_dim": None, "search": "exact"}
 ARRAYS = ("memory_bank", "bank_image", "coreset_indices")
 
 

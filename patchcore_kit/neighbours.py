@@ -15,6 +15,15 @@ the full distance matrix of a whole test set would not fit. The search runs in t
 So both backends return the same indices and the same distances, to the last bit whenever they
 find the same candidates. Results are CPU tensors, nearest first.
 
+**Approximate search** (``search="hnsw"`` or ``"ivf"``, faiss only) replaces step 1 by a faiss
+graph (HNSW) or inverted-file (IVF-flat) index: it visits a small part of the bank, so it is many
+times faster on a large bank, but it may miss a query's true nearest entry. Step 2 still runs: a
+returned distance is always the exact ``|q - b|`` to the entry returned, never the index's
+approximation; only *which* entry comes back can differ (recall@1 < 1), and then the distance is
+a little larger than the exact search's. ``search="auto"`` is exact for banks below
+:data:`AUTO_MIN_BANK` entries and HNSW from there up. The default is ``"exact"``: the kit never
+switches on its own. docs/benchmarks.md measures speed, recall and the AUROC change on MTD.
+
 >>> bank = torch.randn(500, 16)
 >>> distances, indices = nearest_neighbours(bank[:3] + 0.01, bank, k=1)
 >>> indices.ravel().tolist()
@@ -36,6 +45,15 @@ TILE_ELEMENTS = 2**24
 SPARE = 8
 #: At most this many queries per pass of the exact step and of faiss.
 QUERY_CHUNK = 4096
+#: What finds the candidates: the exact search, or an approximate faiss index (see the module doc).
+SEARCHES = ("exact", "hnsw", "ivf", "auto")
+#: ``search="auto"`` uses HNSW from this many bank entries up. Below it the exact search costs at
+#: most about 0.25 s per 784-patch image on 2 cores (0.75 s at 58k entries, docs/benchmarks.md).
+AUTO_MIN_BANK = 20_000
+#: HNSW graph: links per entry, breadth while building, breadth while searching (recall vs speed).
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 64, 64
+#: IVF-flat: ``IVF_LISTS_PER_SQRT × sqrt(bank)`` k-means cells, of which ``IVF_NPROBE`` are searched.
+IVF_LISTS_PER_SQRT, IVF_NPROBE = 4, 16
 
 
 def faiss_available() -> bool:
@@ -81,32 +99,79 @@ def _exact_k_nearest(queries: torch.Tensor, bank: torch.Tensor, candidates: torc
     return distances.gather(1, order).cpu(), by_index.gather(1, order).cpu()
 
 
+def resolve_search(search: str, n_bank: int) -> str:
+    """``"exact"``, ``"hnsw"`` or ``"ivf"``: what ``search`` means for a bank of ``n_bank`` entries."""
+    if search not in SEARCHES:
+        raise ValueError(f"unknown search {search!r}; choose from {', '.join(map(repr, SEARCHES))}")
+    if search == "auto":
+        return "hnsw" if n_bank >= AUTO_MIN_BANK and faiss is not None else "exact"
+    return search
+
+
+def _approximate_index(bank: np.ndarray, search: str, seed: int):
+    """A faiss HNSW-flat or IVF-flat index over ``bank`` (float32, C order)."""
+    dim = bank.shape[1]
+    if search == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+        index.add(bank)
+        return index
+    n_lists = max(1, min(len(bank) // 39, round(IVF_LISTS_PER_SQRT * len(bank) ** 0.5)))  # faiss wants >= 39 points a cell
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, n_lists)
+    index.cp.seed = seed  # k-means initialisation: seeded, so the cells are the same every run
+    index.train(bank)
+    index.add(bank)
+    index.nprobe = min(IVF_NPROBE, n_lists)
+    return index
+
+
 class MemoryBankIndex:
-    """An exact search structure over a fixed bank, built once and queried many times.
+    """A search structure over a fixed bank, built once and queried many times.
 
     ``backend``: ``"torch"`` (tiled matrix products, on the bank's device), ``"faiss"``, or
-    ``"auto"`` (faiss for a CPU bank when it is installed, else torch).
+    ``"auto"`` (faiss for a CPU bank when it is installed, else torch); for the exact search.
+    ``search``: ``"exact"`` (default), ``"hnsw"`` or ``"ivf"`` (approximate candidates from faiss,
+    exact distances to them), or ``"auto"`` (HNSW from :data:`AUTO_MIN_BANK` entries up).
+    ``seed`` seeds the IVF k-means. The index is rebuilt from the bank, never saved.
 
     >>> index = MemoryBankIndex(torch.eye(3), backend="torch")
     >>> index.search(torch.tensor([[0.9, 0.0, 0.0]]), k=2)[1].tolist()
     [[0, 1]]
     """
 
-    def __init__(self, bank: torch.Tensor, backend: str = "auto"):
+    def __init__(self, bank: torch.Tensor, backend: str = "auto", search: str = "exact", seed: int = 0):
         if backend not in ("auto", "torch", "faiss"):
             raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'torch' or 'faiss'")
         self.bank = torch.as_tensor(bank).float()
         _check_bank(self.bank)
-        use_faiss = backend == "faiss" or (backend == "auto" and faiss is not None and self.bank.device.type == "cpu")
+        self.search_kind = resolve_search(search, len(self.bank))
+        if self.search_kind != "exact" and faiss is None:
+            raise ImportError(f"search={search!r} needs faiss: pip install faiss-cpu (or use search='exact')")
+        use_faiss = (backend == "faiss" or self.search_kind != "exact"
+                     or (backend == "auto" and faiss is not None and self.bank.device.type == "cpu"))
         if use_faiss and faiss is None:
             raise ImportError("faiss is not installed: pip install faiss-cpu (or use backend='torch')")
         self.backend = "faiss" if use_faiss else "torch"
         self._faiss = None
-        if use_faiss:
+        if self.search_kind != "exact":
+            self._faiss = _approximate_index(np.ascontiguousarray(self.bank.cpu().numpy()), self.search_kind, seed)
+        elif use_faiss:
             self._faiss = faiss.IndexFlatL2(self.bank.shape[1])
             self._faiss.add(np.ascontiguousarray(self.bank.cpu().numpy()))
         else:
             self._bank_sq = (self.bank * self.bank).sum(1)
+
+    def _faiss_candidates(self, queries: torch.Tensor, n_candidates: int) -> torch.Tensor:
+        q = np.ascontiguousarray(queries.cpu().numpy())
+        if self.search_kind == "hnsw":  # the search breadth must cover the candidates asked for
+            self._faiss.hnsw.efSearch = max(HNSW_EF_SEARCH, n_candidates)
+        _, found = self._faiss.search(q, n_candidates)
+        missing = (found < 0).any(1)
+        if missing.any():  # an approximate index can come back short (IVF cells with few entries)
+            _, exact = faiss.knn(q[missing], np.ascontiguousarray(self.bank.cpu().numpy()), n_candidates)
+            found[missing] = exact
+        return torch.from_numpy(found.astype(np.int64))
 
     def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """``(distances, indices)``, each ``(Q, k)``, nearest first (CPU tensors)."""
@@ -123,8 +188,7 @@ class MemoryBankIndex:
         for q0 in range(0, len(queries), chunk):
             q = queries[q0 : q0 + chunk]
             if self._faiss is not None:
-                _, found = self._faiss.search(np.ascontiguousarray(q.cpu().numpy()), n_candidates)
-                candidates = torch.from_numpy(found.astype(np.int64))
+                candidates = self._faiss_candidates(q, n_candidates)
             else:
                 candidates = _candidates_torch(q, self.bank, self._bank_sq, n_candidates)
             out_d[q0 : q0 + len(q)], out_i[q0 : q0 + len(q)] = _exact_k_nearest(q, self.bank, candidates.to(self.bank.device), k)
@@ -132,7 +196,7 @@ class MemoryBankIndex:
 
 
 def nearest_neighbours(
-    queries: torch.Tensor, bank: torch.Tensor, k: int = 1, backend: str = "auto"
+    queries: torch.Tensor, bank: torch.Tensor, k: int = 1, backend: str = "auto", search: str = "exact"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean k-NN of each query row in ``bank``: ``(distances, indices)``, each ``(Q, k)``."""
-    return MemoryBankIndex(bank, backend).search(queries, k)
+    return MemoryBankIndex(bank, backend, search).search(queries, k)

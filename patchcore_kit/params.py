@@ -145,6 +145,8 @@ RULES: dict[str, Rule] = {
     "aggregation": Rule("one of mean, unfold", _one_of(*AGGREGATIONS)),
     "border": Rule("one of zeros, reflect, valid", _one_of(*BORDERS)),
     "pretrain_dim": Rule("a whole number >= 1 or none", _or_none(_int_at_least(1)), _parse_optional_int),
+    # added with approximate search (older model files lack it: they searched exactly)
+    "search": Rule("one of exact, hnsw, ivf, auto", _one_of("exact", "hnsw", "ivf", "auto")),
     # command-line only
     "shots": Rule("a whole number >= 1", _int_at_least(1), _parse_int),
 }

@@ -26,7 +26,7 @@ from .base import AnomalyEstimator, _as_list
 from .coreset import coreset_size, select_coreset
 from .features import flatten_patches, patch_embeddings
 from .modelfile import FORMAT, check_bank_width, read_model, write_model  # noqa: F401 (FORMAT re-exported)
-from .neighbours import MemoryBankIndex
+from .neighbours import MemoryBankIndex, resolve_search
 
 
 def reweighted_image_scores(
@@ -78,6 +78,9 @@ class PatchCore(AnomalyEstimator):
     sampler : "greedy" (k-center, the paper), "random" or "none".
     projection_dim : random-projection dimension used by the greedy sampler (paper: 128).
     num_neighbors : b in the re-weighted image score (1 = plain max patch score).
+    search : nearest-neighbour search while scoring: "exact" (default), or approximate faiss "hnsw" /
+        "ivf" (many times faster on a large bank; scores stay exact distances to the entries found),
+        or "auto" (HNSW from ``neighbours.AUTO_MIN_BANK`` entries up). See ``neighbours``.
     image_size : int or (height, width) the images are resized to.
     threshold_quantile : ``predict`` threshold = this quantile of leave-one-out nominal scores.
     calibrate : compute that threshold during ``fit`` (costs one scoring pass over the training set).
@@ -86,7 +89,7 @@ class PatchCore(AnomalyEstimator):
 
     _param_names = (
         "backbone", "layers", "patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio", "sampler", "projection_dim",
-        "num_neighbors", "image_size", "weights", "device", "batch_size", "seed", "threshold_quantile",
+        "num_neighbors", "search", "image_size", "weights", "device", "batch_size", "seed", "threshold_quantile",
         "calibrate", "feature_cache", "progress",
     )
 
@@ -103,6 +106,7 @@ class PatchCore(AnomalyEstimator):
         sampler: str = "greedy",
         projection_dim: int | None = 128,
         num_neighbors: int = 9,
+        search: str = "exact",
         image_size: int | Sequence[int] = 224,
         weights: str | None = None,
         device: str = "cpu",
@@ -124,6 +128,7 @@ class PatchCore(AnomalyEstimator):
         self.sampler = sampler
         self.projection_dim = projection_dim
         self.num_neighbors = num_neighbors
+        self.search = search
         self.image_size = image_size
         self.weights = weights
         self.device = device
@@ -142,6 +147,7 @@ class PatchCore(AnomalyEstimator):
         )
 
     def _fit_maps(self, batches: Iterable[list[torch.Tensor]], n_images: int, timings: dict) -> None:
+        resolve_search(self.search, 0)  # an unknown search fails now, not at the first score
         torch.manual_seed(self.seed)
         start = time.perf_counter()
         features = None  # allocated once the first batch tells the grid and depth: no copies
@@ -172,9 +178,9 @@ class PatchCore(AnomalyEstimator):
     def _bank_index(self) -> MemoryBankIndex:
         """The search index over the memory bank, built once per fitted bank."""
         cached = getattr(self, "_index_cache", None)
-        if cached is None or cached.bank is not self.memory_bank_:
-            self._index_cache = MemoryBankIndex(self.memory_bank_)
-        return self._index_cache
+        if cached is None or cached[0] is not self.memory_bank_ or cached[1] != self.search:
+            self._index_cache = (self.memory_bank_, self.search, MemoryBankIndex(self.memory_bank_, search=self.search, seed=self.seed))
+        return self._index_cache[2]
 
     def _score_embeddings(self, embeddings: torch.Tensor, bank_index: MemoryBankIndex) -> tuple[np.ndarray, torch.Tensor]:
         b, _, h, w = embeddings.shape
@@ -207,6 +213,7 @@ class PatchCore(AnomalyEstimator):
                 index += 1
                 if len(bank) == 0:  # every kept patch came from this image
                     continue
+                # exact, whatever ``search`` is: an approximate index would be rebuilt for every image
                 score, grid = self._score_embeddings(one[None], MemoryBankIndex(bank))
                 scores.append(score[0])
                 maxima.append(upsample_and_smooth(grid, self.image_size)[0].max())

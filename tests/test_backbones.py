@@ -285,3 +285,41 @@ def test_stage_channel_table_matches_the_networks(lite0):
         model = torchvision.models.get_model(name, weights=None)
         assert {layer: _out_channels(getattr(model, layer)) for layer in STAGES} == STAGE_CHANNELS[name], name
     assert set(STAGE_CHANNELS) == set(BACKBONES)
+
+
+# --- the fused inference copy (patchcore_kit.fuse) gives the reference's maps ------------------------
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2", "resnet18"])
+def test_fused_backbone_matches_the_unfused_one(name, tmp_path):
+    """Batch norm folded, static padding, channels-last: the same maps within float rounding.
+
+    An odd size (65 × 97) takes the stride-2 convolutions' lopsided "same" padding both ways; the
+    ResNet uses seeded random weights (no download), the Lite models their real ImageNet weights.
+    """
+    from patchcore_kit.fuse import fuse_backbone
+
+    weights = None
+    if name == "resnet18":
+        weights = tmp_path / "resnet18.pth"
+        state = random_resnet18_state()
+        for key in [k for k in state if k.endswith(("running_mean", "running_var"))]:
+            # random-init statistics are 0 / 1 (an identity norm): give them real values to fold
+            g = torch.Generator().manual_seed(len(key))
+            state[key] = torch.rand(state[key].shape, generator=g) + (0.5 if key.endswith("var") else -0.5)
+        torch.save(state, weights)
+    reference = load_backbone(name, weights=weights)
+    fused = fuse_backbone(reference)
+    assert fused.fused and not reference.fused and fused.channels == reference.channels
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert load_backbone(name, weights=weights, fuse=True).fused
+    for x in (X, torch.randn(2, 3, 65, 97, generator=torch.Generator().manual_seed(1))):
+        expected, got = reference(x, list(STAGES)), fused(x, list(STAGES))
+        for a, b in zip(expected, got):
+            assert b.is_contiguous() and b.shape == a.shape
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+        got[0].add_(1)  # ordinary tensors, not inference-mode ones: callers may change them in place
+
+
+def test_feature_extractor_runs_the_fused_backbone():
+    from patchcore_kit.features import FeatureExtractor
+
+    assert FeatureExtractor("efficientnet_lite0").backbone.fused

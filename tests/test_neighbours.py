@@ -128,3 +128,61 @@ def test_cuda_bank_gives_the_cpu_answer():
     on_gpu = nearest_neighbours(queries, bank.cuda(), k=3, backend="auto")
     assert on_gpu[0].device.type == "cpu"
     np.testing.assert_array_equal(on_gpu[1].numpy(), brute_force(queries, bank, 3)[1])
+
+
+# --- approximate search (faiss HNSW / IVF): candidates approximate, distances exact -----------------
+APPROXIMATE = [pytest.param(s, marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))
+               for s in ("hnsw", "ivf")]
+
+
+def clustered_data(n_queries=400, n_bank=6000, dim=32, seed=6):
+    """Patch-like data: entries around 60 centres, queries near them (what a memory bank looks like)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(60, dim, generator=g) * 3
+    bank = centres[torch.randint(60, (n_bank,), generator=g)] + torch.randn(n_bank, dim, generator=g)
+    queries = centres[torch.randint(60, (n_queries,), generator=g)] + torch.randn(n_queries, dim, generator=g)
+    return queries, bank
+
+
+@pytest.mark.parametrize("search", APPROXIMATE)
+@pytest.mark.parametrize("k", [1, 5])
+def test_approximate_search_finds_the_nearest_and_measures_exactly(search, k):
+    queries, bank = clustered_data()
+    distances, indices = nearest_neighbours(queries, bank, k=k, search=search)
+    expected_d, expected_i = brute_force(queries, bank, k)
+    assert distances.shape == indices.shape == (len(queries), k)
+    recall_at_1 = (indices[:, 0].numpy() == expected_i[:, 0]).mean()
+    assert recall_at_1 >= 0.95, recall_at_1
+    # every returned distance is the exact |q - b| to the entry returned (not faiss's approximation)
+    exact = torch.linalg.norm(queries[:, None].double() - bank[indices].double(), dim=2).numpy()
+    np.testing.assert_allclose(distances.numpy(), exact, rtol=1e-5, atol=1e-6)
+    # never nearer than the true nearest, nearest first, no entry twice
+    assert (distances[:, 0].numpy() >= expected_d[:, 0] - 1e-5).all()
+    assert (distances[:, 1:] >= distances[:, :-1]).all()
+    assert all(len(set(row)) == k for row in indices.tolist())
+
+
+@pytest.mark.parametrize("search", APPROXIMATE)
+def test_approximate_search_is_repeatable_and_handles_tiny_banks(search):
+    queries, bank = clustered_data(n_queries=100, n_bank=3000, seed=7)
+    first = MemoryBankIndex(bank, search=search).search(queries, k=3)
+    again = MemoryBankIndex(bank, search=search).search(queries, k=3)
+    agree = (first[1] == again[1]).float().mean().item()
+    assert agree >= 0.99  # IVF: seeded k-means; HNSW: the graph may differ slightly with threads
+    tiny = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])  # fewer entries than candidates asked
+    distances, indices = nearest_neighbours(torch.tensor([[0.9, 0.9]]), tiny, k=5, search=search)
+    assert indices.tolist() == [[1, 0, 2]]
+    assert distances[0, 0] == pytest.approx(0.1 * 2**0.5, rel=1e-6)
+
+
+def test_auto_search_switches_at_the_bank_size(monkeypatch):
+    assert neighbours.resolve_search("auto", neighbours.AUTO_MIN_BANK - 1) == "exact"
+    expected = "hnsw" if faiss_available() else "exact"
+    assert neighbours.resolve_search("auto", neighbours.AUTO_MIN_BANK) == expected
+    assert MemoryBankIndex(torch.randn(50, 4), search="auto").search_kind == "exact"
+    with pytest.raises(ValueError, match="unknown search 'annoy'"):
+        MemoryBankIndex(torch.randn(50, 4), search="annoy")
+    monkeypatch.setattr(neighbours, "faiss", None)
+    with pytest.raises(ImportError, match="search='hnsw' needs faiss: pip install faiss-cpu"):
+        MemoryBankIndex(torch.randn(50, 4), search="hnsw")
+    assert neighbours.resolve_search("auto", 10**9) == "exact"  # without faiss, auto stays exact

@@ -20,6 +20,7 @@ from scipy import ndimage
 from patchcore_kit.errors import InputError
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.features import FeatureExtractor, flatten_patches
+from patchcore_kit import neighbours
 from patchcore_kit.neighbours import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore, reweighted_image_scores
 
@@ -326,3 +327,31 @@ def test_evaluate_on_a_tiny_mvtec_category(make_mvtec, masks):
     rows = result.score_rows()
     assert [r["label"] for r in rows] == list(split.test_labels)
     assert all(r["path"] == f"test/{r['defect_type']}/{Path(r['path']).name}" for r in rows), rows
+
+
+@pytest.mark.skipif(not neighbours.faiss_available(), reason="faiss not installed")
+def test_approximate_search_is_a_saved_parameter_and_scores_like_exact(fitted, textures, tmp_path):
+    """search="hnsw": the index is rebuilt from the bank on load (never saved); on a small bank it
+    finds the exact neighbours, so the scores are the exact model's."""
+    model = PatchCore.load(fitted.save(tmp_path / "exact.safetensors"))
+    model.search = "hnsw"
+    path = model.save(tmp_path / "hnsw.safetensors")
+    loaded = PatchCore.load(path)
+    assert loaded.search == "hnsw" and loaded._bank_index().search_kind == "hnsw"
+    np.testing.assert_allclose(loaded.decision_function(textures["test"]), fitted.decision_function(textures["test"]), rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown search"):
+        PatchCore(**SETTINGS, search="annoy").fit(textures["train"][:1])
+
+
+def test_a_model_file_from_before_the_search_parameter_loads_exact(fitted, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = fitted.save(tmp_path / "new.safetensors")
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata()
+    params = json.loads(metadata["params"])
+    del params["search"]
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(path), old, metadata={**metadata, "params": json.dumps(params)})
+    assert PatchCore.load(old).search == "exact"
