@@ -501,7 +501,10 @@ def run_sweep(
             layers=layers, weights=weights, device=device, batch_size=batch_size, baseline_stages=baseline_stages,
             spade_table_gb=spade_table_gb, **method_params,
         )
-        tables.append(table.assign(category=split.name))
+        # Every row the category's results.csv holds, not only this call's: a sweep run in pieces
+        # (say SPADE on fewer seeds, into the same folder) is summarised as a whole.
+        every_row = pd.read_csv(folder / "results.csv") if (folder / "results.csv").is_file() else table
+        tables.append(every_row.assign(category=split.name))
         names.append(split.name)
     results = pd.concat(tables, ignore_index=True)
     summary = category_summary(results)

@@ -461,6 +461,23 @@ def test_cli_sweep_all_categories_and_all_shots(make_mvtec, tmp_path, capsys):
     assert main(["sweep", str(root), "--format", "mtd", "--category", "all", "--output", str(output)]) == 2
 
 
+def test_a_sweep_run_in_pieces_is_summarised_whole(make_mvtec, tmp_path):
+    """SPADE on fewer seeds, added later into the same folder: summary.csv and the claims read every
+    row of results.csv, not only the last call's."""
+    from patchcore_kit.cli import main
+
+    root = make_mvtec("cap", n_train=3, test={"good": 2, "crack": 2}, size=(64, 64))
+    output = tmp_path / "sweep"
+    base = ["sweep", str(root), "--format", "mvtec", "--category", "cap", "--shots", "1", "2", "--image-size", "64",
+            "--output", str(output)]
+    assert main(base + ["--methods", "patchcore", "--seeds", "0", "1"]) == 0
+    assert main(base + ["--methods", "spade", "--seeds", "0"]) == 0
+    summary = pd.read_csv(output / "summary.csv", dtype={"shots": str})
+    assert set(summary.method) == {"patchcore", "spade"}
+    assert summary.set_index("method").n_seeds.to_dict() == {"patchcore": 2, "spade": 1}
+    assert len(pd.read_csv(output / "results.csv")) == 2 * 2 + 2
+
+
 def test_cli_sweep_passes_patchcore_settings_only_when_given(monkeypatch, tmp_path, make_mvtec):
     from patchcore_kit import cli
 
