@@ -123,6 +123,17 @@ def knn_distance(queries: torch.Tensor, gallery: torch.Tensor, k: int = 1) -> to
     return squared.clamp_min_(0.0).sqrt_().mean(dim=1)
 
 
+def spade_image_scores(test_global: torch.Tensor, train_global: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SPADE's first stage: mean distance of each test image ``(B, D)`` to its ``k`` nearest training images.
+
+    Returns the image scores ``(B,)`` and the indices ``(B, k)`` of those training images, nearest
+    first (the second stage compares pixels with these images only).
+    """
+    k = min(int(k), len(train_global))
+    nearest_d, nearest_i = torch.topk(torch.cdist(test_global, train_global), k, dim=1, largest=False)
+    return nearest_d.mean(dim=1), nearest_i
+
+
 # --- PaDiM ------------------------------------------------------------------------------------
 class PaDiM(AnomalyEstimator):
     """PaDiM: a multivariate Gaussian per patch position, scored by Mahalanobis distance.
@@ -327,10 +338,7 @@ class SPADE(_ImageMemory):
         self.progress = progress
 
     def _score_against(self, test_global, test_positions, train_global, train_positions):
-        n_images = min(self.top_k_images, len(train_global))
-        image_distances = torch.cdist(test_global, train_global)  # (B, N)
-        nearest_d, nearest_i = torch.topk(image_distances, n_images, dim=1, largest=False)
-        image_scores = nearest_d.mean(dim=1)
+        image_scores, nearest_i = spade_image_scores(test_global, train_global, self.top_k_images)
         grids = []
         for positions, chosen in zip(test_positions, nearest_i):
             gallery = train_positions[chosen].reshape(-1, train_positions.shape[-1])  # K*h*w positions
