@@ -229,7 +229,7 @@ def category_gallery(result: CategoryResult, indices: Sequence[int]):
         verdict = "flagged" if evaluation.scores[i] > model.threshold_ else "passed"
         titles.append(f"{sample.path.stem}: score {evaluation.scores[i]:.1f}, {verdict}")
     return plot_gallery(images, masks, [maps[i] for i in indices], thresholded, titles, vmin=vmin, vmax=vmax,
-                        outline_thickness=2)
+                        outline_thickness=2, threshold=model.pixel_threshold_)
 
 
 def write_figures(results: Sequence[CategoryResult], table: pd.DataFrame, shots_table: pd.DataFrame,

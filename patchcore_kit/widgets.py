@@ -31,7 +31,7 @@ from .data import Split
 from .evaluate import ground_truth_masks
 from .images import as_hw, display_image
 from .metrics import per_defect_metrics
-from .patchcore import PatchCore
+from .patchcore import PatchCore, image_scores_for
 from .viz import (
     METRIC_LABELS,
     PAPER_MVTEC_REFERENCE,
@@ -202,49 +202,92 @@ def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None)
 class GalleryState:
     """A test set with its pictures and masks, and memoised PatchCore fits on cached features.
 
-    Changing the coreset ratio refits from the feature cache (no backbone pass); changing the
-    number of neighbours only re-scores; threshold and colour map only re-draw. ``warm()``
-    computes every combination up front, so the controls then respond at once.
+    Changing the coreset ratio, the patch size or the aggregation refits from the feature cache
+    (no backbone pass); changing the number of neighbours b only re-weighs stored numbers: the
+    test set is scored once per fit with the distances of each image's worst patch to its
+    ``max_neighbors`` nearest bank entries kept, and Eq. 7 for any smaller b reads a prefix of them
+    (:func:`~patchcore_kit.patchcore.image_scores_for`). Threshold and colour map only re-draw.
+    ``warm()`` computes every combination up front, so the controls then respond at once.
+
+    With ``calibrate=True`` (a PatchCore parameter) every fit also sets its pixel threshold from
+    leave-one-out scores of the *nominal training images*, and :meth:`normalised_maps` are in
+    units of that threshold: 1.0 is the decision threshold, chosen without looking at the test
+    set. Without calibration the maps are divided by the test set's largest value, which is fine
+    for a picture but is not a threshold (it depends on the test images, defects included).
+
+    Extra PatchCore settings (``patch_size``, ``layers``, ...) go into :meth:`result` as keywords;
+    each combination is fitted once.
 
     >>> state = GalleryState(split, image_size=224, feature_cache="data/feature_cache")   # doctest: +SKIP
     >>> scores, maps = state.result(coreset_ratio=0.1, num_neighbors=9)                   # doctest: +SKIP
     """
 
-    def __init__(self, split: Split, **patchcore_params):
+    def __init__(self, split: Split, max_neighbors: int = 9, **patchcore_params):
         self.split = split
         self.params = {"calibrate": False, **patchcore_params}
+        self.max_neighbors = max_neighbors
         self.image_size = as_hw(PatchCore(**self.params).image_size)
         self.images = np.stack([display_image(path, self.image_size) for path in split.test_paths])
         self.masks = ground_truth_masks(split, self.image_size)
         self.labels = split.test_labels
         self.defect_types = np.asarray(split.test_defect_types, dtype=str)
         self._models: dict = {}
-        self._results: dict = {}
+        self._scored: dict = {}
 
-    def model(self, coreset_ratio: float) -> PatchCore:
-        if coreset_ratio not in self._models:
-            model = PatchCore(**{**self.params, "coreset_ratio": coreset_ratio})
-            self._models[coreset_ratio] = model.fit(self.split.train_paths)
-        return self._models[coreset_ratio]
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.params.get("calibrate"))
 
-    def result(self, coreset_ratio: float, num_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    def _settings(self, settings: dict) -> dict:
+        """The settings that differ from the state's own PatchCore parameters (lists as tuples)."""
+        base = PatchCore(**self.params).get_params()
+        norm = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if v is not None}
+        same = {k for k, v in norm.items() if k in base and (tuple(base[k]) if isinstance(base[k], (list, tuple)) else base[k]) == v}
+        return {k: v for k, v in norm.items() if k not in same}
+
+    def _key(self, coreset_ratio: float, settings: dict) -> tuple:
+        return (coreset_ratio,) + tuple(sorted(self._settings(settings).items()))
+
+    def model(self, coreset_ratio: float, **settings) -> PatchCore:
+        key = self._key(coreset_ratio, settings)
+        if key not in self._models:
+            model = PatchCore(**{**self.params, **self._settings(settings), "coreset_ratio": coreset_ratio})
+            self._models[key] = model.fit(self.split.train_paths)
+        return self._models[key]
+
+    def neighbours(self, coreset_ratio: float, num_neighbors: int = 1, **settings):
+        """``(s*, neighbour distances, maps)`` of the test set for this fit; scored once per fit."""
+        key = self._key(coreset_ratio, settings)
+        stored = self._scored.get(key)
+        model = self.model(coreset_ratio, **settings)
+        wanted = min(max(int(num_neighbors), 1), len(model.memory_bank_))
+        if stored is None or stored[1].shape[1] < wanted:
+            stored = model.score_neighbours(self.split.test_paths, max(num_neighbors, self.max_neighbors))
+            self._scored[key] = stored
+        return stored
+
+    def result(self, coreset_ratio: float, num_neighbors: int, **settings) -> tuple[np.ndarray, np.ndarray]:
         """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` of the test set under these settings."""
-        key = (coreset_ratio, num_neighbors)
-        if key not in self._results:
-            model = self.model(coreset_ratio)
-            model.num_neighbors = num_neighbors  # only scoring reads it: the memory bank stays valid
-            self._results[key] = model.score(self.split.test_paths)
-        return self._results[key]
+        s_star, distances, maps = self.neighbours(coreset_ratio, num_neighbors, **settings)
+        return image_scores_for(s_star, distances, num_neighbors), maps
 
-    def normalised_maps(self, coreset_ratio: float, num_neighbors: int) -> np.ndarray:
-        """Anomaly maps divided by the largest value over the test set: thresholds live in [0, 1]."""
-        maps = self.result(coreset_ratio, num_neighbors)[1]
-        return maps / max(float(maps.max()), 1e-12)
+    def map_scale(self, coreset_ratio: float, num_neighbors: int = 1, **settings) -> float:
+        """What :meth:`normalised_maps` divides by: the calibrated pixel threshold, else the test maximum."""
+        threshold = getattr(self.model(coreset_ratio, **settings), "pixel_threshold_", None)
+        if self.calibrated and threshold:
+            return float(threshold)
+        return max(float(self.result(coreset_ratio, num_neighbors, **settings)[1].max()), 1e-12)
 
-    def warm(self, ratios: Sequence[float], neighbours: Sequence[int]) -> "GalleryState":
+    def normalised_maps(self, coreset_ratio: float, num_neighbors: int, **settings) -> np.ndarray:
+        """Anomaly maps divided by :meth:`map_scale`: with calibration 1.0 is the nominal pixel threshold."""
+        maps = self.result(coreset_ratio, num_neighbors, **settings)[1]
+        return maps / self.map_scale(coreset_ratio, num_neighbors, **settings)
+
+    def warm(self, ratios: Sequence[float], neighbours: Sequence[int], **settings) -> "GalleryState":
+        self.max_neighbors = max([self.max_neighbors, *neighbours])
         for ratio in ratios:
             for k in neighbours:
-                self.result(ratio, k)
+                self.result(ratio, k, **settings)
         return self
 
     @property
@@ -253,40 +296,49 @@ class GalleryState:
         return sorted(kinds - {"good"}) + (["good"] if "good" in kinds else [])
 
 
-def render_gallery(state: GalleryState, defect_type: str, threshold: float = 0.5, coreset_ratio: float = 0.1,
-                   num_neighbors: int = 9, cmap: str = "inferno", max_images: int = 4) -> Figure:
+def render_gallery(state: GalleryState, defect_type: str, threshold: float | None = None, coreset_ratio: float = 0.1,
+                   num_neighbors: int = 9, cmap: str = "inferno", max_images: int = 4, **settings) -> Figure:
     """Images of one defect type: ground truth, anomaly map, and the map above ``threshold``.
 
     One column per image (:func:`~patchcore_kit.viz.plot_gallery`): the image with the ground truth
-    outlined, the anomaly map over it, the pixels above ``threshold``. Maps are divided by their
-    maximum over the whole test set, so ``threshold`` is a fraction of the worst score anywhere
-    and all columns share one colour scale. Titles give the image score and its rank among all
-    test images (1 = most anomalous).
+    outlined, the anomaly map as a heat map with its colour bar, the pixels above ``threshold``.
+    Maps are :meth:`GalleryState.normalised_maps`: with a calibrated state ``threshold`` is a
+    multiple of the pixel threshold set on nominal training images (default 1.0, that threshold
+    itself; the colour bar runs from 0 to 2); without calibration it is a fraction of the test
+    set's largest value (default 0.5). Titles give the image score and its rank among all test
+    images (1 = most anomalous). ``settings`` (patch_size, layers, ...) choose the fit.
     """
-    scores, _ = state.result(coreset_ratio, num_neighbors)
-    maps = state.normalised_maps(coreset_ratio, num_neighbors)
+    if threshold is None:
+        threshold = 1.0 if state.calibrated else 0.5
+    scores, _ = state.result(coreset_ratio, num_neighbors, **settings)
+    maps = state.normalised_maps(coreset_ratio, num_neighbors, **settings)
     chosen = np.flatnonzero(state.defect_types == defect_type)[:max_images]
     if len(chosen) == 0:
         raise ValueError(f"no test images of defect type {defect_type!r}; choose from {state.defect_choices}")
     rank = np.argsort(np.argsort(-scores)) + 1
     titles = [f"{defect_type} #{i}\nscore {scores[i]:.2f}, rank {rank[i]}/{len(scores)}" for i in chosen]
     masks = None if state.masks is None else state.masks[chosen]
+    high = 2.0 if state.calibrated else 1.0
+    label = "anomaly score / nominal pixel threshold" if state.calibrated else "anomaly score / test-set maximum"
     return plot_gallery(state.images[chosen], masks, maps[chosen], thresholded=maps[chosen] > threshold,
-                        titles=titles, cmap=cmap, vmin=0.0, vmax=1.0, panel_size=2.4)
+                        titles=titles, cmap=cmap, vmin=0.0, vmax=high, panel_size=2.4, colorbar_label=label,
+                        threshold=threshold)
 
 
 def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbors: int = 9,
-                    threshold: float = 0.5) -> pd.DataFrame:
+                    threshold: float | None = None, **settings) -> pd.DataFrame:
     """Per defect type: image AUROC, pixel AUROC, AUPRO (threshold-free) and IoU at ``threshold``.
 
     IoU pools the pixels of all images of a type: |predicted ∩ truth| / |predicted ∪ truth|, with
-    the prediction ``normalised map > threshold``.
+    the prediction ``normalised map > threshold`` (default as in :func:`render_gallery`).
     """
-    scores, maps = state.result(coreset_ratio, num_neighbors)
+    if threshold is None:
+        threshold = 1.0 if state.calibrated else 0.5
+    scores, maps = state.result(coreset_ratio, num_neighbors, **settings)
     table = pd.DataFrame(per_defect_metrics(state.labels, state.defect_types, scores, state.masks,
                                             maps if state.masks is not None else None)).T
     if state.masks is not None:
-        predicted = state.normalised_maps(coreset_ratio, num_neighbors) > threshold
+        predicted = state.normalised_maps(coreset_ratio, num_neighbors, **settings) > threshold
         iou = {}
         for defect in table.index:
             chosen = state.defect_types == defect
@@ -301,17 +353,26 @@ def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbo
 
 def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 0.25),
                      neighbours: Sequence[int] = (1, 3, 9), cmaps: Sequence[str] = ("inferno", "viridis", "jet", "gray"),
-                     max_images: int = 4, warm: bool = True):
-    """Controls for defect type, threshold, coreset ratio, neighbours and colour map over :func:`render_gallery`,
-    with the per-defect metrics table below. ``warm`` fits every ratio up front."""
+                     max_images: int = 4, warm: bool = True, patch_sizes: Sequence[int] = (),
+                     stages: Sequence[Sequence[str]] = (), aggregations: Sequence[str] = ()):
+    """Controls for defect type, threshold, colour map, coreset ratio and neighbours over :func:`render_gallery`,
+    with the per-defect metrics table below. ``warm`` fits every ratio up front.
+
+    ``patch_sizes``, ``stages`` (pairs of stage names) and ``aggregations`` (values of PatchCore's
+    ``aggregation``) add a control each when given: every new combination is fitted from the
+    feature cache the first time it is chosen (new stages run the backbone once for them), and
+    kept. The threshold is in units of the calibrated pixel threshold when the state is calibrated.
+    """
     import ipywidgets as widgets
 
     if warm:
         state.warm(ratios, neighbours)
     style = {"description_width": "initial"}
+    low, high, value = (0.25, 2.0, 1.0) if state.calibrated else (0.05, 0.95, 0.5)
     controls = {
         "defect_type": widgets.Dropdown(options=state.defect_choices, description="defect type", style=style),
-        "threshold": widgets.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="threshold",
+        "threshold": widgets.FloatSlider(value=value, min=low, max=high, step=0.05,
+                                         description="threshold" + (" (× nominal)" if state.calibrated else ""),
                                          continuous_update=False, style=style),
         "cmap": widgets.Dropdown(options=list(cmaps), description="colour map", style=style),
         "coreset_ratio": widgets.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2],
@@ -319,12 +380,21 @@ def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 
         "num_neighbors": widgets.SelectionSlider(options=list(neighbours), value=neighbours[-1],
                                                  description="neighbours b", continuous_update=False, style=style),
     }
+    if patch_sizes:
+        default = state.params.get("patch_size", 3)
+        controls["patch_size"] = widgets.Dropdown(options=list(patch_sizes), description="patch size p",
+                                                  value=default if default in patch_sizes else patch_sizes[0], style=style)
+    if stages:
+        options = [(" + ".join(pair), tuple(pair)) for pair in stages]
+        controls["layers"] = widgets.Dropdown(options=options, description="stages", style=style)
+    if aggregations:
+        controls["aggregation"] = widgets.Dropdown(options=list(aggregations), description="aggregation", style=style)
 
-    def render(defect_type, threshold, cmap, coreset_ratio, num_neighbors):
-        return render_gallery(state, defect_type, threshold, coreset_ratio, num_neighbors, cmap, max_images)
+    def render(defect_type, threshold, cmap, coreset_ratio, num_neighbors, **settings):
+        return render_gallery(state, defect_type, threshold, coreset_ratio, num_neighbors, cmap, max_images, **settings)
 
-    def metrics_html(defect_type, threshold, cmap, coreset_ratio, num_neighbors):
-        return gallery_metrics(state, coreset_ratio, num_neighbors, threshold).rename_axis(None).to_html()
+    def metrics_html(defect_type, threshold, cmap, coreset_ratio, num_neighbors, **settings):
+        return gallery_metrics(state, coreset_ratio, num_neighbors, threshold, **settings).rename_axis(None).to_html()
 
     return _explorer(render, controls, extra=metrics_html)
 

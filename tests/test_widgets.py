@@ -133,13 +133,30 @@ def test_coreset_explorer_rerenders_when_the_slider_moves(coreset):
 # --- 04: the gallery ----------------------------------------------------------------------------
 def test_gallery_state_memoises_and_b_leaves_maps_alone(gallery):
     scores, maps = gallery.result(0.5, 1)
-    assert gallery.result(0.5, 1)[0] is scores  # stored, not recomputed
+    stored = gallery.neighbours(0.5, 1)
+    assert gallery.neighbours(0.5, 3) is stored  # scored once: b only re-weighs the stored distances
+    assert gallery.result(0.5, 1)[1] is maps
     assert maps.shape == (len(gallery.split.test), 64, 64)
-    _, maps_b3 = gallery.result(0.5, 3)
+    scores_b3, maps_b3 = gallery.result(0.5, 3)
     assert np.array_equal(maps, maps_b3)
+    model = gallery.model(0.5)
+    for b, expected in ((1, scores), (3, scores_b3)):  # the same numbers as scoring again with this b
+        model.num_neighbors = b
+        np.testing.assert_allclose(model.decision_function(gallery.split.test_paths), expected, rtol=1e-5)
     normalised = gallery.normalised_maps(0.5, 1)
     assert normalised.max() == pytest.approx(1.0)
     assert gallery.defect_choices[-1] == "good" and all(isinstance(d, str) for d in gallery.defect_choices)
+
+
+def test_a_calibrated_gallery_measures_maps_in_nominal_threshold_units(tiny_split, tmp_path):
+    state = GalleryState(tiny_split, image_size=64, feature_cache=str(tmp_path), calibrate=True)
+    model = state.model(0.5)
+    assert state.calibrated and model.pixel_threshold_ > 0
+    np.testing.assert_allclose(state.normalised_maps(0.5, 1), state.result(0.5, 1)[1] / model.pixel_threshold_)
+    assert state.model(0.5, patch_size=3) is model  # the state's own setting: no second fit
+    assert state.model(0.5, patch_size=1) is not model
+    figure = render_gallery(state, state.defect_choices[0], coreset_ratio=0.5, num_neighbors=1, patch_size=1)
+    assert "nominal pixel threshold" in figure.axes[-1].get_xlabel()
 
 
 def test_render_gallery_columns_and_threshold(gallery):
