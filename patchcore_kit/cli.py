@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .backbones import BACKBONES, DEFAULT_LAYERS
+from .features import AGGREGATIONS, BORDERS
 from .errors import InputError, WeightsUnavailableError
 
 # The settings this kit uses by default on each dataset format (see README, "Results on MTD").
@@ -80,6 +81,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--coreset-ratio", type=_coreset_ratio, default=0.1, help="fraction (0, 1] or count")
     group.add_argument("--sampler", default="greedy", choices=("greedy", "random", "none"))
     group.add_argument("--num-neighbors", type=int, default=9)
+    group.add_argument("--aggregation", default="mean", choices=AGGREGATIONS,
+                       help="mean: average each p x p neighbourhood (paper); unfold: keep it whole (official code)")
+    group.add_argument("--border", default="valid", choices=BORDERS,
+                       help="border patches' missing neighbours: zeros (official code), reflect, or valid (left out)")
+    group.add_argument("--pretrain-dim", type=int, default=None, help="unfold: per-layer size (default 1024)")
     group.add_argument("--target-dim", type=int, default=None)
     group.add_argument("--device", default="cpu")
     group.add_argument("--batch-size", type=int, default=8)
@@ -97,7 +103,8 @@ def _model_from_args(args, calibrate: bool = True):
 
     return PatchCore(
         backbone=args.backbone, layers=tuple(args.layers), image_size=args.image_size, weights=args.weights,
-        patch_size=args.patch_size, coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
+        patch_size=args.patch_size, aggregation=args.aggregation, border=args.border, pretrain_dim=args.pretrain_dim,
+        coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
         target_dim=args.target_dim, device=args.device, batch_size=args.batch_size, seed=args.seed,
         feature_cache=args.feature_cache, calibrate=calibrate, progress=_show_progress(),
     )
@@ -160,6 +167,11 @@ def cmd_evaluate(args) -> int:
         "backbone": args.backbone,
         "layers": list(args.layers),
         "image_size": args.image_size,
+        "patch_size": args.patch_size,
+        "aggregation": args.aggregation,
+        "border": args.border,
+        "pretrain_dim": args.pretrain_dim,
+        "target_dim": args.target_dim,
         "coreset_ratio": args.coreset_ratio,
         "num_neighbors": args.num_neighbors,
         "seed": args.seed,

@@ -124,8 +124,13 @@ class PatchCore(AnomalyEstimator):
     ----------
     backbone, layers, weights : which ImageNet network and stages (see ``backbones``).
     patch_size : neighbourhood p for local aggregation (paper: 3).
-    target_dim : reduce the concatenated feature to this many channels (paper: 1024 for WRN50;
-        None keeps all, the default for the narrow EfficientNet-Lite features).
+    aggregation : "mean" averages each p×p neighbourhood (the paper's Eq. 1); "unfold" keeps the
+        whole p×p×C neighbourhood and pools it to ``pretrain_dim`` per layer (the official code).
+    border : what a border patch's missing neighbours are: "zeros" (the official code), "reflect"
+        (the map mirrored) or "valid" (left out of the mean; border patches then differ from inner ones).
+    pretrain_dim : with "unfold", each layer's neighbourhood vector is pooled to this size (None: 1024).
+    target_dim : reduce the concatenated feature to this many channels (paper: 1024 for WRN50).
+        With "mean", None keeps all (152 for EfficientNet-Lite0 layer2+3); with "unfold", None is 1024.
     coreset_ratio : fraction of all training patches kept in the memory bank (paper: 0.1 or 0.01),
         or an integer count.
     sampler : "greedy" (k-center, the paper), "random" or "none".
@@ -138,7 +143,7 @@ class PatchCore(AnomalyEstimator):
     """
 
     _param_names = (
-        "backbone", "layers", "patch_size", "target_dim", "coreset_ratio", "sampler", "projection_dim",
+        "backbone", "layers", "patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio", "sampler", "projection_dim",
         "num_neighbors", "image_size", "weights", "device", "batch_size", "seed", "threshold_quantile",
         "calibrate", "feature_cache", "progress",
     )
@@ -148,6 +153,9 @@ class PatchCore(AnomalyEstimator):
         backbone: str = "efficientnet_lite0",
         layers: Sequence[str] = DEFAULT_LAYERS,
         patch_size: int = 3,
+        aggregation: str = "mean",
+        border: str = "valid",
+        pretrain_dim: int | None = None,
         target_dim: int | None = None,
         coreset_ratio: float = 0.1,
         sampler: str = "greedy",
@@ -166,6 +174,9 @@ class PatchCore(AnomalyEstimator):
         self.backbone = backbone
         self.layers = layers
         self.patch_size = patch_size
+        self.aggregation = aggregation
+        self.border = border
+        self.pretrain_dim = pretrain_dim
         self.target_dim = target_dim
         self.coreset_ratio = coreset_ratio
         self.sampler = sampler
@@ -184,7 +195,9 @@ class PatchCore(AnomalyEstimator):
     # -- fit --------------------------------------------------------------------------------------
     def embed(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
         """Stage maps of a batch -> patch embeddings ``(B, D, h, w)``."""
-        return patch_embeddings(layer_maps, self.patch_size, self.target_dim)
+        return patch_embeddings(
+            layer_maps, self.patch_size, self.target_dim, self.aggregation, self.border, self.pretrain_dim
+        )
 
     def _fit_maps(self, batches: Iterable[list[torch.Tensor]], n_images: int, timings: dict) -> None:
         torch.manual_seed(self.seed)
@@ -327,7 +340,8 @@ class PatchCore(AnomalyEstimator):
             raise InputError(f"{path}: not a readable safetensors model ({error})") from None
         if metadata.get("format") != FORMAT:
             raise InputError(f"{path}: not a patchcore_kit PatchCore model (format {metadata.get('format')!r})")
-        params = _checked_entries(path, "parameter", _json_object(path, metadata, "params"), _PARAM_CHECKS)
+        params = {**_OLDER_FILES, **_json_object(path, metadata, "params")}
+        params = _checked_entries(path, "parameter", params, _PARAM_CHECKS)
         fitted = _checked_entries(path, "fitted value", _json_object(path, metadata, "fitted"), _FITTED_CHECKS)
         _check_tensors(path, tensors, fitted)
         if isinstance(params["image_size"], list):
@@ -368,6 +382,9 @@ _PARAM_CHECKS = {
     "backbone": (_is_str, "a string"),
     "layers": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_is_str, v)), "a list of stage names"),
     "patch_size": (_is_int, "an integer"),
+    "aggregation": (_is_str, "a string"),
+    "border": (_is_str, "a string"),
+    "pretrain_dim": (_or_null(_is_int), "an integer or null"),
     "target_dim": (_or_null(_is_int), "an integer or null"),
     "coreset_ratio": (_is_number, "a number"),
     "sampler": (_is_str, "a string"),
@@ -383,6 +400,8 @@ _PARAM_CHECKS = {
     "feature_cache": (_or_null(_is_str), "a string or null"),
     "progress": (lambda v: isinstance(v, bool), "true or false"),
 }
+#: Parameters added after the first file format, with the value that reproduces how older files scored.
+_OLDER_FILES = {"aggregation": "mean", "border": "valid", "pretrain_dim": None}
 _FITTED_CHECKS = {
     "n_train_": (lambda v: _is_int(v) and v > 0, "a positive integer"),
     "n_patches_": (lambda v: _is_int(v) and v > 0, "a positive integer"),
