@@ -60,9 +60,9 @@ def eq7_weight(distances) -> torch.Tensor:
     >>> round(eq7_weight(torch.tensor([2.0, 9.0, 9.0])).item(), 4)   # m* isolated: score kept
     0.9982
     """
-    distances = torch.as_tensor(distances, dtype=torch.float32)
+    distances = torch.as_tensor(distances, dtype=torch.float64)  # float32 would round 1 - 1e-8 to 1
     if distances.shape[-1] <= 1:
-        return torch.ones(distances.shape[:-1])
+        return torch.ones(distances.shape[:-1], dtype=torch.float64)
     return 1.0 - torch.softmax(distances, dim=-1)[..., 0]
 
 
@@ -108,7 +108,7 @@ def reweighted_image_scores(
         return patch_scores.amax(dim=1)
     s_star, distances = worst_patch_neighbours(patch_scores, nearest_index, patch_features, bank_index,
                                                num_neighbors)
-    return eq7_weight(distances) * s_star
+    return (eq7_weight(distances) * s_star).to(s_star.dtype)
 
 
 def image_scores_for(s_star, neighbour_distances, num_neighbors: int) -> np.ndarray:

@@ -315,6 +315,57 @@ def plot_patch_picks(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid
     return figure
 
 
+def plot_coverage_2d(points: np.ndarray, picks: dict, panel_size: float = 4.0) -> Figure:
+    """2-D points with each sampler's picks and the disc of the covering radius around every pick.
+
+    ``picks`` is ``{title: indices}``. The radius drawn is that sampler's covering radius (the
+    largest distance from any point to its nearest pick): the discs together cover every point,
+    and the point that sets the radius is marked with a cross.
+    """
+    from matplotlib.patches import Circle
+
+    points = np.asarray(points, dtype=np.float64)
+    figure = Figure(figsize=(panel_size * len(picks), panel_size + 0.4), layout="constrained")
+    axes = figure.subplots(1, len(picks), squeeze=False, sharex=True, sharey=True)[0]
+    for ax, (title, chosen) in zip(axes, picks.items()):
+        chosen = np.asarray(chosen)
+        centres = points[chosen]
+        distance = np.linalg.norm(points[:, None, :] - centres[None, :, :], axis=2).min(axis=1)
+        radius, farthest = float(distance.max()), int(distance.argmax())
+        for centre in centres:
+            ax.add_patch(Circle(centre, radius, facecolor="#d55e00", alpha=0.08, edgecolor="#d55e00", linewidth=0.4))
+        ax.scatter(points[:, 0], points[:, 1], s=4, color="0.6", linewidths=0, label="points")
+        ax.scatter(centres[:, 0], centres[:, 1], s=18, color="#d55e00", linewidths=0, label=f"{len(chosen)} picks")
+        ax.scatter(*points[farthest], marker="x", s=60, color="black", label="farthest point")
+        ax.set_title(f"{title}\ncovering radius {radius:.2f}", fontsize=10)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(loc="lower right", fontsize=7)
+    return figure
+
+
+def plot_decision_costs(table: pd.DataFrame, x: str = "budget") -> Figure:
+    """Missed defects and false alarms on the test set against the false-alarm budget set on nominal data.
+
+    ``table`` holds one row per budget with columns ``x``, ``miss_rate`` and ``false_alarm_rate``
+    (e.g. :func:`~patchcore_kit.thresholds.decision_counts` of each threshold). The dotted diagonal
+    is the budget itself: the false-alarm rate the nominal calibration images promised.
+    """
+    table = pd.DataFrame(table)
+    figure, ax = _new_axes(None, (5.6, 3.8))
+    ax.plot(table[x], table["miss_rate"], marker="o", color="#dd8452", label="missed defects (test)")
+    ax.plot(table[x], table["false_alarm_rate"], marker="s", color="#4c72b0", label="false alarms (test)")
+    top = float(max(table[x].max(), 0.01))
+    ax.plot([0, top], [0, top], linestyle=":", color="0.5", label="budget (promised on nominal images)")
+    ax.set_xlabel("false-alarm budget on nominal calibration images")
+    ax.set_ylabel("share of test images")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return figure
+
+
 def plot_coreset_curves(table: pd.DataFrame, metrics=("radius", "image_auroc"), x: str = "ratio",
                         hue: str = "sampler", labels: dict | None = None) -> Figure:
     """One panel per metric against the coreset ratio (log scale), one line per sampler."""

@@ -8,6 +8,7 @@ render functions directly; the ``*_explorer`` functions only connect ipywidgets 
 * 02, the coreset: :func:`coreset_state` -> :func:`render_coreset_view` <- :func:`coreset_explorer`
 * 03, the sweep: result tables -> :func:`render_sweep` <- :func:`sweep_explorer`
 * 04, the gallery: :class:`GalleryState` -> :func:`render_gallery`, :func:`gallery_metrics` <- :func:`gallery_explorer`
+* 05, decisions: :class:`DecisionState` -> :func:`render_errors`, :func:`decision_table` <- :func:`errors_explorer`
 
 >>> state = coreset_state(features, grid=(16, 16), images=train_images)   # doctest: +SKIP
 >>> render_coreset_view(state, ratio=0.05)                                # a Figure   # doctest: +SKIP
@@ -26,12 +27,13 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .coreset import coreset_size, greedy_coreset
+from .coreset import coreset_size, covering_radius, greedy_coreset
 from .data import Split
 from .evaluate import ground_truth_masks
 from .images import as_hw, display_image
 from .metrics import per_defect_metrics
 from .patchcore import PatchCore, image_scores_for
+from .thresholds import budget_threshold, decision_counts
 from .viz import (
     METRIC_LABELS,
     PAPER_MVTEC_REFERENCE,
@@ -112,9 +114,10 @@ class CoresetState:
 
     ``order`` is greedy k-center's pick order: the coreset for *any* size ``n`` is ``order[:n]``,
     because the greedy rule never revisits a choice. ``radii[i]`` is the covering radius after
-    ``i + 1`` picks. ``shown`` indexes the embedded patches — every pick, plus a uniform random
-    sample of the whole bank (``in_sample``) that shows where the bank is dense — and ``embedding``
-    holds their 2-D coordinates.
+    ``i + 1`` picks. ``random_order`` is a seeded permutation: the random coreset of size ``n`` is
+    its prefix. ``shown`` indexes the embedded patches — every pick of both samplers, plus a
+    uniform random sample of the whole bank (``in_sample``) that shows where the bank is dense —
+    and ``embedding`` holds their 2-D coordinates.
     """
 
     features: torch.Tensor  # (N, D) all training patches
@@ -125,55 +128,70 @@ class CoresetState:
     shown: np.ndarray
     in_sample: np.ndarray  # (len(shown),) bool: part of the uniform sample
     embedding: np.ndarray
+    random_order: np.ndarray | None = None
+    projection_dim: int | None = 128
+    seed: int = 0
 
     @property
     def max_ratio(self) -> float:
         return len(self.order) / len(self.features)
 
-    def coreset(self, ratio: float) -> np.ndarray:
-        """The greedy coreset of ``ratio`` of all patches (a prefix of ``order``)."""
+    def coreset(self, ratio: float, sampler: str = "greedy") -> np.ndarray:
+        """The ``sampler``'s coreset of ``ratio`` of all patches (a prefix of its pick order)."""
         n = coreset_size(len(self.features), ratio)
         if n > len(self.order):
             raise ValueError(f"ratio {ratio} needs {n} picks; this state holds {len(self.order)} "
                              f"(max_ratio {self.max_ratio:.3f})")
-        return self.order[:n]
+        if sampler == "greedy":
+            return self.order[:n]
+        if sampler == "random" and self.random_order is not None:
+            return self.random_order[:n]
+        raise ValueError(f"sampler must be 'greedy' or 'random' (when the state holds random picks), got {sampler!r}")
 
-    def radius(self, ratio: float) -> float:
+    def radius(self, ratio: float, sampler: str = "greedy") -> float:
         """Covering radius of that coreset (in the projected space greedy k-center works in)."""
-        return float(self.radii[len(self.coreset(ratio)) - 1])
+        if sampler == "greedy":
+            return float(self.radii[len(self.coreset(ratio)) - 1])
+        memo = self.__dict__.setdefault("_radius_memo", {})
+        if (ratio, sampler) not in memo:
+            memo[ratio, sampler] = covering_radius(self.features, self.coreset(ratio, sampler), self.projection_dim,
+                                                   self.seed)
+        return memo[ratio, sampler]
 
 
 def coreset_state(features, grid: tuple[int, int], images, max_ratio: float = 0.25, n_shown: int = 3000,
                   projection_dim: int | None = 128, seed: int = 0, cache_dir: str | Path | None = None,
-                  umap_params: dict | None = None) -> CoresetState:
+                  umap_params: dict | None = None, with_random: bool = True) -> CoresetState:
     """Run greedy k-center once up to ``max_ratio`` and embed the picks and a sample of the bank with UMAP.
 
     ``features`` ``(N, D)`` are all training patches, image by image on ``grid`` (e.g. the
     ``memory_bank_`` of a ``PatchCore(sampler="none")``); ``images`` the training images as arrays.
     The picks match ``PatchCore(coreset_ratio=r, projection_dim=projection_dim, seed=seed)``. UMAP
     sees all ``max_ratio * N`` picks plus ``n_shown`` uniformly drawn patches, so keep
-    ``max_ratio`` to the ratios you want to look at.
+    ``max_ratio`` to the ratios you want to look at. ``with_random`` also draws a random coreset
+    of every size (a seeded permutation's prefix), to compare with greedy in the same picture.
     """
     features = torch.as_tensor(features).float()
     n_max = coreset_size(len(features), max_ratio)
     order, radii = greedy_coreset(features, n_max, projection_dim=projection_dim, seed=seed, return_radii=True)
     sample = np.random.default_rng(seed).choice(len(features), min(n_shown, len(features)), replace=False)
-    shown = np.union1d(order, sample)
+    random_order = np.random.default_rng(seed + 1).permutation(len(features))[:n_max] if with_random else None
+    shown = np.union1d(order, sample) if random_order is None else np.union1d(np.union1d(order, sample), random_order)
     embedding = umap_embedding(features[shown].numpy(), seed=seed, cache_dir=cache_dir, **(umap_params or {}))
     return CoresetState(features, tuple(grid), np.asarray(images), order, radii, shown, np.isin(shown, sample),
-                        embedding)
+                        embedding, random_order, projection_dim, seed)
 
 
-def render_coreset_view(state: CoresetState, ratio: float, image_index: int = 0) -> Figure:
-    """Left: the UMAP of the bank with the coreset of ``ratio`` highlighted. Right: its picks in one image."""
-    picks = state.coreset(ratio)
+def render_coreset_view(state: CoresetState, ratio: float, image_index: int = 0, sampler: str = "greedy") -> Figure:
+    """Left: the UMAP of the bank with the ``sampler``'s coreset of ``ratio`` highlighted. Right: its picks in one image."""
+    picks = state.coreset(ratio, sampler)
     figure = Figure(figsize=(11, 4.8), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=[1.25, 1])
     selected = np.isin(state.shown, picks)
     plot_coreset_embedding(
         state.embedding, selected, background=state.in_sample, ax=left,
-        title=f"coreset ratio {ratio:g}: {len(picks)} of {len(state.features)} patches\n"
-              f"coverage radius {state.radius(ratio):.1f} (in greedy's random projection)",
+        title=f"{sampler} coreset, ratio {ratio:g}: {len(picks)} of {len(state.features)} patches\n"
+              f"coverage radius {state.radius(ratio, sampler):.1f} (in greedy's random projection)",
     )
     image, rows, cols = patch_positions(picks, state.grid)
     here = image == image_index
@@ -184,7 +202,7 @@ def render_coreset_view(state: CoresetState, ratio: float, image_index: int = 0)
 
 
 def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None):
-    """A ratio slider (and training-image chooser) over :func:`render_coreset_view`."""
+    """A ratio slider, a sampler choice (greedy / random) and a training-image chooser over :func:`render_coreset_view`."""
     import ipywidgets as widgets
 
     if ratios is None:
@@ -195,7 +213,9 @@ def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None)
                                          style={"description_width": "initial"}),
         "image_index": widgets.Dropdown(options=list(range(len(state.images))), value=0, description="image"),
     }
-    return _explorer(lambda ratio, image_index: render_coreset_view(state, ratio, image_index), controls)
+    if state.random_order is not None:
+        controls["sampler"] = widgets.ToggleButtons(options=["greedy", "random"], value="greedy", description="sampler")
+    return _explorer(lambda **values: render_coreset_view(state, **values), controls)
 
 
 # --- 04: the segmentation gallery ---------------------------------------------------------------
@@ -397,6 +417,97 @@ def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 
         return gallery_metrics(state, coreset_ratio, num_neighbors, threshold, **settings).rename_axis(None).to_html()
 
     return _explorer(render, controls, extra=metrics_html)
+
+
+# --- 05: decisions --------------------------------------------------------------------------------
+@dataclass
+class DecisionState:
+    """A scored test set and what the threshold may be chosen from: nominal calibration scores only.
+
+    ``calibration_scores`` are image scores of nominal images the model did not contain (e.g. a
+    PatchCore's leave-one-out ``calibration_scores_``); ``pixel_threshold`` the model's
+    ``pixel_threshold_``. Thresholds come from these alone (:meth:`threshold`); the test set is
+    only judged by them.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray | None
+    labels: np.ndarray
+    defect_types: np.ndarray
+    scores: np.ndarray
+    maps: np.ndarray
+    calibration_scores: np.ndarray
+    pixel_threshold: float
+
+    @classmethod
+    def from_model(cls, model: PatchCore, split: Split) -> "DecisionState":
+        """Score ``split``'s test set with a *calibrated* ``model``."""
+        if getattr(model, "calibration_scores_", None) is None:
+            raise ValueError("the model has no calibration scores: fit it with calibrate=True and >= 2 images")
+        size = as_hw(model.image_size)
+        scores, maps = model.score(split.test_paths)
+        images = np.stack([display_image(path, size) for path in split.test_paths])
+        return cls(images, ground_truth_masks(split, size), split.test_labels,
+                   np.asarray(split.test_defect_types, dtype=str), scores, maps,
+                   np.asarray(model.calibration_scores_), float(model.pixel_threshold_))
+
+    def threshold(self, budget: float) -> float:
+        """The image threshold that flags at most ``budget`` of the nominal calibration images."""
+        return budget_threshold(self.calibration_scores, budget)
+
+
+def decision_table(state: DecisionState, budgets: Sequence[float]) -> pd.DataFrame:
+    """One row per false-alarm budget: its threshold and what it decides on the test set."""
+    rows = [{"budget": b, **decision_counts(state.scores, state.labels, state.threshold(b))} for b in budgets]
+    return pd.DataFrame(rows).set_index("budget")
+
+
+def render_errors(state: DecisionState, budget: float = 0.05, kind: str = "misses", max_images: int = 4) -> Figure:
+    """The worst errors at the threshold of ``budget``: missed defects (lowest scores first) or false alarms
+    (highest first), as a gallery with heat maps in units of the nominal pixel threshold."""
+    threshold = state.threshold(budget)
+    if kind == "misses":
+        chosen = np.flatnonzero((state.labels == 1) & (state.scores <= threshold))
+        chosen = chosen[np.argsort(state.scores[chosen])]
+        word = "missed"
+    elif kind == "false alarms":
+        chosen = np.flatnonzero((state.labels == 0) & (state.scores > threshold))
+        chosen = chosen[np.argsort(-state.scores[chosen])]
+        word = "false alarm"
+    else:
+        raise ValueError(f"kind must be 'misses' or 'false alarms', got {kind!r}")
+    chosen = chosen[:max_images]
+    if len(chosen) == 0:
+        figure = Figure(figsize=(6, 1.2))
+        figure.text(0.5, 0.5, f"no {kind} at budget {budget:g} (image threshold {threshold:.2f})",
+                    ha="center", va="center", fontsize=11)
+        return figure
+    maps = state.maps[chosen] / state.pixel_threshold
+    titles = [f"{word}: {state.defect_types[i]}\nscore {state.scores[i]:.2f} vs {threshold:.2f}" for i in chosen]
+    masks = None if state.masks is None else state.masks[chosen]
+    return plot_gallery(state.images[chosen], masks, maps, thresholded=maps > 1.0, titles=titles, vmin=0.0,
+                        vmax=2.0, panel_size=2.4, colorbar_label="anomaly score / nominal pixel threshold",
+                        threshold=1.0)
+
+
+def errors_explorer(state: DecisionState, budgets: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2),
+                    max_images: int = 4):
+    """A false-alarm budget slider and a misses / false-alarms switch over :func:`render_errors`,
+    with the decision counts of that budget below."""
+    import ipywidgets as widgets
+
+    style = {"description_width": "initial"}
+    controls = {
+        "budget": widgets.SelectionSlider(options=list(budgets), value=budgets[len(budgets) // 2],
+                                          description="false-alarm budget", continuous_update=False, style=style),
+        "kind": widgets.ToggleButtons(options=["misses", "false alarms"], value="misses", description="show"),
+    }
+
+    def counts_html(budget, kind):
+        return decision_table(state, [budget]).round(3).to_html()
+
+    return _explorer(lambda budget, kind: render_errors(state, budget, kind, max_images), controls,
+                     extra=counts_html)
 
 
 # --- 03: the sample-efficiency sweep ------------------------------------------------------------
