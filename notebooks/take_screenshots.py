@@ -1,9 +1,10 @@
-"""Screenshots of notebooks 02 and 04 as they look in JupyterLab, for the README.
+"""Screenshots of notebooks 02, 04 and 05 as they look in JupyterLab, for the README.
 
 Copies the notebooks into a temporary folder (JupyterLab saves outputs into the files it runs;
 the committed notebooks stay clean), starts JupyterLab on 127.0.0.1, opens each notebook with
 Debian's Chromium (Playwright, ``/usr/bin/chromium``), runs all cells, scrolls to the explorer
-widget and saves a screenshot to ``docs/notebook_02.png`` and ``docs/notebook_04.png``.
+widget and saves a screenshot to ``docs/notebook_02.png``, ``docs/notebook_04.png`` and
+``docs/notebook_05.png``.
 
     .venv/bin/python notebooks/take_screenshots.py          # full settings (slow: minutes)
     .venv/bin/python notebooks/take_screenshots.py --fast   # FAST mode, as in the tests
@@ -33,7 +34,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # notebook -> (screenshot, text of the markdown heading to scroll to, window height)
 SHOTS = {
     "02_coreset_umap.ipynb": ("notebook_02.png", "5 · Explore", 1000),
-    "04_segmentation_gallery.ipynb": ("notebook_04.png", "5 · Explore", 1500),
+    "04_segmentation_gallery.ipynb": ("notebook_04.png", "6 · Explore", 1500),
+    "05_decisions.ipynb": ("notebook_05.png", "4 · The worst misses and false alarms", 1300),
 }
 
 
