@@ -83,12 +83,13 @@ from patchcore_kit import viz
 from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.images import display_image
-from patchcore_kit.notebook import notebook_dataset
+from patchcore_kit.notebook import expect, notebook_dataset
 from patchcore_kit.patchcore import PatchCore
 
 # %%
 split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
 assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
+ON_DEMO = DATA_ROOT is None  # data-dependent checks: strict on the demo data, warnings on yours
 split
 
 # %% [markdown]
@@ -106,7 +107,8 @@ result = evaluate(model, split)
 print(f"memory bank: {len(model.memory_bank_)} of {model.n_patches_} patches; "
       f"image AUROC {result.metrics['image_auroc']:.3f}")
 assert result.maps.shape == (len(split.test), IMAGE_SIZE, IMAGE_SIZE)
-assert result.metrics["image_auroc"] > 0.6  # on the demo data: far better than chance
+expect(result.metrics["image_auroc"] > 0.6, f"image AUROC {result.metrics['image_auroc']:.3f}: barely better than chance",
+       strict=ON_DEMO);  # on the demo data: far better than chance; on yours a warning
 
 # %% [markdown]
 # ## Which images are flagged?

@@ -76,13 +76,14 @@ from patchcore_kit.features import FeatureExtractor, aggregate_local, align_to, 
 from patchcore_kit.images import display_image, image_tensor, resize_mask, to_pil_list
 from patchcore_kit.metrics import image_auroc, pixel_auroc
 from patchcore_kit.neighbours import nearest_neighbours
-from patchcore_kit.notebook import notebook_dataset
+from patchcore_kit.notebook import expect, notebook_dataset
 from patchcore_kit.patchcore import PatchCore
 
 # %%
 FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
 split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
 assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
+ON_DEMO = DATA_ROOT is None  # data-dependent checks: strict on the demo data, warnings on yours
 split
 
 # %% [markdown]
@@ -185,7 +186,7 @@ def roughness(fmap: torch.Tensor) -> float:
 
 smoothness = {p: roughness(fmap) for p, fmap in aggregated.items()}
 assert all(fmap.shape == layer2[0].shape for fmap in aggregated.values())  # same grid, same channels
-assert smoothness["p = 1"] > smoothness["p = 3"] > smoothness["p = 5"], smoothness
+expect(smoothness["p = 1"] > smoothness["p = 3"] > smoothness["p = 5"], f"not smoother with p: {smoothness}", strict=ON_DEMO)
 smoothness
 
 # %% [markdown]
@@ -241,7 +242,7 @@ auroc_by_p = pd.DataFrame(
                   "pixel AUROC": None if masks is None else pixel_auroc(masks, maps)}
      for p, (scores, maps) in by_p.items()}
 ).T
-assert auroc_by_p.loc["p = 3", "image AUROC"] > 0.6, auroc_by_p  # far better than chance (0.5)
+expect(auroc_by_p.loc["p = 3", "image AUROC"] > 0.6, f"near chance (0.5):\n{auroc_by_p}", strict=ON_DEMO)
 auroc_by_p.astype(float).round(3)
 
 # %% [markdown]
@@ -359,7 +360,7 @@ distance = distance[:, 0].numpy()
 test_labels = labels[n_train_patches:]
 summary = pd.Series({"inside defects": distance[test_labels != "nominal"].mean(),
                      "outside defects": distance[test_labels == "nominal"].mean()}, name="mean nearest-neighbour distance")
-assert summary["inside defects"] > summary["outside defects"], summary
+expect(summary["inside defects"] > summary["outside defects"], f"defects not farther:\n{summary}", strict=ON_DEMO)
 summary.round(2)
 
 # %% [markdown]

@@ -79,7 +79,7 @@ from patchcore_kit.exercises import check_covering_radius, check_greedy_coreset,
 from patchcore_kit.features import border_ring
 from patchcore_kit.images import display_image
 from patchcore_kit.metrics import image_auroc, pixel_auroc
-from patchcore_kit.notebook import notebook_dataset
+from patchcore_kit.notebook import expect, notebook_dataset
 from patchcore_kit.patchcore import PatchCore
 from patchcore_kit.widgets import coreset_explorer, coreset_state, patch_positions, render_coreset_view
 from matplotlib.figure import Figure
@@ -88,6 +88,7 @@ from matplotlib.figure import Figure
 FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
 split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
 assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
+ON_DEMO = DATA_ROOT is None  # data-dependent checks: strict on the demo data, warnings on yours
 settings = dict(backbone=BACKBONE, image_size=IMAGE_SIZE, feature_cache=FEATURE_CACHE, calibrate=False)
 split
 
@@ -193,7 +194,7 @@ assert abs(my_radius(toy, toy_picks["random"]) - toy_radius["random"]) < 1e-4
 # one row per patch, image after image, each image's grid row by row.
 
 # %%
-full = PatchCore(sampler="none", **settings).fit(split.train_paths)
+full = PatchCore(sampler="none", progress=True, **settings).fit(split.train_paths)  # the backbone pass: a progress bar
 bank, grid = full.memory_bank_, full.feature_shape_
 print(f"{len(split.train)} images × {grid[0]}×{grid[1]} patches = {len(bank)} bank entries "
       f"of {bank.shape[1]} numbers ({bank.numel() * 4 / 2**20:.1f} MiB)")
@@ -236,7 +237,7 @@ for ratio in RATIOS:
                          "radius": covering_radius(bank, picks)})
 coverage = pd.DataFrame(coverage)
 wide = coverage.pivot(index="ratio", columns="sampler", values="radius")
-assert (wide.greedy < wide.random).all(), wide  # greedy covers better at every size
+expect((wide.greedy < wide.random).all(), f"random covered better somewhere:\n{wide}", strict=ON_DEMO)  # greedy covers better
 assert wide.greedy.is_monotonic_decreasing  # more picks, smaller radius
 wide.round(2)
 
@@ -274,7 +275,7 @@ with_and_without = pd.Series({
 }, name="covering radius in the full space")
 shared = len(np.intersect1d(plain_picks, projected_picks)) / n_ten
 print(f"picks shared by the two greedy runs: {shared:.0%}")
-assert with_and_without.iloc[1] <= with_and_without.iloc[0] * 1.5 and with_and_without.iloc[0] < with_and_without.iloc[2]
+expect(with_and_without.iloc[0] < with_and_without.iloc[2], f"random covered better:\n{with_and_without}", strict=ON_DEMO)
 with_and_without.round(2)
 
 # %% [markdown]
@@ -336,8 +337,8 @@ for border in ("valid", "zeros", "reflect"):
     on_ring[f'border="{border}"'] = ring[picks_by_border[border] % ring.size].mean()
 on_ring = pd.Series(on_ring, name=f"share of greedy picks on the outer ring (ring = {ring.mean():.0%} of patches)")
 assert np.array_equal(picks_by_border["valid"], state.coreset(0.1))  # "valid" is the default the bank above used
-assert on_ring['border="valid"'] > 1.5 * ring.mean(), on_ring  # the picks crowd the border
-assert on_ring['border="zeros"'] < on_ring['border="valid"'], on_ring
+expect(on_ring['border="valid"'] > 1.5 * ring.mean(), f"no crowding on the ring:\n{on_ring}", strict=ON_DEMO)
+expect(on_ring['border="zeros"'] < on_ring['border="valid"'], f"zeros did not move picks:\n{on_ring}", strict=ON_DEMO)
 on_ring.round(3)
 
 # %% [markdown]
@@ -389,7 +390,8 @@ viz.plot_coreset_curves(table, metrics=("radius", "image_auroc") + (("pixel_auro
 # %%
 print(f"whole bank: image AUROC {reference['image_auroc']:.3f}, pixel AUROC {reference['pixel_auroc'] or float('nan'):.3f}")
 greedy_10 = table.query("sampler == 'greedy' and ratio == 0.1").image_auroc.item()
-assert greedy_10 > 0.6 and greedy_10 >= reference["image_auroc"] - 0.1, (greedy_10, reference)
+expect(greedy_10 > 0.6 and greedy_10 >= reference["image_auroc"] - 0.1, f"10 % greedy: {greedy_10:.3f}, "
+       f"whole bank: {reference['image_auroc']:.3f}", strict=ON_DEMO)
 table.round(3)
 
 # %% [markdown]
@@ -397,10 +399,26 @@ table.round(3)
 #
 # Move the ratio and watch the coreset thin out in the UMAP picture and in the training images;
 # switch the sampler between greedy and random to see coverage against density. (Both pick
-# orders were computed once; the slider only takes a longer or shorter prefix.)
+# orders were computed once; the slider only takes a longer or shorter prefix.) The *bank*
+# chooser builds the memory bank from other patch features — patch size 1 or 5, the zero-padded
+# border of section 3b, the official code's unfold aggregation, deeper stages — the first time
+# it is chosen: a fit from the feature cache (a new pair of stages runs the backbone once), a
+# greedy search and a UMAP, tens of seconds; after that it is kept.
 
 # %%
-coreset_explorer(state, ratios=RATIOS)
+def bank_state(**changes):
+    model = PatchCore(sampler="none", **settings, **changes).fit(split.train_paths)
+    return coreset_state(model.memory_bank_, model.feature_shape_, images, max_ratio=max(RATIOS), n_shown=N_SHOWN,
+                         cache_dir=default_data_dir() / "umap_cache", umap_params=UMAP_PARAMS)
+
+
+variants = {"layer2+3, p = 3, mean, border valid (default)": state,
+            "patch size 1": lambda: bank_state(patch_size=1),
+            "patch size 5": lambda: bank_state(patch_size=5),
+            'border "zeros"': lambda: bank_state(border="zeros"),
+            'aggregation "unfold" (official code)': lambda: bank_state(aggregation="unfold", border="zeros"),
+            "layer3+4, p = 1": lambda: bank_state(layers=("layer3", "layer4"), patch_size=1)}
+coreset_explorer(state, ratios=RATIOS, variants=variants)
 
 # %% [markdown]
 # ## What we have

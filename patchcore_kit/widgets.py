@@ -201,8 +201,15 @@ def render_coreset_view(state: CoresetState, ratio: float, image_index: int = 0,
     return figure
 
 
-def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None):
-    """A ratio slider, a sampler choice (greedy / random) and a training-image chooser over :func:`render_coreset_view`."""
+def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None,
+                     variants: dict | None = None):
+    """A ratio slider, a sampler choice (greedy / random) and a training-image chooser over :func:`render_coreset_view`.
+
+    ``variants`` (``{name: CoresetState or a function returning one}``) adds a "bank" chooser:
+    other patch features of the same training images (another patch size, stages, aggregation or
+    border handling). A function is called the first time its name is chosen — a fit from the
+    feature cache, a greedy search and a UMAP, tens of seconds — and its state is kept.
+    """
     import ipywidgets as widgets
 
     if ratios is None:
@@ -215,7 +222,22 @@ def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None)
     }
     if state.random_order is not None:
         controls["sampler"] = widgets.ToggleButtons(options=["greedy", "random"], value="greedy", description="sampler")
-    return _explorer(lambda **values: render_coreset_view(state, **values), controls)
+    built = {}
+    if variants:
+        names = list(variants)
+        built = {name: v for name, v in variants.items() if isinstance(v, CoresetState)}
+        controls["bank"] = widgets.Dropdown(options=names, value=next((n for n in names if built.get(n) is state), names[0]),
+                                            description="bank", style={"description_width": "initial"})
+
+    def render(bank=None, **values):
+        chosen = state
+        if bank is not None:
+            if bank not in built:
+                built[bank] = variants[bank]()
+            chosen = built[bank]
+        return render_coreset_view(chosen, **values)
+
+    return _explorer(render, controls)
 
 
 # --- 04: the segmentation gallery ---------------------------------------------------------------

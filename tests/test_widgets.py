@@ -145,6 +145,27 @@ def test_the_coreset_state_holds_random_prefixes_too_and_the_explorer_switches(c
     assert bytes(picture.value) != before
 
 
+def test_the_coreset_explorer_builds_another_bank_only_when_chosen(coreset, fake_umap, tmp_path):
+    calls = []
+
+    def other():
+        calls.append(1)
+        features = torch.randn(2 * 6 * 6, 16, generator=torch.Generator().manual_seed(1))
+        return coreset_state(features, (6, 6), coreset.images, max_ratio=0.5, n_shown=50, projection_dim=None,
+                             cache_dir=tmp_path)
+
+    box = coreset_explorer(coreset, ratios=(0.05, 0.2, 0.5), variants={"default": coreset, "other": other})
+    bank = [c for row in box.children[:-1] for c in row.children if c.description == "bank"][0]
+    picture = box.children[-1]
+    before = bytes(picture.value)
+    assert calls == [] and bank.value == "default"
+    bank.value = "other"
+    assert calls == [1] and bytes(picture.value) != before
+    bank.value = "default"
+    bank.value = "other"
+    assert calls == [1]  # built once, then kept
+
+
 # --- 04: the gallery ----------------------------------------------------------------------------
 def test_gallery_state_memoises_and_b_leaves_maps_alone(gallery):
     scores, maps = gallery.result(0.5, 1)
