@@ -501,8 +501,10 @@ def render_errors(state: DecisionState, budget: float = 0.05, kind: str = "misse
     chosen = chosen[:max_images]
     if len(chosen) == 0:
         figure = Figure(figsize=(6, 1.2))
-        figure.text(0.5, 0.5, f"no {kind} at budget {budget:g} (image threshold {threshold:.2f})",
-                    ha="center", va="center", fontsize=11)
+        ax = figure.add_subplot()  # an axes, so that notebooks show the figure (IPython skips empty ones)
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"no {kind} at budget {budget:g} (image threshold {threshold:.2f})",
+                ha="center", va="center", fontsize=11, transform=ax.transAxes)
         return figure
     maps = state.maps[chosen] / state.pixel_threshold
     titles = [f"{word}: {state.defect_types[i]}\nscore {state.scores[i]:.2f} vs {threshold:.2f}" for i in chosen]
