@@ -165,9 +165,11 @@ extent
 # $$\phi_{i,j}\big(\mathcal{N}_p^{(h,w)}\big) = f_\text{agg}\big(\{\phi_{i,j}(a, b) \mid (a, b) \in
 #   \mathcal{N}_p^{(h,w)}\}\big), \qquad f_\text{agg} = \text{mean}.$$
 #
-# At the border part of $\mathcal{N}_p^{(h,w)}$ lies outside the map. The kit's default averages
-# only the positions that exist, so a border patch is a mean over 4 or 6 features instead of 9 —
-# built differently from the rest; notebook 02 shows what that does to the coreset.
+# At the border part of $\mathcal{N}_p^{(h,w)}$ lies outside the map; Eq. 1 does not say what to
+# do there. `border="valid"` averages only the positions that exist, so a border patch is a mean
+# over 4 or 6 features instead of 9 — built differently from the rest; notebook 02 shows what that
+# does to the coreset. The kit's default, `border="zeros"` (as the authors' code), counts the
+# missing neighbours as zeros; `"reflect"` mirrors the map.
 #
 # Left to right: `layer2` with p = 1 (no aggregation), 3 and 5, coloured by one shared PCA so
 # colours compare across panels.
@@ -195,7 +197,7 @@ smoothness
 # Write `my_aggregate(feature_map, p)`: `feature_map` is a tensor `(B, C, H, W)`, `p` an odd
 # patch size; return the tensor of Eq. 2 with $f_\text{agg}$ = mean, same shape, where a border
 # position averages only the neighbours that exist. `check_aggregation` compares your function
-# with `features.aggregate_local` for p = 1, 3 and 5. (Try it first with two loops over `h`
+# with `features.aggregate_local(..., border="valid")` for p = 1, 3 and 5. (Try it first with two loops over `h`
 # and `w`; then find the one-line version.)
 
 # %%

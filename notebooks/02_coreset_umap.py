@@ -309,8 +309,10 @@ assert check_random_projection(my_projection)
 # and orange dots the greedy coreset (every pick is drawn). The picks spread over the *whole*
 # picture, out to the sparse fringes, while dense regions get far fewer than their crowd of grey
 # suggests: coverage, not density. On the right, the picks that fall into one training image.
-# Look where they are: mostly on the **outer ring of the patch grid**, along the image border —
-# not on rarer structures of the texture. Section 3b explains why.
+# With the kit's default `border="zeros"` they spread over the texture. With `border="valid"`
+# (the kit's default until the border study) they sat mostly on the **outer ring of the patch
+# grid**, along the image border — not on rarer structures of the texture, as this notebook once
+# said. Section 3b shows why.
 
 # %%
 render_coreset_view(state, ratio=0.1)
@@ -318,15 +320,16 @@ render_coreset_view(state, ratio=0.1)
 # %% [markdown]
 # ## 3b · The border effect
 #
-# The p×p mean of notebook 01 (Eq. 2) needs neighbours a border patch does not have. The kit's
-# default, `border="valid"`, averages only those that exist — 4 of 9 in a corner, 6 on an edge —
+# The p×p mean of notebook 01 (Eq. 2) needs neighbours a border patch does not have.
+# `border="valid"` averages only those that exist — 4 of 9 in a corner, 6 on an edge —
 # so a border patch is an average of fewer, differently placed features, and the backbone's own
 # zero padding makes border features differ too. Border patches then form a region of the
 # feature space of their own, far from the inner patches, and greedy k-center, which hunts the
 # farthest points, spends its picks there. `border="zeros"` counts the padding as zeros in the
-# mean (as the authors' code does with its zero-padded unfold), `"reflect"` mirrors the map at its
-# edge. We fit the bank three ways and count how many greedy picks (10 %) land on the grid's
-# outer ring, against the ring's share of all patches.
+# mean (as the authors' code does with its zero-padded unfold) and is the kit's default since the
+# border study on MTD development folds; `"reflect"` mirrors the map at its edge. We fit the bank
+# three ways and count how many greedy picks (10 %) land on the grid's outer ring, against the
+# ring's share of all patches.
 
 # %%
 ring = border_ring(grid).numpy().ravel()
@@ -336,7 +339,7 @@ for border in ("valid", "zeros", "reflect"):
     picks_by_border[border] = greedy_coreset(model.memory_bank_, n_ten, seed=0)
     on_ring[f'border="{border}"'] = ring[picks_by_border[border] % ring.size].mean()
 on_ring = pd.Series(on_ring, name=f"share of greedy picks on the outer ring (ring = {ring.mean():.0%} of patches)")
-assert np.array_equal(picks_by_border["valid"], state.coreset(0.1))  # "valid" is the default the bank above used
+assert np.array_equal(picks_by_border[full.border], state.coreset(0.1))  # the bank above used the default
 expect(on_ring['border="valid"'] > 1.5 * ring.mean(), f"no crowding on the ring:\n{on_ring}", strict=ON_DEMO)
 expect(on_ring['border="zeros"'] < on_ring['border="valid"'], f"zeros did not move picks:\n{on_ring}", strict=ON_DEMO)
 on_ring.round(3)
@@ -400,7 +403,7 @@ table.round(3)
 # Move the ratio and watch the coreset thin out in the UMAP picture and in the training images;
 # switch the sampler between greedy and random to see coverage against density. (Both pick
 # orders were computed once; the slider only takes a longer or shorter prefix.) The *bank*
-# chooser builds the memory bank from other patch features — patch size 1 or 5, the zero-padded
+# chooser builds the memory bank from other patch features — patch size 1 or 5, the "valid"
 # border of section 3b, the official code's unfold aggregation, deeper stages — the first time
 # it is chosen: a fit from the feature cache (a new pair of stages runs the backbone once), a
 # greedy search and a UMAP, tens of seconds; after that it is kept.
@@ -412,10 +415,10 @@ def bank_state(**changes):
                          cache_dir=default_data_dir() / "umap_cache", umap_params=UMAP_PARAMS)
 
 
-variants = {"layer2+3, p = 3, mean, border valid (default)": state,
+variants = {"layer2+3, p = 3, mean, border zeros (default)": state,
             "patch size 1": lambda: bank_state(patch_size=1),
             "patch size 5": lambda: bank_state(patch_size=5),
-            'border "zeros"': lambda: bank_state(border="zeros"),
+            'border "valid"': lambda: bank_state(border="valid"),
             'aggregation "unfold" (official code)': lambda: bank_state(aggregation="unfold", border="zeros"),
             "layer3+4, p = 1": lambda: bank_state(layers=("layer3", "layer4"), patch_size=1)}
 coreset_explorer(state, ratios=RATIOS, variants=variants)

@@ -91,12 +91,13 @@ def _generator(seed: int) -> torch.Generator:
 def check_aggregation(student: Callable) -> bool:
     """``student(feature_map (B, C, H, W), p) -> (B, C, H, W)``: the p×p neighbourhood mean.
 
-    Compared with :func:`patchcore_kit.features.aggregate_local` for p = 1, 3, 5.
+    Compared with :func:`patchcore_kit.features.aggregate_local` (``border="valid"``: a border position
+    averages only the neighbours that exist) for p = 1, 3, 5.
     """
     def attempt():
         x = torch.randn(2, 4, 7, 9, generator=_generator(1))
         for p in (1, 3, 5):
-            _same(student(x.clone(), p), aggregate_local(x, p), f"p = {p}")
+            _same(student(x.clone(), p), aggregate_local(x, p, border="valid"), f"p = {p}")
         return "p = 1, 3, 5"
 
     return _check("p×p aggregation", "average each position over the p×p window centred on it, stride 1; "
@@ -107,12 +108,12 @@ def check_aggregation(student: Callable) -> bool:
 def check_patch_embedding(student: Callable) -> bool:
     """``student(layer_maps [(B, C_l, H_l, W_l)], p) -> (B, sum C_l, H_0, W_0)``: Eq. 1-2.
 
-    Compared with :func:`patchcore_kit.features.patch_embeddings` (no channel pooling).
+    Compared with :func:`patchcore_kit.features.patch_embeddings` (no channel pooling, ``border="valid"``).
     """
     def attempt():
         g = _generator(2)
         maps = [torch.randn(2, 5, 8, 8, generator=g), torch.randn(2, 6, 4, 4, generator=g)]
-        _same(student([m.clone() for m in maps], 3), patch_embeddings(maps, 3), "embedding")
+        _same(student([m.clone() for m in maps], 3), patch_embeddings(maps, 3, border="valid"), "embedding")
 
     return _check("patch embedding", "aggregate every stage p×p, resize the coarser ones to the first stage's "
                   "grid (bilinear, align_corners=False), then torch.cat along the channels (dim=1)", attempt)
