@@ -170,15 +170,15 @@ pixel_summary.round(3)
 # %% [markdown]
 # ## 4 · The worst misses and false alarms
 #
-# Numbers hide what goes wrong. Below, at a 10 % budget, the missed defects with the lowest
-# scores — the ones the model is most sure about and wrong — with their heat maps in units of
-# the pixel threshold (the colour bar's red line is 1.0). The explorer switches to the false
-# alarms and moves the budget. Missed defects are often small or low-contrast (a colour shift
+# Numbers hide what goes wrong. Below, at a 10 % budget, the false alarms with the highest
+# scores — nominal images the model is most sure about and wrong — with their heat maps in units
+# of the pixel threshold (the colour bar's red line is 1.0). The explorer shows the missed
+# defects (lowest scores first), switches between the two and moves the budget. Missed defects are often small or low-contrast (a colour shift
 # over a texture that varies anyway); false alarms often sit where a nominal image shows
 # something the few training images never did.
 
 # %%
-render_errors(state, budget=0.1, kind="misses")
+render_errors(state, budget=0.1, kind="false alarms")
 
 # %%
 errors_explorer(state, budgets=BUDGETS)
