@@ -29,9 +29,13 @@
 # 2. keep those patch features in a memory bank, shrunk to a coreset that still covers it
 #    (Sec. 3.2) — notebook **02**;
 # 3. score a test patch by its distance to the nearest bank entry; the image score is the worst
-#    patch, the anomaly map the patch scores upsampled and smoothed (Sec. 3.3) — notebook **04**.
+#    patch's score times the weight of Eq. 7 (b = 9 neighbours here, so a weight in [0.889, 1)
+#    that on real data rarely changes the ranking), the anomaly map the patch scores upsampled
+#    and smoothed (Sec. 3.3) — notebook **04**.
 #
-# How well that works with only a few nominal images (Sec. 4.5) is notebook **03**.
+# How well that works with only a few nominal images (Sec. 4.5) is notebook **03**; turning scores
+# into decisions without peeking at the test set is notebook **05**, and notebook **06** runs the
+# whole recipe on a folder of your own images.
 #
 # | notebook | question | package modules |
 # |---|---|---|
@@ -39,6 +43,18 @@
 # | [02 · coreset and UMAP](02_coreset_umap.ipynb) | why and how is the memory bank subsampled? | `coreset`, `neighbours` |
 # | [03 · sample efficiency](03_sample_efficiency.ipynb) | how many nominal images are enough? | `experiments`, `baselines` |
 # | [04 · segmentation gallery](04_segmentation_gallery.ipynb) | where does it look, defect by defect? | `patchcore`, `metrics` |
+# | [05 · from scores to decisions](05_decisions.ipynb) | which threshold, and what does it cost? | `thresholds`, `patchcore` |
+# | [06 · your own images](06_your_own_images.ipynb) | from a folder of photographs to a saved model | `data`, `patchcore`, `report` |
+#
+# Notebooks 01–04 end their sections with **exercises**: you write a step of the method (the
+# p×p aggregation, greedy k-center, the Eq. 7 weight, a PRO curve, …) and a checker from
+# `patchcore_kit.exercises` compares it with the package's own function. Each exercise is
+# followed by a hidden solution cell (tagged `solution`; expand it, or delete those cells before
+# handing the notebook out), which the test suite runs so the solutions stay correct.
+#
+# **Running time** on a 2-core CPU: this notebook about 25 s in FAST mode (`PATCHCORE_KIT_FAST=1`,
+# measured) and about 1 min with the full settings (estimated from the fit and scoring times);
+# each notebook states its own at the top.
 #
 # Every notebook runs on the built-in demo data (texture photographs with painted defects, made in
 # seconds, no download). Point `DATA_ROOT` (or the environment variable `PATCHCORE_KIT_DATASET`)
@@ -67,12 +83,13 @@ from patchcore_kit import viz
 from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.images import display_image
-from patchcore_kit.notebook import notebook_dataset
+from patchcore_kit.notebook import expect, notebook_dataset
 from patchcore_kit.patchcore import PatchCore
 
 # %%
 split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
 assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
+ON_DEMO = DATA_ROOT is None  # data-dependent checks: strict on the demo data, warnings on yours
 split
 
 # %% [markdown]
@@ -90,7 +107,8 @@ result = evaluate(model, split)
 print(f"memory bank: {len(model.memory_bank_)} of {model.n_patches_} patches; "
       f"image AUROC {result.metrics['image_auroc']:.3f}")
 assert result.maps.shape == (len(split.test), IMAGE_SIZE, IMAGE_SIZE)
-assert result.metrics["image_auroc"] > 0.6  # on the demo data: far better than chance
+expect(result.metrics["image_auroc"] > 0.6, f"image AUROC {result.metrics['image_auroc']:.3f}: barely better than chance",
+       strict=ON_DEMO);  # on the demo data: far better than chance; on yours a warning
 
 # %% [markdown]
 # ## Which images are flagged?

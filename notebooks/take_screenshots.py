@@ -1,9 +1,10 @@
-"""Screenshots of notebooks 02 and 04 as they look in JupyterLab, for the README.
+"""Screenshots of notebooks 02, 04 and 05 as they look in JupyterLab, for the README.
 
 Copies the notebooks into a temporary folder (JupyterLab saves outputs into the files it runs;
 the committed notebooks stay clean), starts JupyterLab on 127.0.0.1, opens each notebook with
 Debian's Chromium (Playwright, ``/usr/bin/chromium``), runs all cells, scrolls to the explorer
-widget and saves a screenshot to ``docs/notebook_02.png`` and ``docs/notebook_04.png``.
+widget and saves a screenshot to ``docs/notebook_02.png``, ``docs/notebook_04.png`` and
+``docs/notebook_05.png``.
 
     .venv/bin/python notebooks/take_screenshots.py          # full settings (slow: minutes)
     .venv/bin/python notebooks/take_screenshots.py --fast   # FAST mode, as in the tests
@@ -33,7 +34,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # notebook -> (screenshot, text of the markdown heading to scroll to, window height)
 SHOTS = {
     "02_coreset_umap.ipynb": ("notebook_02.png", "5 · Explore", 1000),
-    "04_segmentation_gallery.ipynb": ("notebook_04.png", "5 · Explore", 1500),
+    "04_segmentation_gallery.ipynb": ("notebook_04.png", "6 · Explore", 1500),
+    "05_decisions.ipynb": ("notebook_05.png", "4 · The worst misses and false alarms", 1300),
 }
 
 
@@ -74,14 +76,14 @@ def start_lab(root: Path, port: int, env: dict, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"JupyterLab did not start:\n{log.read_text()[-3000:]}")
 
 
-def run_and_capture(page, url: str, heading: str, target: Path, timeout_s: int) -> None:
-    page.goto(url, wait_until="domcontentloaded", timeout=120_000)
-    page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
+def run_and_capture(page, url: str, heading: str, target: Path, timeout_s: int, load_s: int = 120) -> None:
+    page.goto(url, wait_until="domcontentloaded", timeout=load_s * 1000)
+    page.locator(".jp-Notebook").first.wait_for(timeout=load_s * 1000)
     time.sleep(3)
     select = page.locator(".jp-Dialog").get_by_role("button", name="Select")
     if select.count():  # a kernel chooser despite the setting: take the notebook's own kernel
         select.first.click()
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=load_s * 1000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     time.sleep(2)
@@ -106,6 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="run the notebooks with PATCHCORE_KIT_FAST=1")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per notebook")
+    parser.add_argument("--load-timeout", type=int, default=120,
+                        help="seconds allowed for JupyterLab to show a notebook and start its kernel (a busy machine needs more)")
     parser.add_argument("notebooks", nargs="*", metavar="NUMBER",
                         help="only these notebooks, by number (e.g. 02); default: all of " + ", ".join(SHOTS))
     args = parser.parse_args()
@@ -130,7 +134,7 @@ def main() -> None:
                     page = browser.new_page(viewport={"width": 1280, "height": height})
                     # /doc/ is JupyterLab's single-document mode: the notebook without side panels
                     run_and_capture(page, f"http://127.0.0.1:{port}/doc/tree/{name}", heading, DOCS / png,
-                                    args.timeout)
+                                    args.timeout, args.load_timeout)
                 browser.close()
         finally:
             os.killpg(lab.pid, signal.SIGTERM)

@@ -141,6 +141,8 @@ class AnomalyEstimator:
         start = time.perf_counter()
         scores, map_maxima = self._leave_one_out_scores(images)
         self.fit_seconds_["calibration"] = time.perf_counter() - start
+        # kept (not saved) so that a notebook can choose its own threshold from nominal data only
+        self.calibration_scores_, self.calibration_map_maxima_ = np.asarray(scores), np.asarray(map_maxima)
         q = self.threshold_quantile
         return float(np.quantile(scores, q)), float(np.quantile(map_maxima, q))
 

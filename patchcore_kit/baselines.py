@@ -211,6 +211,16 @@ def nearest_images(test_global: torch.Tensor, train_global: torch.Tensor, top_k:
     return torch.topk(image_distances, min(top_k, len(train_global)), dim=1, largest=False)
 
 
+def spade_image_scores(test_global: torch.Tensor, train_global: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SPADE's first stage: mean distance of each test image ``(B, D)`` to its ``k`` nearest training images.
+
+    Returns the image scores ``(B,)`` and the indices ``(B, k)`` of those training images, nearest
+    first (the second stage compares pixels with these images only); :func:`nearest_images` finds them.
+    """
+    nearest_d, nearest_i = nearest_images(test_global, train_global, k)
+    return nearest_d.mean(dim=1), nearest_i
+
+
 # --- PaDiM ------------------------------------------------------------------------------------
 class PaDiM(AnomalyEstimator):
     """PaDiM: a multivariate Gaussian per patch position, scored by Mahalanobis distance.
@@ -441,8 +451,7 @@ class SPADE(_ImageMemory):
         self.progress = progress
 
     def _score_against(self, test_global, test_positions, train_global, train_positions):
-        nearest_d, nearest_i = nearest_images(test_global, train_global, self.top_k_images)
-        image_scores = nearest_d.mean(dim=1)
+        image_scores, nearest_i = spade_image_scores(test_global, train_global, self.top_k_images)
         grids = []
         for positions, chosen in zip(test_positions, nearest_i):
             if self.k == 1:

@@ -4,7 +4,10 @@ A memory bank of every training patch is large (one MVTec category at 224 px: ~1
 and very redundant. Greedy k-center picks the patch farthest from everything chosen so far, again
 and again, so the chosen subset *covers* the bank: every patch lies within the covering radius of
 some chosen one. Distances are taken on a seeded random projection (128 dims by default, as in
-the paper), which keeps them almost unchanged (Johnson–Lindenstrauss) and makes each step cheap.
+the paper), which makes each step cheaper and changes them by a known amount: a squared
+distance moves by about ``sqrt(2 / dim)`` of itself (12.5 % at 128 dims; Johnson–Lindenstrauss,
+:func:`projection_distortion` measures it). With the narrow EfficientNet-Lite0 features (152
+dims) the projection to 128 saves almost nothing.
 
 Two implementations make exactly the same choices:
 
@@ -72,6 +75,32 @@ def random_projection(features: torch.Tensor, dim: int | None = 128, seed: int =
     generator = torch.Generator().manual_seed(seed)
     matrix = torch.randn(features.shape[1], dim, generator=generator) / dim**0.5
     return features @ matrix.to(features.device)
+
+
+def projection_distortion(features, dim: int | None, n_pairs: int = 5000, seed: int = 0) -> np.ndarray:
+    """How much :func:`random_projection` to ``dim`` changes squared distances, pair by pair.
+
+    Returns ``|Px - Py|^2 / |x - y|^2`` for ``n_pairs`` random pairs of rows of ``features``
+    (pairs drawn with ``seed``; the projection is ``random_projection(features, dim, seed)``). For
+    a Gaussian projection the ratio has mean 1 and standard deviation about ``sqrt(2 / dim)``
+    whatever the data (Johnson-Lindenstrauss): 0.35 at 16 dims, 0.25 at 32, 0.18 at 64, 0.125 at
+    128. Ratios of exactly 1 mean no projection (``dim`` None or not below the feature depth).
+
+    >>> ratios = projection_distortion(torch.randn(2000, 512), 128)
+    >>> 0.10 < float(ratios.std()) < 0.15
+    True
+    """
+    x = torch.as_tensor(features).float()
+    projected = random_projection(x, dim, seed)
+    rng = np.random.default_rng(seed)
+    a = torch.from_numpy(rng.integers(len(x), size=n_pairs))
+    b = torch.from_numpy(rng.integers(len(x), size=n_pairs))
+    keep = a != b
+    a, b = a[keep], b[keep]
+    before = ((x[a] - x[b]) ** 2).sum(1)
+    after = ((projected[a] - projected[b]) ** 2).sum(1)
+    keep = before > 0
+    return (after[keep] / before[keep]).double().numpy()
 
 
 def _start_index(n_points: int, seed: int, start: int | None) -> int:

@@ -18,14 +18,20 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import warnings
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
 
 from .data import Split, load_dataset
 from .data.demo import build_demo_dataset, default_data_dir
 from .errors import InputError
 
-__all__ = ["FAST_DEMO", "demo_root", "notebook_dataset", "notebook_datasets"]
+__all__ = ["FAST_DEMO", "demo_root", "notebook_dataset", "notebook_datasets", "demo_image_folder",
+           "development_split", "expect"]
 
 #: The demo data in FAST mode: a few small images per category, built in seconds.
 FAST_DEMO = {"n_train": 10, "n_test_good": 4, "n_test_per_defect": 2, "image_size": 128}
@@ -91,3 +97,67 @@ def notebook_dataset(root: str | Path | None = None, format: str = "mvtec", cate
         raise InputError(f"{category!r}: this notebook takes one category; notebook_datasets takes several")
     (split,) = notebook_datasets(root, format, [category], fast=fast, n_train=n_train, seed=seed).values()
     return split
+
+
+def demo_image_folder(category: str = "brick", fast: bool = False, n_defective: int | None = None) -> Path:
+    """The demo data laid out like a student's own photographs: ``good/`` and one folder per defect.
+
+    Copies the demo category's nominal images (training and test) into ``<data dir>/own_images_demo
+    [_fast]/<category>/good/`` and its defective test images into ``.../<defect type>/`` (at most
+    ``n_defective`` per type), the ``folder`` format of :func:`~patchcore_kit.data.load_dataset`.
+    Notebook 06 reads it when no folder of your own is given. Made once; reused after.
+    """
+    source = demo_root([category], fast=fast) / category
+    target = default_data_dir() / ("own_images_demo_fast" if fast else "own_images_demo") / category
+    done = target / ".complete"
+    if done.is_file():
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    for folder in sorted((source / "test").iterdir()):
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        if folder.name != "good" and n_defective is not None:
+            files = files[:n_defective]
+        (target / folder.name).mkdir(parents=True, exist_ok=True)
+        for path in files:
+            shutil.copy(path, target / folder.name / f"test_{path.name}")
+    for path in sorted((source / "train" / "good").iterdir()):
+        shutil.copy(path, target / "good" / f"train_{path.name}")
+    done.touch()
+    return target
+
+
+def development_split(split: Split, fraction: float = 0.5, seed: int = 0) -> tuple[Split, Split]:
+    """Cut the test set in two: a *development* set to choose settings on, and a test set kept apart.
+
+    Each defect type and the nominal test images are halved separately (``fraction`` of each goes
+    to development, seeded), so both halves see every type. Settings chosen on the development
+    half and measured once on the other half give an honest number; the training pool is
+    untouched. A type with a single image goes to the test half.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"fraction: expected a number in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    development, test = [], []
+    for kind in sorted({s.defect_type for s in split.test}):
+        samples = [s for s in split.test if s.defect_type == kind]
+        order = rng.permutation(len(samples))
+        n_dev = int(np.floor(fraction * len(samples))) if len(samples) > 1 else 0
+        development += [samples[i] for i in sorted(order[:n_dev])]
+        test += [samples[i] for i in sorted(order[n_dev:])]
+    return (dataclasses.replace(split, name=f"{split.name} (development)", test=development),
+            dataclasses.replace(split, name=f"{split.name} (test)", test=test))
+
+
+def expect(condition: bool, message: str, strict: bool = True) -> bool:
+    """A notebook's check on data-dependent results: an ``AssertionError`` when ``strict``, else a warning.
+
+    On the demo data (what the tests run) a failed expectation is a bug and must stop the
+    notebook; on a student's own images it is news about their data, and the notebook goes on.
+    """
+    if condition:
+        return True
+    if strict:
+        raise AssertionError(message)
+    warnings.warn(message, stacklevel=2)
+    return False

@@ -3,8 +3,9 @@
 Fit: every nominal training image becomes a grid of locally aware patch features (``features``);
 all of them form the memory bank, which greedy k-center subsampling shrinks to a coreset
 (``coreset``). Score: each test patch's distance to its nearest bank entry is its anomaly score
-(``neighbours``); the image score is the largest patch score, re-weighted by how isolated that
-patch's nearest bank entry is (paper, Eq. 7); the anomaly map is the patch scores upsampled to the
+(``neighbours``); the image score is the largest patch score s*, times the weight of the paper's
+Eq. 7 (:func:`eq7_weight`), which lies in [1 - 1/b, 1) and only moves s* when the distances to the
+b neighbours differ by less than about one unit (on MTD it is 0.99-1.00); the anomaly map is the patch scores upsampled to the
 image and smoothed with a Gaussian of σ=4.
 
 >>> model = PatchCore(backbone="efficientnet_lite0", coreset_ratio=0.1).fit(train_paths)  # doctest: +SKIP
@@ -29,6 +30,62 @@ from .modelfile import FORMAT, check_bank_width, read_model, write_model  # noqa
 from .neighbours import MemoryBankIndex, resolve_search
 
 
+def eq7_weight(distances) -> torch.Tensor:
+    r"""The weight of the paper's Eq. 7 from the distances ``(..., b)`` of ``m_test*`` to ``N_b(m*)``.
+
+    ``distances[..., 0]`` is :math:`\|m^{test,*} - m^*\|` (``m*`` is the nearest bank entry, so
+    this is the smallest), the others the distances to the rest of ``m*``'s ``b`` nearest bank
+    entries. The weight is
+
+    .. math:: w = 1 - \frac{\exp\|m^{test,*} - m^*\|}{\sum_{m \in N_b(m^*)} \exp\|m^{test,*} - m\|}
+
+    i.e. one minus the softmax of the distances at ``m*``. The first term is the smallest, so it
+    is at most an equal share: ``w`` lies in ``[1 - 1/b, 1)`` (for b = 9: [0.889, 1)). It
+    approaches 1 when the other neighbours are much farther than ``m*`` (``m*`` is isolated: a
+    rare nominal appearance, so ``s*`` is kept) and ``1 - 1/b`` when they are all about as far
+    (``m*`` sits in a dense cluster of nominal patches, so ``s*`` is lowered most, by up to 1/b).
+    Relative to each other, then, a match in a sparse region scores higher than one in a dense
+    region. Distances enter ``exp``
+    unscaled, so the weight depends on their units: differences of several units already push
+    it to 1 (on MTD with lite0 features the distances are 30–80 and ``w`` is 0.992–1.000).
+    ``b = 1`` (a single distance) means no re-weighting: the weight is 1.
+
+    >>> round(eq7_weight(torch.tensor([2.0, 2.0, 2.0])).item(), 4)   # all equally far: 1 - 1/3
+    0.6667
+    >>> round(eq7_weight(torch.tensor([2.0, 9.0, 9.0])).item(), 4)   # m* isolated: score kept
+    0.9982
+    """
+    distances = torch.as_tensor(distances, dtype=torch.float64)  # float32 would round 1 - 1e-8 to 1
+    if distances.shape[-1] <= 1:
+        return torch.ones(distances.shape[:-1], dtype=torch.float64)
+    return 1.0 - torch.softmax(distances, dim=-1)[..., 0]
+
+
+def worst_patch_neighbours(
+    patch_scores: torch.Tensor,
+    nearest_index: torch.Tensor,
+    patch_features: torch.Tensor,
+    bank_index: MemoryBankIndex,
+    num_neighbors: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s*`` ``(B,)`` and the distances ``(B, b)`` of the worst test patch ``m_test*`` to ``N_b(m*)``.
+
+    ``N_b(m*)`` are the ``b`` bank entries nearest to ``m*`` (``m*`` first): their distances to
+    ``m_test*`` are what :func:`eq7_weight` needs. The neighbours of a smaller ``b`` are a prefix
+    of a larger ``b``'s, so one call with the largest ``b`` serves them all.
+    """
+    rows = torch.arange(len(patch_scores))
+    worst = torch.argmax(patch_scores, dim=1)
+    s_star = patch_scores[rows, worst]
+    bank = bank_index.bank
+    b = max(1, min(int(num_neighbors), len(bank)))
+    m_star = bank[nearest_index[rows, worst]]
+    _, support = bank_index.search(m_star, k=b)  # (B, b), m* first
+    m_test = patch_features[rows, worst]  # (B, D)
+    distances = torch.linalg.norm(bank[support] - m_test[:, None], dim=2)  # (B, b)
+    return s_star, distances
+
+
 def reweighted_image_scores(
     patch_scores: torch.Tensor,
     nearest_index: torch.Tensor,
@@ -38,25 +95,21 @@ def reweighted_image_scores(
 ) -> torch.Tensor:
     """The paper's image score (Eq. 7) for a batch: ``(B, P)`` patch scores -> ``(B,)``.
 
-    ``s* = max patch score``, reached by test patch ``m_test*`` whose nearest bank entry is ``m*``.
-    Let ``N_b(m*)`` be the ``b`` bank entries nearest to ``m*`` (``m*`` itself first). Then
-    ``s = (1 - exp(|m_test* - m*|) / sum_{m in N_b(m*)} exp(|m_test* - m|)) * s*``: a patch whose
-    nearest nominal neighbour sits in a sparse region of the bank (a rare nominal appearance) is
-    trusted less than one whose neighbour sits in a dense region. ``b = 1`` gives plain ``s*``.
+    ``s* = max patch score``, reached by test patch ``m_test*`` whose nearest bank entry is ``m*``;
+    the image score is ``eq7_weight(distances of m_test* to N_b(m*)) * s*`` (:func:`eq7_weight`
+    says what the weight does and its range). ``b = 1`` gives plain ``s*``.
     """
-    rows = torch.arange(len(patch_scores))
-    worst = torch.argmax(patch_scores, dim=1)
-    s_star = patch_scores[rows, worst]
-    bank = bank_index.bank
-    if num_neighbors <= 1 or len(bank) < 2:
-        return s_star
-    m_star = bank[nearest_index[rows, worst]]
-    _, support = bank_index.search(m_star, k=num_neighbors)  # (B, b), m* first
-    m_test = patch_features[rows, worst]  # (B, D)
-    distances = torch.linalg.norm(bank[support] - m_test[:, None], dim=2)  # (B, b)
-    # softmax(distances)[:, 0] = exp(d(m_test*, m*)) / sum exp(d(m_test*, m))
-    weight = 1.0 - torch.softmax(distances, dim=1)[:, 0]
-    return weight * s_star
+    if num_neighbors <= 1 or len(bank_index.bank) < 2:
+        return patch_scores.amax(dim=1)
+    s_star, distances = worst_patch_neighbours(patch_scores, nearest_index, patch_features, bank_index,
+                                               num_neighbors)
+    return (eq7_weight(distances) * s_star).to(s_star.dtype)
+
+
+def image_scores_for(s_star, neighbour_distances, num_neighbors: int) -> np.ndarray:
+    """Eq. 7 image scores for ``b = num_neighbors`` from :meth:`PatchCore.score_neighbours`' output."""
+    distances = torch.as_tensor(np.asarray(neighbour_distances)[:, : max(1, int(num_neighbors))])
+    return (eq7_weight(distances).double().numpy() * np.asarray(s_star, dtype=np.float64))
 
 
 class PatchCore(AnomalyEstimator):
@@ -194,6 +247,34 @@ class PatchCore(AnomalyEstimator):
 
     def _score_maps(self, layer_maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
         return self._score_embeddings(self.embed(layer_maps), self._bank_index())
+
+    def score_neighbours(self, images, max_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Score ``images`` once, keeping what Eq. 7 needs for every b up to ``max_neighbors``.
+
+        Returns ``s*`` ``(N,)`` (the largest patch score), the distances ``(N, b_max)`` of the
+        worst patch to ``N_b(m*)`` (``m*`` first) and the anomaly maps ``(N, H, W)``. The image
+        score for any ``b <= b_max`` is then ``eq7_weight(distances[:, :b]) * s*`` without a new
+        search (:func:`image_scores_for`); ``b_max`` defaults to ``num_neighbors``.
+        """
+        from .base import upsample_and_smooth
+
+        self._check_fitted()
+        b_max = self.num_neighbors if max_neighbors is None else int(max_neighbors)
+        index = self._bank_index()
+        stars, neighbours, maps = [], [], []
+        for layer_maps in self._extractor().iter_layer_maps(_as_list(images), desc="score"):
+            embeddings = self.embed(layer_maps)
+            b, _, h, w = embeddings.shape
+            flat = flatten_patches(embeddings)
+            distances, nearest = index.search(flat, k=1)
+            grid = distances[:, 0].reshape(b, h * w)
+            s_star, to_neighbours = worst_patch_neighbours(grid, nearest[:, 0].reshape(b, h * w),
+                                                           flat.reshape(b, h * w, -1), index, b_max)
+            stars.append(s_star.numpy())
+            neighbours.append(to_neighbours.numpy())
+            maps.append(upsample_and_smooth(grid.reshape(b, h, w), self.image_size))
+        return (np.concatenate(stars).astype(np.float64), np.concatenate(neighbours).astype(np.float64),
+                np.concatenate(maps))
 
     def patch_scores(self, images) -> torch.Tensor:
         """Raw nearest-neighbour distances on the feature grid ``(N, h, w)``, before upsampling."""

@@ -46,7 +46,7 @@ from .data.demo import build_demo_dataset, default_data_dir, default_demo_root
 from .errors import InputError
 from .evaluate import Evaluation, evaluate
 from .experiments import sample_efficiency
-from .images import display_image
+from .images import as_hw, display_image
 from .patchcore import PatchCore
 from .viz import plot_gallery, plot_metrics_table, plot_score_histogram, plot_shots_curve
 
@@ -230,7 +230,7 @@ def category_gallery(result: CategoryResult, indices: Sequence[int]):
         verdict = "flagged" if evaluation.scores[i] > model.threshold_ else "passed"
         titles.append(f"{sample.path.stem}: score {evaluation.scores[i]:.1f}, {verdict}")
     return plot_gallery(images, masks, [maps[i] for i in indices], thresholded, titles, vmin=vmin, vmax=vmax,
-                        outline_thickness=2)
+                        outline_thickness=2, threshold=model.pixel_threshold_)
 
 
 def write_figures(results: Sequence[CategoryResult], table: pd.DataFrame, shots_table: pd.DataFrame,
@@ -463,3 +463,65 @@ def render_html(table: pd.DataFrame, results: Sequence[CategoryResult], shots_ta
         f"{html.escape(machine['platform'])}.</footer></main></body></html>",
     ]
     return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# A fitted model on your own images (notebook 06)
+# --------------------------------------------------------------------------------------------
+def write_model_report(output: str | Path, model, evaluation: Evaluation | None = None,
+                       settings: pd.DataFrame | None = None, title: str = "PatchCore on your images",
+                       notes: Sequence[str] = ()) -> Path:
+    """One self-contained HTML page about a fitted, calibrated model; returns its path.
+
+    It shows the model's parameters and thresholds (set on nominal images only), the histogram of
+    the nominal calibration scores (with the test scores when ``evaluation`` is given), the table
+    of candidate ``settings`` compared on development data, and a gallery of the highest-scoring
+    test images. Figures go to ``output/figures/``; the page is ``output/report.html``.
+    """
+    output = Path(output)
+    figures = output / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    shown = {k: v for k, v in model.get_params().items() if k not in ("feature_cache", "progress", "device", "weights")}
+    params_html = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in shown.items())
+    thresholds = {"image threshold (predict)": model.threshold_, "pixel threshold": model.pixel_threshold_}
+    thresholds_html = "".join(f"<tr><td>{k}</td><td>{_fmt(v, '{:.3f}')}</td></tr>" for k, v in thresholds.items())
+
+    calibration = np.asarray(getattr(model, "calibration_scores_", []), dtype=float)
+    scores = calibration if evaluation is None else np.concatenate([calibration, evaluation.scores])
+    labels = np.zeros(len(calibration), int) if evaluation is None else np.concatenate(
+        [np.zeros(len(calibration), int), evaluation.labels])
+    sections = []
+    if len(scores):
+        path = figures / "scores.png"
+        plot_score_histogram(scores, labels, threshold=model.threshold_, title="image scores",
+                             names=("nominal", "defective")).savefig(path, dpi=110)
+        sections.append(f"<section><h2>Scores</h2><p class='note'>Nominal: leave-one-out calibration images"
+                        f"{' and nominal test images' if evaluation is not None else ''}. The dashed line is the "
+                        f"threshold set on nominal images only.</p><img src='{data_uri(path)}' alt='scores'></section>")
+    if settings is not None:
+        sections.append("<section><h2>Settings compared on development data</h2>"
+                        + pd.DataFrame(settings).to_html(classes="metrics", float_format=lambda v: f"{v:.3f}")
+                        + "</section>")
+    if evaluation is not None:
+        metrics = {k: v for k, v in evaluation.metrics.items() if k != "per_defect"}
+        metrics_html = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in metrics.items())
+        worst = np.argsort(-evaluation.scores)[:6]
+        size = as_hw(model.image_size)
+        path = figures / "gallery.png"
+        masks = None if evaluation.masks is None else evaluation.masks[worst]
+        plot_gallery([display_image(evaluation.split.test[i].path, size) for i in worst], masks,
+                     [evaluation.maps[i] for i in worst], [evaluation.maps[i] > model.pixel_threshold_ for i in worst],
+                     [f"{evaluation.split.test[i].defect_type}: {evaluation.scores[i]:.1f}" for i in worst],
+                     threshold=model.pixel_threshold_, outline_thickness=2).savefig(path, dpi=100)
+        sections.append(f"<section><h2>Test set (measured once, after the settings were chosen)</h2>"
+                        f"<table class='metrics'>{metrics_html}</table>"
+                        f"<h3>The highest-scoring test images</h3><img src='{data_uri(path, 85)}' alt='gallery'></section>")
+    notes_html = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><header><h1>{html.escape(title)}</h1>"
+            f"<p>patchcore_kit, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p></header><main>"
+            f"<section><h2>Model</h2>{notes_html}<div class='two'><table class='metrics'>{params_html}</table>"
+            f"<table class='metrics'>{thresholds_html}</table></div></section>{''.join(sections)}</main></body></html>")
+    path = output / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

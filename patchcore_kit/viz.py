@@ -243,8 +243,10 @@ def receptive_field_maps(backbone, image: "torch.Tensor", layers) -> dict[str, n
 
     ``image`` is one normalised image ``(1, 3, H, W)``. For each layer: the absolute gradient of
     the sum of the centre position's channels with respect to the input, summed over RGB, as
-    ``(H, W)``. Its non-zero support is the theoretical receptive field; where the weight
-    concentrates, the *effective* one (Luo et al., NeurIPS 2016). One backward pass per layer.
+    ``(H, W)``. Its non-zero support lies *within* the theoretical receptive field and can be
+    smaller (a ReLU that is off or a zero weight gives zero gradient inside the field), so it is a
+    lower bound on the field; where the weight concentrates is the *effective* receptive field
+    (Luo et al., NeurIPS 2016). One backward pass per layer.
     """
     import torch
 
@@ -265,10 +267,11 @@ def receptive_field_maps(backbone, image: "torch.Tensor", layers) -> dict[str, n
 
 def plot_receptive_fields(image: np.ndarray, fields: dict, strides: dict | None = None,
                           panel_size: float = 2.8) -> Figure:
-    """Each stage's receptive field over ``image``: heat = gradient weight, box = non-zero extent.
+    """Each stage's receptive field over ``image``: heat = gradient weight, box = the gradient's support.
 
     ``fields`` is :func:`receptive_field_maps`' output; ``strides`` (``{layer: stride}``) goes into
-    the titles. The box is clipped by the image border, so it can be smaller than the true field.
+    the titles. The box bounds the non-zero gradient, a subset of the receptive field, and is
+    clipped by the image border, so it can be smaller than the true field (titles say "≥").
     """
     figure = Figure(figsize=(panel_size * len(fields), panel_size + 0.6), layout="constrained")
     axes = figure.subplots(1, len(fields), squeeze=False)[0]
@@ -282,7 +285,7 @@ def plot_receptive_fields(image: np.ndarray, fields: dict, strides: dict | None 
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor="cyan",
                                linewidth=1.2))
         stride = f", stride {strides[layer]}" if strides and layer in strides else ""
-        ax.set_title(f"{layer}{stride}\nfield ≥ {y1 - y0 + 1}×{x1 - x0 + 1} px", fontsize=9)
+        ax.set_title(f"{layer}{stride}\nnon-zero gradient {y1 - y0 + 1}×{x1 - x0 + 1} px\n(field ≥ that)", fontsize=9)
         ax.set_axis_off()
     return figure
 
@@ -370,6 +373,57 @@ def plot_patch_picks(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=10)
+    return figure
+
+
+def plot_coverage_2d(points: np.ndarray, picks: dict, panel_size: float = 4.0) -> Figure:
+    """2-D points with each sampler's picks and the disc of the covering radius around every pick.
+
+    ``picks`` is ``{title: indices}``. The radius drawn is that sampler's covering radius (the
+    largest distance from any point to its nearest pick): the discs together cover every point,
+    and the point that sets the radius is marked with a cross.
+    """
+    from matplotlib.patches import Circle
+
+    points = np.asarray(points, dtype=np.float64)
+    figure = Figure(figsize=(panel_size * len(picks), panel_size + 0.4), layout="constrained")
+    axes = figure.subplots(1, len(picks), squeeze=False, sharex=True, sharey=True)[0]
+    for ax, (title, chosen) in zip(axes, picks.items()):
+        chosen = np.asarray(chosen)
+        centres = points[chosen]
+        distance = np.linalg.norm(points[:, None, :] - centres[None, :, :], axis=2).min(axis=1)
+        radius, farthest = float(distance.max()), int(distance.argmax())
+        for centre in centres:
+            ax.add_patch(Circle(centre, radius, facecolor="#d55e00", alpha=0.08, edgecolor="#d55e00", linewidth=0.4))
+        ax.scatter(points[:, 0], points[:, 1], s=4, color="0.6", linewidths=0, label="points")
+        ax.scatter(centres[:, 0], centres[:, 1], s=18, color="#d55e00", linewidths=0, label=f"{len(chosen)} picks")
+        ax.scatter(*points[farthest], marker="x", s=60, color="black", label="farthest point")
+        ax.set_title(f"{title}\ncovering radius {radius:.2f}", fontsize=10)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(loc="lower right", fontsize=7)
+    return figure
+
+
+def plot_decision_costs(table: pd.DataFrame, x: str = "budget") -> Figure:
+    """Missed defects and false alarms on the test set against the false-alarm budget set on nominal data.
+
+    ``table`` holds one row per budget with columns ``x``, ``miss_rate`` and ``false_alarm_rate``
+    (e.g. :func:`~patchcore_kit.thresholds.decision_counts` of each threshold). The dotted diagonal
+    is the budget itself: the false-alarm rate the nominal calibration images promised.
+    """
+    table = pd.DataFrame(table)
+    figure, ax = _new_axes(None, (5.6, 3.8))
+    ax.plot(table[x], table["miss_rate"], marker="o", color="#dd8452", label="missed defects (test)")
+    ax.plot(table[x], table["false_alarm_rate"], marker="s", color="#4c72b0", label="false alarms (test)")
+    top = float(max(table[x].max(), 0.01))
+    ax.plot([0, top], [0, top], linestyle=":", color="0.5", label="budget (promised on nominal images)")
+    ax.set_xlabel("false-alarm budget on nominal calibration images")
+    ax.set_ylabel("share of test images")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     return figure
 
 
@@ -492,26 +546,29 @@ def plot_score_histogram(scores, labels, threshold: float | None = None, title: 
 
 _GALLERY_ROWS = {
     "image": "image + ground truth",
-    "overlay": "anomaly map",
+    "overlay": "anomaly heat map",
     "thresholded": "thresholded map",
 }
 
 
 def plot_gallery(images, masks, maps, thresholded=None, titles=None, cmap: str = "inferno",
-                 vmin: float | None = None, vmax: float | None = None, alpha: float = 0.7,
+                 vmin: float | None = None, vmax: float | None = None, alpha: float = 0.65,
                  truth_colour=(0.0, 0.9, 0.2), prediction_colour=(0.9, 0.1, 0.1), outline_thickness: int = 1,
-                 panel_size: float = 1.9, fontsize: float = 9, colorbar: bool = True) -> Figure:
+                 panel_size: float = 1.9, fontsize: float = 9, colorbar: bool = True,
+                 colorbar_label: str = "anomaly score", threshold: float | None = None) -> Figure:
     """A gallery of test images: one column per image, three rows of views.
 
     1. the image with the ground-truth outline (``masks``; ``None`` entries = no defect);
-    2. the anomaly map (``maps``) over the image, faded where scores are low (:func:`overlay_anomaly_map`);
+    2. the anomaly map (``maps``) as a heat map in ``cmap`` over a grey copy of the image, at
+       opacity ``alpha`` everywhere, so every score has its colour and the colour bar reads it;
     3. the thresholded map (``thresholded``: boolean masks, e.g. ``maps > model.pixel_threshold_``)
        tinted and outlined red, with the ground-truth outline on top; the row is left out when
        ``thresholded`` is None.
 
     All maps share one colour scale ``vmin``..``vmax`` (default: their joint range), so columns
-    compare; ``colorbar`` adds its legend below the last row. Outlines are ``outline_thickness``
-    pixels wide (2 stays visible when a large image is shown small).
+    compare; ``colorbar`` adds its legend below the last row (``colorbar_label``), with a line at
+    ``threshold`` when given. Outlines are ``outline_thickness`` pixels wide (2 stays visible when
+    a large image is shown small).
 
     >>> images, maps = np.zeros((2, 8, 8, 3), np.uint8), np.random.rand(2, 8, 8)
     >>> fig = plot_gallery(images, [None, maps[1] > 0.5], maps, thresholded=maps > 0.9)
@@ -534,9 +591,10 @@ def plot_gallery(images, masks, maps, thresholded=None, titles=None, cmap: str =
     axes = figure.subplots(len(rows), len(images), squeeze=False)
     for column, (image, mask, anomaly_map) in enumerate(zip(images, masks, maps)):
         outline = None if mask is None or not np.any(mask) else mask_outline(mask, outline_thickness)
+        grey = _as_float_rgb(image).mean(axis=2)
         views = {
             "image": image if outline is None else paint_mask(image, outline, truth_colour),
-            "overlay": overlay_anomaly_map(image, anomaly_map, low, high, cmap=cmap, alpha=alpha),
+            "overlay": grey if outline is None else paint_mask(grey, outline, truth_colour),
         }
         if thresholded is not None:
             flagged = np.asarray(thresholded[column], dtype=bool)
@@ -546,7 +604,10 @@ def plot_gallery(images, masks, maps, thresholded=None, titles=None, cmap: str =
             views["thresholded"] = predicted if outline is None else paint_mask(predicted, outline, truth_colour)
         for row, view in enumerate(rows):
             ax = axes[row, column]
-            ax.imshow(views[view], interpolation="nearest")
+            ax.imshow(views[view], interpolation="nearest", **({"cmap": "gray", "vmin": 0, "vmax": 1}
+                                                                 if np.ndim(views[view]) == 2 else {}))
+            if view == "overlay":  # the heat map itself, on the colour bar's scale
+                ax.imshow(anomaly_map, cmap=cmap, vmin=low, vmax=high, alpha=alpha, interpolation="bilinear")
             ax.set_xticks([])
             ax.set_yticks([])
             if column == 0:
@@ -556,8 +617,13 @@ def plot_gallery(images, masks, maps, thresholded=None, titles=None, cmap: str =
     if colorbar:
         scale = ScalarMappable(norm=Normalize(low, high), cmap=cmap)
         bar = figure.colorbar(scale, ax=axes[-1, :].tolist(), location="bottom", shrink=0.7, aspect=30)
-        bar.set_label("anomaly score", fontsize=fontsize)
+        bar.set_label(colorbar_label, fontsize=fontsize)
         bar.ax.tick_params(labelsize=fontsize)
+        if threshold is not None and low <= threshold <= high:
+            bar.ax.axvline(threshold, color="#c44e52" if cmap != "jet" else "white", linewidth=2)
+            bar.ax.annotate("threshold", xy=(threshold, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=fontsize - 1,
+                            color="#c44e52")
     return figure
 
 

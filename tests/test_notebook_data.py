@@ -73,3 +73,31 @@ def test_bad_settings_are_named(data_dir):
     with pytest.raises(InputError, match="unknown demo categories"):
         notebook_dataset(None, "mvtec", "widget", fast=True)
     assert not (data_dir / "demo_fast").exists()
+
+
+def test_development_split_halves_every_defect_type_and_keeps_the_training_pool(tmp_path, monkeypatch):
+    from patchcore_kit.notebook import demo_image_folder, development_split
+    from patchcore_kit.data import load_dataset
+
+    monkeypatch.setenv("PATCHCORE_KIT_DATA", str(tmp_path))
+    folder = demo_image_folder("brick", fast=True, n_defective=2)
+    assert (folder / "good").is_dir() and len([d for d in folder.iterdir() if d.is_dir()]) > 2
+    assert demo_image_folder("brick", fast=True, n_defective=2) == folder  # made once
+    split = load_dataset(folder, "folder", seed=0)
+    development, test = development_split(split, 0.5, seed=0)
+    assert development.train == split.train == test.train
+    assert sorted(map(str, development.test_paths + test.test_paths)) == sorted(map(str, split.test_paths))
+    assert not set(development.test_paths) & set(test.test_paths)
+    kinds = {s.defect_type for s in split.test if s.label == 1}
+    assert {s.defect_type for s in development.test if s.label == 1} == kinds  # every type in both halves
+    assert {s.defect_type for s in test.test if s.label == 1} == kinds
+
+
+def test_expect_stops_on_the_demo_and_warns_on_your_own_data():
+    from patchcore_kit.notebook import expect
+
+    assert expect(True, "fine")
+    with pytest.raises(AssertionError, match="odd"):
+        expect(False, "odd", strict=True)
+    with pytest.warns(UserWarning, match="odd"):
+        assert expect(False, "odd", strict=False) is False

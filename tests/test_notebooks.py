@@ -18,7 +18,9 @@ from nbclient import NotebookClient
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-WITH_WIDGETS = {"02_coreset_umap", "03_sample_efficiency", "04_segmentation_gallery"}
+WITH_WIDGETS = {"02_coreset_umap", "03_sample_efficiency", "04_segmentation_gallery", "05_decisions"}
+#: Notebooks whose sections end in exercises: each needs a checker call and a hidden solution cell.
+WITH_EXERCISES = {"01_feature_extraction", "02_coreset_umap", "03_sample_efficiency", "04_segmentation_gallery"}
 CELL_TIMEOUT_S = 600  # generous: CI machines are slow and shared; a hang still ends
 
 
@@ -28,7 +30,8 @@ def _ids(paths):
 
 def test_the_numbered_notebooks_are_all_there():
     names = [p.stem for p in NOTEBOOKS]
-    for wanted in ("01_feature_extraction", "02_coreset_umap", "03_sample_efficiency", "04_segmentation_gallery"):
+    for wanted in ("00_overview", "01_feature_extraction", "02_coreset_umap", "03_sample_efficiency",
+                   "04_segmentation_gallery", "05_decisions", "06_your_own_images"):
         assert wanted in names
     scripts = {p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.py")}
     assert scripts == set(names), "every notebook has a jupytext .py twin and vice versa"
@@ -64,6 +67,27 @@ def test_notebook_reads_the_fast_switch_in_a_parameters_cell(path):
     assert 'os.environ.get("PATCHCORE_KIT_DATASET")' in parameters[0].source
     first_code = next(c for c in notebook.cells if c.cell_type == "code")
     assert first_code is parameters[0], f"{path.name}: the parameters cell comes first"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem in WITH_EXERCISES],
+                         ids=_ids([p for p in NOTEBOOKS if p.stem in WITH_EXERCISES]))
+def test_notebook_has_three_exercises_with_checkers_and_hidden_solutions(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    solutions = [c for c in code if "solution" in c.metadata.get("tags", [])]
+    exercises = [c for c in code if "raise NotImplementedError" in c.source and "check_" in c.source]
+    assert len(exercises) >= 3, f"{path.name}: {len(exercises)} exercise cells (unsolved function + checker)"
+    assert len(solutions) >= len(exercises), f"{path.name}: every exercise needs a solution cell"
+    for cell in solutions:
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, f"{path.name}: solution not hidden"
+        assert "assert check_" in cell.source, f"{path.name}: a solution must pass its checker (CI runs it)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_states_its_running_time(path):
+    notebook = nbformat.read(path, as_version=4)
+    text = " ".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    assert "Running time" in text and "FAST" in text, f"{path.name}: say how long it runs, FAST and full"
 
 
 @pytest.fixture(scope="session")

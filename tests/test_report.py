@@ -139,3 +139,25 @@ def test_format_table_prints_missing_values_as_a_dash():
     )
     text = report.format_table(table)
     assert "0.912" in text and "12.3" in text and " -" in text
+
+
+def test_model_report_shows_settings_thresholds_and_the_test_gallery(tmp_path):
+    from patchcore_kit.data import load_dataset
+    from patchcore_kit.data.demo import build_demo_dataset
+    from patchcore_kit.evaluate import evaluate
+    from patchcore_kit.patchcore import PatchCore
+
+    root = build_demo_dataset(tmp_path / "demo", categories=("gravel",), n_train=4, n_test_good=2,
+                              n_test_per_defect=1, image_size=64, progress=False)
+    split = load_dataset(root, "mvtec", "gravel")
+    model = PatchCore(image_size=64, coreset_ratio=0.5, feature_cache=str(tmp_path / "cache"))
+    evaluation = evaluate(model, split)
+    settings = pd.DataFrame({"patch size": [1, 3], "development image AUROC": [0.7, 0.8]})
+    page = report.write_model_report(tmp_path / "out", model, evaluation, settings, title="my parts",
+                                     notes=["chosen on development data"])
+    text = page.read_text()
+    assert page == tmp_path / "out" / "report.html"
+    assert "my parts" in text and "development image AUROC" in text and "pixel threshold" in text
+    assert text.count("<img") == 2 and (tmp_path / "out" / "figures" / "gallery.png").is_file()
+    nominal_only = report.write_model_report(tmp_path / "nominal", model)  # no test set: scores only
+    assert nominal_only.read_text().count("<img") == 1

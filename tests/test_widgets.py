@@ -106,7 +106,7 @@ def test_coreset_state_holds_greedy_prefixes(coreset):
     # every pick is embedded, plus a uniform sample of the whole bank, each patch once
     assert set(coreset.order) <= set(coreset.shown) and len(set(coreset.shown)) == len(coreset.shown)
     assert coreset.in_sample.sum() == 50 and coreset.embedding.shape == (len(coreset.shown), 2)
-    assert (coreset.in_sample | np.isin(coreset.shown, coreset.order)).all()
+    assert (coreset.in_sample | np.isin(coreset.shown, coreset.order) | np.isin(coreset.shown, coreset.random_order)).all()
     with pytest.raises(ValueError, match="max_ratio"):
         coreset.coreset(0.9)
 
@@ -130,16 +130,69 @@ def test_coreset_explorer_rerenders_when_the_slider_moves(coreset):
     assert bytes(picture.value) != before and bytes(picture.value).startswith(b"\x89PNG")
 
 
+def test_the_coreset_state_holds_random_prefixes_too_and_the_explorer_switches(coreset):
+    random_small, random_large = coreset.coreset(0.05, "random"), coreset.coreset(0.5, "random")
+    assert np.array_equal(random_large[: len(random_small)], random_small)  # a prefix, like greedy's
+    assert set(random_large) <= set(coreset.shown)  # every random pick is drawn too
+    assert coreset.radius(0.2, "random") >= coreset.radius(0.2)  # greedy covers at least as well
+    figure = render_coreset_view(coreset, 0.2, sampler="random")
+    assert figure.axes[0].get_title().startswith("random coreset")
+    box = coreset_explorer(coreset, ratios=(0.05, 0.2, 0.5))
+    sampler = [c for row in box.children[:-1] for c in row.children if c.description == "sampler"][0]
+    picture = box.children[-1]
+    before = bytes(picture.value)
+    sampler.value = "random"
+    assert bytes(picture.value) != before
+
+
+def test_the_coreset_explorer_builds_another_bank_only_when_chosen(coreset, fake_umap, tmp_path):
+    calls = []
+
+    def other():
+        calls.append(1)
+        features = torch.randn(2 * 6 * 6, 16, generator=torch.Generator().manual_seed(1))
+        return coreset_state(features, (6, 6), coreset.images, max_ratio=0.5, n_shown=50, projection_dim=None,
+                             cache_dir=tmp_path)
+
+    box = coreset_explorer(coreset, ratios=(0.05, 0.2, 0.5), variants={"default": coreset, "other": other})
+    bank = [c for row in box.children[:-1] for c in row.children if c.description == "bank"][0]
+    picture = box.children[-1]
+    before = bytes(picture.value)
+    assert calls == [] and bank.value == "default"
+    bank.value = "other"
+    assert calls == [1] and bytes(picture.value) != before
+    bank.value = "default"
+    bank.value = "other"
+    assert calls == [1]  # built once, then kept
+
+
 # --- 04: the gallery ----------------------------------------------------------------------------
 def test_gallery_state_memoises_and_b_leaves_maps_alone(gallery):
     scores, maps = gallery.result(0.5, 1)
-    assert gallery.result(0.5, 1)[0] is scores  # stored, not recomputed
+    stored = gallery.neighbours(0.5, 1)
+    assert gallery.neighbours(0.5, 3) is stored  # scored once: b only re-weighs the stored distances
+    assert gallery.result(0.5, 1)[1] is maps
     assert maps.shape == (len(gallery.split.test), 64, 64)
-    _, maps_b3 = gallery.result(0.5, 3)
+    scores_b3, maps_b3 = gallery.result(0.5, 3)
     assert np.array_equal(maps, maps_b3)
+    model = gallery.model(0.5)
+    for b, expected in ((1, scores), (3, scores_b3)):  # the same numbers as scoring again with this b
+        model.num_neighbors = b
+        np.testing.assert_allclose(model.decision_function(gallery.split.test_paths), expected, rtol=1e-5)
     normalised = gallery.normalised_maps(0.5, 1)
     assert normalised.max() == pytest.approx(1.0)
     assert gallery.defect_choices[-1] == "good" and all(isinstance(d, str) for d in gallery.defect_choices)
+
+
+def test_a_calibrated_gallery_measures_maps_in_nominal_threshold_units(tiny_split, tmp_path):
+    state = GalleryState(tiny_split, image_size=64, feature_cache=str(tmp_path), calibrate=True)
+    model = state.model(0.5)
+    assert state.calibrated and model.pixel_threshold_ > 0
+    np.testing.assert_allclose(state.normalised_maps(0.5, 1), state.result(0.5, 1)[1] / model.pixel_threshold_)
+    assert state.model(0.5, patch_size=3) is model  # the state's own setting: no second fit
+    assert state.model(0.5, patch_size=1) is not model
+    figure = render_gallery(state, state.defect_choices[0], coreset_ratio=0.5, num_neighbors=1, patch_size=1)
+    assert "nominal pixel threshold" in figure.axes[-1].get_xlabel()
 
 
 def test_render_gallery_columns_and_threshold(gallery):
@@ -261,3 +314,36 @@ def test_patch_pca_figure_colours_each_group():
     assert legend == ["nominal", "scratch", "hole"]
     colours = viz.position_colours(np.array([0, 4]), np.array([0, 7]), (5, 8))
     assert colours[0, 0] < colours[1, 0] and colours[0, 2] < colours[1, 2]  # right = redder, down = bluer
+
+
+def test_the_gallery_explorer_offers_patch_size_and_refits_from_the_cache(gallery):
+    box = gallery_explorer(gallery, ratios=(0.5,), neighbours=(1,), patch_sizes=(1, 3), aggregations=("mean", "unfold"))
+    controls = {c.description: c for row in box.children[:-2] for c in row.children}
+    assert {"patch size p", "aggregation"} <= set(controls)
+    picture = box.children[-2]
+    before = bytes(picture.value)
+    controls["patch size p"].value = 1
+    assert bytes(picture.value) != before
+    assert gallery.model(0.5, patch_size=1).patch_size == 1
+
+
+# --- 05: decisions --------------------------------------------------------------------------------
+def test_decision_state_thresholds_come_from_calibration_scores_only(tiny_split, tmp_path):
+    from patchcore_kit.patchcore import PatchCore
+    from patchcore_kit.widgets import DecisionState, decision_table, errors_explorer, render_errors
+
+    model = PatchCore(image_size=64, coreset_ratio=0.5, feature_cache=str(tmp_path)).fit(tiny_split.train_paths)
+    state = DecisionState.from_model(model, tiny_split)
+    assert len(state.calibration_scores) == len(tiny_split.train)
+    table = decision_table(state, [0.0, 0.5])
+    assert table.loc[0.0, "threshold"] == pytest.approx(state.calibration_scores.max())
+    assert table.loc[0.5, "threshold"] <= table.loc[0.0, "threshold"]
+    for kind in ("misses", "false alarms"):
+        assert isinstance(render_errors(state, 0.5, kind), Figure)
+    with pytest.raises(ValueError, match="kind"):
+        render_errors(state, 0.5, "both")
+    box = errors_explorer(state, budgets=(0.0, 0.5))
+    assert "threshold" in box.children[-1].value  # the counts table below the picture
+    with pytest.raises(ValueError, match="calibrate=True"):
+        DecisionState.from_model(PatchCore(image_size=64, calibrate=False, feature_cache=str(tmp_path))
+                                 .fit(tiny_split.train_paths), tiny_split)
