@@ -306,8 +306,11 @@ def test_sweep_spade_rows_equal_with_and_without_the_table(split, cache_dir):
     shared = sample_efficiency(split, cache_dir=cache_dir, **grid)
     direct = sample_efficiency(split, cache_dir=cache_dir, spade_table_gb=0, **grid)
     assert shared.attrs["summary"]["spade_table"]["used"] and direct.attrs["summary"]["spade_table"] is None
+    # The two paths sum the same float32 distances in different orders (per-image minima vs one
+    # chunked product), so maps agree to rounding (~1e-6, as the table test above checks); AUPRO,
+    # integrated over thresholds placed at map values, inherits differences of that size.
     for metric in ("image_auroc", "pixel_auroc", "aupro"):
-        np.testing.assert_allclose(shared[metric], direct[metric], rtol=1e-6)
+        np.testing.assert_allclose(shared[metric], direct[metric], rtol=1e-5)
 
 
 # --- averaging over categories --------------------------------------------------------------------
