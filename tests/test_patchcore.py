@@ -339,7 +339,7 @@ def test_approximate_search_is_a_saved_parameter_and_scores_like_exact(fitted, t
     loaded = PatchCore.load(path)
     assert loaded.search == "hnsw" and loaded._bank_index().search_kind == "hnsw"
     np.testing.assert_allclose(loaded.decision_function(textures["test"]), fitted.decision_function(textures["test"]), rtol=1e-6)
-    with pytest.raises(ValueError, match="unknown search"):
+    with pytest.raises(ValueError, match="search must be one of exact, hnsw, ivf, auto, got 'annoy'"):
         PatchCore(**SETTINGS, search="annoy").fit(textures["train"][:1])
 
 
