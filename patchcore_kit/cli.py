@@ -6,6 +6,10 @@
     patchcore-kit fit IMAGES_OR_FOLDERS... --output model.safetensors
     patchcore-kit predict MODEL IMAGES_OR_FOLDERS... [--output scores.csv]
     patchcore-kit download {mvtec,mtd} DEST
+    patchcore-kit tune ROOT --format ... [--validation {real,synthetic}] [--grid FILE] --output DIR
+
+evaluate, fit and sweep take ``--settings DIR/settings.json`` (what ``tune`` chose); options given
+on the command line still win over it.
 
 Every user error (bad file, missing folder, unknown backbone) is printed as one line naming the file
 and the problem, with exit status 2 and no traceback.
@@ -87,10 +91,28 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                        help="border patches' missing neighbours: zeros (official code), reflect, or valid (left out)")
     group.add_argument("--pretrain-dim", type=int, default=None, help="unfold: per-layer size (default 1024)")
     group.add_argument("--target-dim", type=int, default=None)
+    group.add_argument("--projection-dim", type=int, default=128, help="greedy coreset's random projection")
     group.add_argument("--device", default="cpu")
     group.add_argument("--batch-size", type=int, default=8)
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--feature-cache", default=None, help="directory to cache backbone features in")
+    _settings_option(parser)
+
+
+def _settings_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", type=Path, default=None,
+                        help="settings.json written by 'patchcore-kit tune' (explicit options win over it)")
+
+
+def _settings_defaults(path: Path) -> dict:
+    """A tune's chosen parameters as argparse defaults: the settings fill in, explicit flags override."""
+    from .tuning import load_settings
+
+    params = load_settings(path)
+    defaults = dict(params)
+    if "layers" in defaults:
+        defaults["layers"] = list(defaults["layers"])
+    return defaults
 
 
 def _show_progress() -> bool:
@@ -105,7 +127,7 @@ def _model_from_args(args, calibrate: bool = True):
         backbone=args.backbone, layers=tuple(args.layers), image_size=args.image_size, weights=args.weights,
         patch_size=args.patch_size, aggregation=args.aggregation, border=args.border, pretrain_dim=args.pretrain_dim,
         coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
-        target_dim=args.target_dim, device=args.device, batch_size=args.batch_size, seed=args.seed,
+        target_dim=args.target_dim, projection_dim=args.projection_dim, device=args.device, batch_size=args.batch_size, seed=args.seed,
         feature_cache=args.feature_cache, calibrate=calibrate, progress=_show_progress(),
     )
 
@@ -180,6 +202,9 @@ def cmd_evaluate(args) -> int:
         "seconds": {**result.seconds, "total": time.perf_counter() - start},
         "machine": {"python": platform.python_version(), "processor": platform.machine()},
     }
+    if args.settings is not None:
+        metrics["settings"] = str(args.settings)
+        metrics["held_out"] = _held_out_figure(args.settings, split, result)
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _write_csv(output / "scores.csv", result.score_rows())
@@ -190,8 +215,29 @@ def cmd_evaluate(args) -> int:
     for defect, values in metrics["per_defect"].items():
         print(f"  {defect:<16} image {_format_metric(values['image_auroc'])}  pixel {_format_metric(values['pixel_auroc'])}"
               f"  AUPRO {_format_metric(values['aupro'])}")
+    if metrics.get("held_out"):
+        held = metrics["held_out"]
+        print(f"held out from the tune ({held['n_nominal']} nominal + {held['n_defective']} defective images it never "
+              f"scored): image AUROC {_format_metric(held['image_auroc'])}")
     print(f"wrote {output / 'metrics.json'}, scores.csv, split.csv")
     return 0
+
+
+def _held_out_figure(settings_path: Path, split, result) -> dict | None:
+    """Image AUROC on the test images the tune never scored (real validation used half the defects)."""
+    from .metrics import image_auroc
+    from .tuning import read_settings
+    from .tuning.settings import held_out_mask
+
+    settings = read_settings(settings_path)
+    if settings.get("protocol", {}).get("split_hash") not in (None, split.split_hash()) and settings.get("defective_used"):
+        return None  # tuned on another split: its list of used images does not apply here
+    keep = held_out_mask(settings, [split.relative(s.path) for s in split.test], result.labels)
+    labels = result.labels[keep]
+    if labels.min() == labels.max():
+        return None
+    return {"image_auroc": image_auroc(labels, result.scores[keep]), "n_nominal": int((labels == 0).sum()),
+            "n_defective": int((labels == 1).sum()), "defective_used_by_tune": len(settings.get("defective_used", []))}
 
 
 def _collect_images(items: list[Path]) -> list[Path]:
@@ -283,11 +329,42 @@ def cmd_demo(args) -> int:
 def cmd_sweep(args) -> int:
     from .experiments import run_sweep
 
+    extra = {}
+    if args.settings is not None:  # the tuned stages serve every method (one feature pass); the rest is PatchCore's
+        from .tuning import load_settings
+
+        params = load_settings(args.settings)
+        for key in ("backbone", "image_size"):
+            params.pop(key, None)
+        extra["weights"] = params.pop("weights", None)
+        if "layers" in params:
+            extra["layers"] = params.pop("layers")
+        extra["patchcore"] = params
     run_sweep(
         args.root, args.format, category=args.category, shots=tuple(args.shots), methods=tuple(args.methods),
         seeds=tuple(args.seeds), backbone=args.backbone, image_size=args.image_size, output=_prepare_output(args.output),
-        cache_dir=args.feature_cache,
+        cache_dir=args.feature_cache, **extra,
     )
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .tuning import tune
+
+    fixed = {"backbone": args.backbone, "coreset_ratio": args.coreset_ratio, "num_neighbors": args.num_neighbors}
+    grid = args.grid
+    if any(value is not None for value in fixed.values()):  # command-line model options join the grid's fixed ones
+        from .tuning.grid import DEFAULT_GRID, read_grid_file
+
+        grid = dict(DEFAULT_GRID if grid is None else read_grid_file(grid))
+        grid["fixed"] = {**(grid.get("fixed") or {}), **{k: v for k, v in fixed.items() if v is not None}}
+    settings = tune(
+        args.root, args.format, args.category, output=_prepare_output(args.output), shots=args.shots, seed=args.seed,
+        grid=grid, validation=args.validation, folds=args.folds, groups=args.groups, metric=args.metric,
+        feature_cache=args.feature_cache, jobs=args.jobs, device=args.device, progress=True,
+    )
+    print(f"use it: patchcore-kit evaluate {args.root} --format {args.format} --settings {args.output / 'settings.json'} ...")
+    print(f"        PatchCore(**load_settings({str(args.output / 'settings.json')!r}))  [{settings['setting']}]")
     return 0
 
 
@@ -323,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES)
     sweep.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE)
     sweep.add_argument("--feature-cache", default=None)
+    _settings_option(sweep)
     sweep.add_argument("--output", type=Path, required=True)
     sweep.set_defaults(run=cmd_sweep)
 
@@ -338,17 +416,45 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, default=None, help="CSV file (default: print)")
     predict.set_defaults(run=cmd_predict)
 
+    tune = commands.add_parser("tune", help="choose settings on development folds of the training pool (never the test set)")
+    _dataset_options(tune)
+    tune.add_argument("--shots", type=int, default=None, help="each fold trains on N images drawn from the other folds")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--grid", type=Path, default=None, help="YAML/JSON grid file (default: the built-in grid)")
+    tune.add_argument("--validation", default="real", choices=("real", "synthetic"),
+                      help="real: half the defective images per type; synthetic: defects painted on pool images")
+    tune.add_argument("--folds", type=int, default=5, help="k development folds (default 5)")
+    tune.add_argument("--groups", default=None, help="regex over file names naming the object (folder data)")
+    tune.add_argument("--metric", default="image_auroc", choices=("image_auroc", "pixel_auroc"))
+    tune.add_argument("--backbone", default=None, choices=BACKBONES, help="fixed for every candidate")
+    tune.add_argument("--coreset-ratio", type=_coreset_ratio, default=None, help="fixed for every candidate (0.1)")
+    tune.add_argument("--num-neighbors", type=int, default=None, help="fixed for every candidate (9)")
+    tune.add_argument("--feature-cache", default=None, help="default: OUTPUT/feature_cache")
+    tune.add_argument("--jobs", type=int, default=1, help="candidates fitted in parallel processes (memory permitting)")
+    tune.add_argument("--device", default="cpu")
+    tune.add_argument("--output", type=Path, required=True)
+    tune.set_defaults(run=cmd_tune)
+
     download = commands.add_parser("download", help="download MVTec AD or MTD (needs internet)")
     download.add_argument("dataset", choices=("mvtec", "mtd"))
     download.add_argument("dest", type=Path)
     download.add_argument("--categories", nargs="+", default=None, help="MVTec AD categories (default: all)")
     download.set_defaults(run=cmd_download)
+    parser.subcommands = {"evaluate": evaluate, "sweep": sweep, "fit": fit}
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        if getattr(args, "settings", None) is not None:
+            # Parse again with the settings as defaults: every option not given explicitly comes from them.
+            command = parser.subcommands[args.command]
+            defaults = _settings_defaults(args.settings)
+            known = {action.dest for action in command._actions}
+            command.set_defaults(**{key: value for key, value in defaults.items() if key in known})
+            args = parser.parse_args(argv)
         return args.run(args)
     except (InputError, WeightsUnavailableError) as error:
         print(f"patchcore-kit: error: {error}", file=sys.stderr)
