@@ -51,12 +51,21 @@ class AnomalyEstimator:
         return f"{type(self).__name__}({params})"
 
     # -- features -------------------------------------------------------------------------------
+    def _extract_layers(self) -> tuple[str, ...]:
+        """The backbone stages this estimator reads, in the order ``_fit_maps`` / ``_score_maps`` get them.
+
+        ``layers`` here; an estimator that also pools a stage of its own (SPADE's global feature)
+        asks for the union, so that one extraction (one cache entry per image) serves both.
+        """
+        return tuple(self.layers)
+
     def _extractor(self) -> FeatureExtractor:
-        settings = (self.backbone, tuple(self.layers), as_hw(self.image_size), self.weights, self.device,
+        layers = self._extract_layers()
+        settings = (self.backbone, layers, as_hw(self.image_size), self.weights, self.device,
                     self.batch_size, self.feature_cache, self.progress)
         if getattr(self, "_extractor_cache", (None, None))[0] != settings:
             extractor = FeatureExtractor(
-                self.backbone, self.layers, self.image_size, weights=self.weights, device=self.device,
+                self.backbone, layers, self.image_size, weights=self.weights, device=self.device,
                 batch_size=self.batch_size, cache_dir=self.feature_cache, progress=self.progress,
             )
             self._extractor_cache = (settings, extractor)

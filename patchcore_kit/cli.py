@@ -2,7 +2,7 @@
 
     patchcore-kit demo [--output DIR] [--fast]
     patchcore-kit evaluate ROOT --format {mvtec,mtd,folder} [--category C] --output DIR
-    patchcore-kit sweep ROOT --format ... --shots 1 2 5 --methods patchcore padim spade --seeds 0 1 2 --output DIR
+    patchcore-kit sweep ROOT --format ... [--category all] --shots 1 2 5 all --methods patchcore padim spade --seeds 0 1 2 --output DIR
     patchcore-kit fit IMAGES_OR_FOLDERS... --output model.safetensors
     patchcore-kit predict MODEL IMAGES_OR_FOLDERS... [--output scores.csv]
     patchcore-kit download {mvtec,mtd} DEST
@@ -64,6 +64,19 @@ def _patch_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"patch size must be a whole number, got {text!r}") from None
     if value < 1 or value % 2 == 0:
         raise argparse.ArgumentTypeError(f"patch size must be odd and at least 1 (1, 3, 5, ...), got {text!r}")
+    return value
+
+
+def _shots(text: str):
+    """A positive whole number of training images, or ``all`` (the whole training pool)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shots must be a whole number or 'all', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"shots must be at least 1, got {text!r}")
     return value
 
 
@@ -135,7 +148,8 @@ def _model_from_args(args, calibrate: bool = True):
 def _dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", type=Path, help="dataset folder")
     parser.add_argument("--format", required=True, choices=("mvtec", "mtd", "folder"))
-    parser.add_argument("--category", default=None, help="MVTec AD category (e.g. bottle)")
+    parser.add_argument("--category", default=None,
+                        help="MVTec AD category (e.g. bottle); sweep: 'all' runs every category and averages them")
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -326,24 +340,26 @@ def cmd_demo(args) -> int:
     return 0
 
 
+#: PatchCore settings the sweep command passes on when given (left out otherwise, so a resumed sweep's
+#: settings do not change with the kit's defaults).
+_SWEEP_PATCHCORE = ("patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio",
+                    "sampler", "num_neighbors")
+
+
+def _sweep_method_params(args) -> dict:
+    patchcore = {name: getattr(args, name) for name in _SWEEP_PATCHCORE if getattr(args, name) is not None}
+    return {"patchcore": patchcore} if patchcore else {}
+
+
 def cmd_sweep(args) -> int:
     from .experiments import run_sweep
 
-    extra = {}
-    if args.settings is not None:  # the tuned stages serve every method (one feature pass); the rest is PatchCore's
-        from .tuning import load_settings
-
-        params = load_settings(args.settings)
-        for key in ("backbone", "image_size"):
-            params.pop(key, None)
-        extra["weights"] = params.pop("weights", None)
-        if "layers" in params:
-            extra["layers"] = params.pop("layers")
-        extra["patchcore"] = params
     run_sweep(
         args.root, args.format, category=args.category, shots=tuple(args.shots), methods=tuple(args.methods),
         seeds=tuple(args.seeds), backbone=args.backbone, image_size=args.image_size, output=_prepare_output(args.output),
-        cache_dir=args.feature_cache, **extra,
+        cache_dir=args.feature_cache, progress=_show_progress(), layers=tuple(args.layers), weights=args.weights,
+        device=args.device, batch_size=args.batch_size, baseline_stages=args.baseline_stages,
+        spade_table_gb=args.spade_table_gb, **_sweep_method_params(args),
     )
     return 0
 
@@ -394,11 +410,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="sample-efficiency sweep: AUROC against number of training images")
     _dataset_options(sweep)
-    sweep.add_argument("--shots", type=int, nargs="+", default=[1, 2, 5, 10, 16, 20, 50])
+    sweep.add_argument("--shots", type=_shots, nargs="+", default=[1, 2, 5, 10, 16, 20, 50],
+                       help="training images per fit; 'all' = the whole training pool (e.g. 1 2 5 all)")
     sweep.add_argument("--methods", nargs="+", default=["patchcore", "padim", "spade"])
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     sweep.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONES)
     sweep.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE)
+    sweep.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="PatchCore's stages")
+    patchcore = sweep.add_argument_group("PatchCore (kit defaults when not given)")
+    patchcore.add_argument("--patch-size", type=_patch_size, default=None)
+    patchcore.add_argument("--aggregation", default=None, choices=AGGREGATIONS)
+    patchcore.add_argument("--border", default=None, choices=BORDERS)
+    patchcore.add_argument("--pretrain-dim", type=int, default=None)
+    patchcore.add_argument("--target-dim", type=int, default=None)
+    patchcore.add_argument("--coreset-ratio", type=_coreset_ratio, default=None)
+    patchcore.add_argument("--sampler", default=None, choices=("greedy", "random", "none"))
+    patchcore.add_argument("--num-neighbors", type=int, default=None)
+    sweep.add_argument("--baseline-stages", choices=("paper", "shared"), default="paper",
+                       help="paper: PaDiM layer1+2+3, SPADE layer1+2+3 + pooled layer4; "
+                            "shared: all methods on PatchCore's --layers (the kit's earlier sweep)")
+    sweep.add_argument("--weights", default=None, help="backbone weights: local file or URL (default: ImageNet)")
+    sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--batch-size", type=int, default=8)
+    sweep.add_argument("--spade-table-gb", type=float, default=4.0,
+                       help="memory SPADE's shared pair table may take (0: score SPADE row by row)")
     sweep.add_argument("--feature-cache", default=None)
     _settings_option(sweep)
     sweep.add_argument("--output", type=Path, required=True)

@@ -13,6 +13,19 @@ reads the cache, and the backbone is never loaded again. The same cache serves a
 Each finished row is appended to ``results_path`` at once; a sweep that is interrupted and started
 again skips the rows already there (and refuses a results file made with other settings).
 
+Each baseline reads the stages its own paper sets (``baseline_stages="paper"``: PaDiM layer1+2+3,
+SPADE and 1-NN pixels from layer1+2+3 and the pooled layer4), or PatchCore's (``"shared"``, the
+kit's earlier setting). The extraction pass runs the backbone once over the union of the stages
+all methods need; the cache keeps them in one entry per image. SPADE's k=1 pixel search, the
+sweep's dominant cost, is shared between rows: the distance of each test position to its nearest
+position in each training image is computed once per (test image, training image) pair and serves
+every shot count and seed that picks that image (exactly; :class:`SpadePairTable`).
+
+``shots`` may contain ``"all"``: the whole training pool, stored as its real count with
+``full=True``. :func:`run_sweep` with ``category="all"`` sweeps every category of an MVTec-layout
+dataset, and :func:`category_summary` averages per shot count over categories as the paper's
+Fig. 6 averages MVTec AD's 15; :func:`check_claims` tests the paper's §C.1 statements on it.
+
 >>> table = sample_efficiency(load_dataset("../shared/data/mtd", "mtd"), shots=(1, 5, 20),
 ...                           cache_dir="runs/cache", results_path="runs/sweep/results.csv")  # doctest: +SKIP
 >>> table.groupby(["method", "shots"]).image_auroc.mean()                                      # doctest: +SKIP
@@ -33,9 +46,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_LAYERS
-from .baselines import SPADE, NearestImage, PaDiM
+from .backbones import DEFAULT_LAYERS, STAGES
+from .base import upsample_and_smooth
+from .baselines import SPADE, NearestImage, PaDiM, nearest_images, nearest_in_each_image
 from .data import Split, load_dataset
+from .data.mvtec import mvtec_categories
 from .errors import InputError
 from .evaluate import compute_metrics, ground_truth_masks
 from .features import FeatureExtractor, weights_key
@@ -43,12 +58,20 @@ from .images import as_hw
 from .patchcore import PatchCore
 
 METHODS = {"patchcore": PatchCore, "padim": PaDiM, "spade": SPADE, "nearest_image": NearestImage}
-COLUMNS = ("method", "shots", "seed", "image_auroc", "pixel_auroc", "aupro", "fit_s", "infer_s")
+COLUMNS = ("method", "shots", "full", "seed", "image_auroc", "pixel_auroc", "aupro", "fit_s", "infer_s")
+METRICS = ("image_auroc", "pixel_auroc", "aupro")
 DEFAULT_SHOTS = (1, 2, 5, 10, 16, 20, 50)
-#: Settings that decide the backbone features; they are set once for the whole sweep so that all
-#: methods read the same cache entries.
-_SWEEP_WIDE = ("backbone", "layers", "image_size", "weights", "device", "batch_size", "feature_cache",
-               "seed", "calibrate", "progress")
+#: The shot count that means "the whole training pool".
+ALL = "all"
+BASELINE_STAGES = ("paper", "shared")
+#: Settings that decide the backbone features, or that ``baseline_stages`` decides; they are set
+#: once for the whole sweep so that all methods read the same cache entries.
+_SWEEP_WIDE = ("backbone", "layers", "global_layer", "image_size", "weights", "device", "batch_size",
+               "feature_cache", "seed", "calibrate", "progress")
+#: PaDiM's channel count in the "shared" setting: what the kit used before each paper's stages.
+SHARED_PADIM_FEATURES = 100
+#: Memory SPADE's shared pair table may take before the sweep scores SPADE row by row instead.
+SPADE_TABLE_GB = 4.0
 
 
 def sample_efficiency(
@@ -69,6 +92,8 @@ def sample_efficiency(
     format: str | None = None,
     category: str | None = None,
     summary_path: str | Path | None = None,
+    baseline_stages: str = "paper",
+    spade_table_gb: float = SPADE_TABLE_GB,
     **method_params: dict,
 ) -> pd.DataFrame:
     """Fit and score every method for every ``(shots, seed)``; one row per fit.
@@ -78,9 +103,16 @@ def sample_efficiency(
     split_or_dataset : a :class:`~patchcore_kit.data.Split`, or a dataset folder read with
         ``load_dataset(folder, format, category)``.
     shots, methods, seeds : the grid; methods from ``"patchcore"``, ``"padim"``, ``"spade"``,
-        ``"nearest_image"``.
-    backbone, layers, image_size, weights, device, batch_size : shared by every method, so all
-        of them read one set of cached features.
+        ``"nearest_image"``; a shot count may be ``"all"`` (the whole training pool: its rows get
+        the pool's size as ``shots`` and ``full=True``).
+    backbone, image_size, weights, device, batch_size : shared by every method, so all of them
+        read one set of cached features.
+    layers : PatchCore's stages.
+    baseline_stages : ``"paper"`` (default): each baseline reads the stages of its own paper (see
+        :func:`method_stages`); ``"shared"``: all methods read ``layers``, SPADE and 1-NN pool the
+        deepest of them and PaDiM keeps 100 channels (the kit's earlier sweep).
+    spade_table_gb : memory SPADE's shared (test image × training image × position) table may
+        take; above it (or with 0, or SPADE's k > 1) SPADE is fitted and scored row by row.
     cache_dir : the feature cache (kept for later sweeps); None uses a temporary one.
     results_path : CSV that every finished row is appended to; rows already in it are skipped.
     summary_path : JSON with the settings and timings (default: ``results_path`` with ``.json``).
@@ -94,7 +126,11 @@ def sample_efficiency(
     """
     wall_start = time.perf_counter()
     split = _as_split(split_or_dataset, format, category)
-    methods, shots, seeds = list(methods), [int(n) for n in shots], [int(s) for s in seeds]
+    methods, seeds = list(methods), [int(s) for s in seeds]
+    shots = resolve_shots(split, shots)
+    if baseline_stages not in BASELINE_STAGES:
+        raise InputError(f"{split.root or split.name}: baseline_stages must be one of {BASELINE_STAGES}, "
+                         f"got {baseline_stages!r}")
     _check_grid(split, methods, shots, seeds, method_params)
     results_path = Path(results_path) if results_path is not None else None
     if summary_path is None and results_path is not None:
@@ -105,6 +141,7 @@ def sample_efficiency(
         "dataset": split.name, "split_hash": split.split_hash(), "backbone": backbone, "layers": list(layers),
         "image_size": list(as_hw(image_size)), "weights": None if weights is None else str(weights),
         "method_params": {name: dict(params) for name, params in sorted(method_params.items())},
+        "baseline_stages": baseline_stages,
     }
     if weights is not None:
         # A weights file replaced at the same path must not resume the old file's rows. (Not added
@@ -125,18 +162,35 @@ def sample_efficiency(
 
     rows = {key: done[key] for key in plan if key in done}
     with (tempfile.TemporaryDirectory(prefix="patchcore_kit_features_") if cache_dir is None else nullcontext(cache_dir)) as cache:
-        shared = dict(backbone=backbone, layers=tuple(layers), image_size=image_size, weights=weights,
+        shared = dict(backbone=backbone, image_size=image_size, weights=weights,
                       device=device, batch_size=batch_size, feature_cache=str(cache))
+        params = {m: {**method_stages(m, baseline_stages, layers), **method_params.get(m, {})} for m in methods}
+
+        def make(method: str, seed: int):
+            return METHODS[method](**shared, seed=seed, calibrate=False, progress=False, **params[method])
+
         if todo:
+            # One backbone pass over every stage any method reads: each cache entry then holds them all.
+            stages = sorted({layer for m in methods for layer in make(m, 0)._extract_layers()}, key=STAGES.index)
+            summary["stages"] = {m: list(make(m, 0)._extract_layers()) for m in methods}
             train_images = _unique(p for (_, n, seed) in todo for p in split.with_shots(n, seed).train_paths)
-            summary["feature_pass"] = extraction_pass(train_images + split.test_paths, shared, progress)
+            summary["feature_pass"] = extraction_pass(train_images + split.test_paths, {**shared, "layers": stages},
+                                                      progress)
             _write_json(summary_path, summary)  # kept even if the sweep is interrupted later
             masks = ground_truth_masks(split, image_size)  # read once for every fit
+            spade_draws = [split.with_shots(n, seed).train_paths for (m, n, seed) in todo if m == "spade"]
+            spade_table = SpadePairTable.for_sweep(make("spade", 0), split, spade_draws, spade_table_gb) if spade_draws else None
+            summary["spade_table"] = None if spade_table is None else spade_table.stats
         bar = tqdm(total=len(todo), desc="sweep", unit="fit", disable=not progress)
         for method, n, seed in todo:
             bar.set_postfix_str(f"{method} {n}-shot seed {seed}")
-            model = METHODS[method](**shared, seed=seed, calibrate=False, progress=False, **method_params.get(method, {}))
-            row = {"method": method, "shots": n, "seed": seed, **evaluate_once(model, split.with_shots(n, seed), masks)}
+            drawn = split.with_shots(n, seed)
+            if method == "spade" and spade_table is not None:
+                measured = spade_table.evaluate(drawn, masks)
+                summary["spade_table"] = spade_table.stats
+            else:
+                measured = evaluate_once(make(method, seed), drawn, masks)
+            row = {"method": method, "shots": n, "full": n == len(split.train), "seed": seed, **measured}
             rows[(method, n, seed)] = row
             _append_row(results_path, row)
             summary["elapsed_s"] = time.perf_counter() - wall_start  # what an interruption leaves behind
@@ -145,6 +199,7 @@ def sample_efficiency(
         bar.close()
 
     table = pd.DataFrame([rows[key] for key in plan], columns=list(COLUMNS))
+    table["full"] = table.shots == len(split.train)  # also for rows resumed from a file
     table = table.sort_values(["method", "shots", "seed"], ignore_index=True)
     wall = time.perf_counter() - wall_start
     summary.update(status="finished", elapsed_s=wall, sweep_wall_s=wall,
@@ -158,6 +213,137 @@ def sample_efficiency(
     _write_json(summary_path, summary)
     table.attrs["summary"] = summary
     return table
+
+
+def resolve_shots(split: Split, shots: Sequence[int | str]) -> list[int]:
+    """Shot counts as training-image counts: ``"all"`` (or None) is the whole pool; duplicates dropped.
+
+    >>> resolve_shots(split_of_209_images, [1, 5, "all"])   # doctest: +SKIP
+    [1, 5, 209]
+    """
+    where = split.root or split.name
+    counts = []
+    for n in shots:
+        if n is None or (isinstance(n, str) and n.strip().lower() == ALL):
+            counts.append(len(split.train))
+            continue
+        try:
+            counts.append(int(n))
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: a shot count is a whole number or 'all', got {n!r}") from None
+    return _unique(counts)
+
+
+def method_stages(method: str, baseline_stages: str = "paper", layers: Sequence[str] = DEFAULT_LAYERS) -> dict:
+    """The stage parameters of ``method`` in a sweep whose PatchCore reads ``layers``.
+
+    ``"paper"``: PatchCore ``layers``; PaDiM layer1+2+3 (its class defaults, with the WRN50 channel
+    share); SPADE and 1-NN pixels from layer1+2+3, global feature the pooled layer4. ``"shared"``:
+    every method reads ``layers``, SPADE and 1-NN pool the deepest of them, PaDiM keeps 100
+    channels: the kit's sweep before each paper's stages (what ``docs/sample_efficiency.md`` ran).
+    """
+    if baseline_stages not in BASELINE_STAGES:
+        raise ValueError(f"baseline_stages must be one of {BASELINE_STAGES}, got {baseline_stages!r}")
+    if method == "patchcore":
+        return {"layers": tuple(layers)}
+    if baseline_stages == "paper":
+        return {}  # each baseline's constructor defaults are its paper's stages
+    if method == "padim":
+        return {"layers": tuple(layers), "n_features": SHARED_PADIM_FEATURES}
+    return {"layers": tuple(layers), "global_layer": None}
+
+
+class SpadePairTable:
+    """SPADE's rows of a sweep from one table of per-(test image, training image) nearest distances.
+
+    With k = 1, SPADE's anomaly map of test image t against a training set S is, per position,
+    ``min over n in K(t, S) of d(t, n)``, where ``d(t, n)`` ``(P,)`` is the distance of each of t's
+    positions to its nearest position in training image n (:func:`nearest_in_each_image`) and
+    ``K(t, S)`` the ``top_k_images`` images of S nearest to t by the global feature. ``d(t, n)``
+    does not depend on S, so it is computed once, the first time a row needs the pair, and every
+    later shot count and seed that picks image n for test image t reads it. Image scores, the
+    choice of images and the maps are SPADE's own functions, so a row equals fitting
+    :class:`~patchcore_kit.baselines.SPADE` on the draw and scoring the test set (tested).
+
+    Memory: the table ``(T, N, P)`` float32 for T test images and the N pool images any SPADE row
+    draws, plus the test images' pixel features ``(T, P, C)``. :meth:`for_sweep` returns None when
+    that exceeds the budget, or when k > 1 (the per-image minima do not combine), and the sweep
+    then scores SPADE row by row.
+    """
+
+    def __init__(self, model: SPADE, split: Split, pool: list, progress: bool = False):
+        self.model, self.split, self.pool = model, split, list(pool)
+        self.slot = {path: i for i, path in enumerate(self.pool)}
+        extractor = model._extractor()
+        test = [model.features(maps) for maps in extractor.iter_layer_maps(split.test_paths, desc="SPADE test")]
+        self.test_global = torch.cat([g for g, _ in test])
+        self.test_positions = torch.cat([p for _, p in test])  # (T, P, C)
+        self.pool_global = torch.cat([model.features(maps)[0] for maps in extractor.iter_layer_maps(self.pool)])
+        first = split.test_paths[0]
+        self.grid = tuple(extractor.layer_maps([first])[extractor.layers.index(model.layers[0])].shape[-2:])
+        t, p = self.test_positions.shape[:2]
+        self.table = torch.full((t, len(self.pool), p), float("nan"))
+        self.known = torch.zeros(t, len(self.pool), dtype=torch.bool)
+        self.stats = {"used": True, "test_images": t, "pool_images": len(self.pool), "positions": p,
+                      "table_bytes": self.table.numel() * 4, "pairs_computed": 0, "pairs_read": 0}
+
+    @staticmethod
+    def needed_bytes(test_images: int, pool_images: int, positions: int, channels: int) -> int:
+        """The table plus the test images' pixel features, float32."""
+        return 4 * test_images * positions * (pool_images + channels)
+
+    @classmethod
+    def for_sweep(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float) -> "SpadePairTable | None":
+        if model.k != 1 or budget_gb <= 0:
+            return None
+        pool = _unique(p for draw in draws for p in draw)
+        probe = model._extractor().layer_maps(split.test_paths[:1])
+        _, positions = model.features(probe)
+        need = cls.needed_bytes(len(split.test), len(pool), positions.shape[1], positions.shape[2])
+        if need > budget_gb * 2**30:
+            return None
+        return cls(model, split, pool)
+
+    def _fill(self, wanted: torch.Tensor) -> None:
+        """Compute the missing pairs of ``wanted`` ``(T, N)`` (bool), one training image at a time."""
+        missing = wanted & ~self.known
+        images = torch.nonzero(missing.any(0)).flatten().tolist()
+        extractor = self.model._extractor()
+        for start in range(0, len(images), extractor.batch_size):
+            chunk = images[start : start + extractor.batch_size]
+            maps = next(iter(extractor.iter_layer_maps([self.pool[n] for n in chunk])))
+            _, positions = self.model.features(maps)  # (b, P, C)
+            for slot, n in enumerate(chunk):
+                tests = torch.nonzero(missing[:, n]).flatten()
+                distances = nearest_in_each_image(self.test_positions[tests], positions[slot : slot + 1])
+                self.table[tests, n] = distances[:, 0]
+                self.known[tests, n] = True
+                self.stats["pairs_computed"] += len(tests)
+
+    def scores(self, train_paths: list) -> tuple[np.ndarray, np.ndarray]:
+        """Image scores ``(T,)`` and anomaly maps ``(T, H, W)`` of SPADE fitted on ``train_paths``."""
+        members = torch.tensor([self.slot[path] for path in train_paths])
+        nearest_d, nearest_i = nearest_images(self.test_global, self.pool_global[members], self.model.top_k_images)
+        chosen = members[nearest_i]  # (T, K) pool slots
+        wanted = torch.zeros_like(self.known)
+        wanted.scatter_(1, chosen, True)
+        self.stats["pairs_read"] += int(wanted.sum())
+        self._fill(wanted)
+        rows = torch.arange(len(chosen))[:, None]
+        grids = self.table[rows, chosen].min(dim=1).values  # (T, P)
+        maps = upsample_and_smooth(grids.reshape(-1, *self.grid), self.model.image_size)
+        return nearest_d.mean(dim=1).numpy().astype(np.float64), maps
+
+    def evaluate(self, split: Split, masks: np.ndarray | None) -> dict:
+        """Like :func:`evaluate_once` for SPADE fitted on ``split.train``: metrics and seconds.
+
+        ``fit_s`` is ~0 (the pool's features are read once for all rows); ``infer_s`` includes the
+        pairs this row computes first, so later rows, which read more pairs, are cheaper.
+        """
+        start = time.perf_counter()
+        scores, maps = self.scores(split.train_paths)
+        infer_s = time.perf_counter() - start
+        return {**compute_metrics(split, scores, maps, masks, per_defect=False), "fit_s": 0.0, "infer_s": infer_s}
 
 
 def evaluate_once(model, split: Split, masks: np.ndarray | None) -> dict:
@@ -187,7 +373,7 @@ def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict
         device=settings["device"], batch_size=settings["batch_size"], cache_dir=settings["feature_cache"],
         progress=progress,
     )
-    computed = sum(not extractor._path(extractor._cache_key(image)).is_file() for image in images)
+    computed = sum(not extractor.is_cached(image) for image in images)
     start = time.perf_counter()
     for _ in extractor.iter_layer_maps(images, desc="features (one pass)"):
         pass
@@ -200,11 +386,76 @@ def summarize(results: pd.DataFrame, metric: str = "image_auroc") -> pd.DataFram
     return grouped.swaplevel(axis=1).sort_index(axis=1)
 
 
+def category_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, shots): each metric averaged over categories, then mean ± sd over seeds.
+
+    ``results`` has the columns of :data:`COLUMNS` and, for several categories, ``category``. For
+    each seed the metric is averaged over the categories (as the paper's Fig. 6 averages MVTec
+    AD's 15); ``<metric>_mean`` and ``<metric>_sd`` are the mean and the sample standard deviation
+    of those averages over seeds (sd empty with one seed). Rows with ``full=True`` (the whole
+    pool, whose size differs between categories) form one x position, ``shots="all"``;
+    ``train_images`` is their mean pool size (and ``_min`` / ``_max``). A metric missing in a
+    category (no masks: pixel metrics) is averaged over the categories that have it.
+
+    Returns one row per (method, shots) with ``shots`` a label ("1", "5", ..., "all"), methods in
+    the kit's order and shot counts ascending with "all" last.
+    """
+    table = pd.DataFrame(results).copy()
+    if "category" not in table.columns:
+        table["category"] = ""
+    if "full" not in table.columns:
+        table["full"] = False
+    table["full"] = table["full"].astype(bool)
+    table["label"] = np.where(table["full"], ALL, table["shots"].astype(int).astype(str))
+    for metric in METRICS:
+        table[metric] = pd.to_numeric(table.get(metric), errors="coerce")
+    keys = ["method", "label", "full"]
+    per_seed = table.groupby(keys + ["seed"])[list(METRICS)].mean()  # category average per seed (NaN skipped)
+    grouped = per_seed.groupby(level=keys)
+    out = pd.concat(
+        [grouped[m].mean().rename(f"{m}_mean") for m in METRICS] + [grouped[m].std().rename(f"{m}_sd") for m in METRICS],
+        axis=1,
+    )
+    sizes = table.groupby(keys)
+    out["train_images"] = sizes["shots"].mean()
+    out["train_images_min"] = sizes["shots"].min()
+    out["train_images_max"] = sizes["shots"].max()
+    out["n_categories"] = sizes["category"].nunique()
+    out["n_seeds"] = sizes["seed"].nunique()
+    out = out.reset_index().rename(columns={"label": "shots"})
+    order = {m: i for i, m in enumerate(METHODS)}
+    out["_method"] = out["method"].map(lambda m: order.get(m, len(order)))
+    out["_shots"] = [np.inf if full else int(label) for label, full in zip(out["shots"], out["full"])]
+    out = out.sort_values(["_method", "method", "_shots"]).drop(columns=["_method", "_shots"]).reset_index(drop=True)
+    columns = ["method", "shots", "full", "train_images", "train_images_min", "train_images_max", "n_categories",
+               "n_seeds"] + [f"{m}_{stat}" for m in METRICS for stat in ("mean", "sd")]
+    return out[columns]
+
+
+def sweep_categories(root: str | Path, format: str, category: str | None) -> list[str | None]:
+    """The categories a sweep runs: ``[category]``, or with ``category="all"`` every category folder.
+
+    ``"all"`` needs the MVTec layout (``<root>/<category>/train/good``; the kit's demo data has it
+    too); a root that is itself one category folder gives that one category.
+    """
+    if category is None or category != ALL:
+        return [category]
+    root = Path(root)
+    if format != "mvtec":
+        raise InputError(f"{root}: --category all needs the mvtec layout (one folder per category), not {format!r}")
+    if (root / "train").is_dir():
+        return [root.name]
+    found = mvtec_categories(root)
+    if not found:
+        raise InputError(f"{root}: no category folders found (expected <category>/train/good/)")
+    return found
+
+
 def run_sweep(
     root: str | Path,
     format: str,
     category: str | None = None,
-    shots: Sequence[int] = DEFAULT_SHOTS,
+    shots: Sequence[int | str] = DEFAULT_SHOTS,
     methods: Sequence[str] = ("patchcore", "padim", "spade"),
     seeds: Sequence[int] = (0, 1, 2),
     backbone: str = "efficientnet_lite0",
@@ -212,35 +463,69 @@ def run_sweep(
     output: str | Path = "runs/sweep",
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    *,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    weights: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 8,
+    baseline_stages: str = "paper",
+    spade_table_gb: float = SPADE_TABLE_GB,
     **method_params: dict,
 ) -> Path:
-    """The ``patchcore-kit sweep`` command: results.csv, sample_efficiency.png, summary.json in ``output``.
+    """The ``patchcore-kit sweep`` command: the sweep, its category average, the figure and the claims.
 
-    The cache defaults to ``output/feature_cache`` so that an interrupted sweep resumes without
-    running the backbone again. Prints the mean image AUROC per method and shot count.
+    One category: ``output/results.csv`` and ``summary.json`` (settings, timings).
+    ``category="all"``: every category into ``output/<category>/`` (each resumable on its own).
+    Then, over all of them: ``output/summary.csv`` (:func:`category_summary`), ``claims.md``
+    (:func:`~patchcore_kit.claims.check_claims`) and ``sample_efficiency.png`` (three panels:
+    image AUROC, pixel AUROC, AUPRO). The cache defaults to ``output/feature_cache``, shared by all
+    categories, so an interrupted sweep resumes without running the backbone again.
     """
-    from .viz import plot_sample_efficiency  # viz sits above experiments; only this entry point draws
+    from .claims import check_claims, claims_markdown, status  # the claims read the summary, nothing else
+    from .viz import plot_sample_efficiency_panels  # viz sits above experiments; only this entry point draws
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    split = load_dataset(root, format, category)
-    table = sample_efficiency(
-        split, shots, methods, seeds, backbone=backbone, image_size=image_size,
-        cache_dir=cache_dir if cache_dir is not None else output / "feature_cache",
-        results_path=output / "results.csv", summary_path=output / "summary.json", progress=progress,
-        **method_params,
-    )
-    figure = plot_sample_efficiency(table)
+    categories = sweep_categories(root, format, category)
+    cache = cache_dir if cache_dir is not None else output / "feature_cache"
+    tables, names = [], []
+    for name in categories:
+        split = load_dataset(root, format, name)
+        folder = output / name if category == ALL else output
+        if len(categories) > 1:
+            print(f"--- {split.name} ({len(tables) + 1} of {len(categories)})")
+        table = sample_efficiency(
+            split, shots, methods, seeds, backbone=backbone, image_size=image_size, cache_dir=cache,
+            results_path=folder / "results.csv", summary_path=folder / "summary.json", progress=progress,
+            layers=layers, weights=weights, device=device, batch_size=batch_size, baseline_stages=baseline_stages,
+            spade_table_gb=spade_table_gb, **method_params,
+        )
+        tables.append(table.assign(category=split.name))
+        names.append(split.name)
+    results = pd.concat(tables, ignore_index=True)
+    summary = category_summary(results)
+    summary.to_csv(output / "summary.csv", index=False, float_format="%.6g")
+    dataset = format if format in ("mvtec", "mtd") else None
+    claims = check_claims(summary, dataset=dataset)
+    settings = {"categories": names, "backbone": backbone, "image_size": image_size, "layers": list(layers),
+                "baseline_stages": baseline_stages, "seeds": list(seeds), "methods": list(methods)}
+    (output / "claims.md").write_text(claims_markdown(claims, settings))
+    figure = plot_sample_efficiency_panels(summary, title=_figure_title(names, backbone, image_size, baseline_stages))
     figure.savefig(output / "sample_efficiency.png", dpi=150, bbox_inches="tight")
-    summary = table.attrs["summary"]
-    means = table.pivot_table(index="shots", columns="method", values="image_auroc", aggfunc="mean")
-    print(f"image AUROC, mean over seeds {list(seeds)} ({split.name}, {backbone}, {image_size} px):")
-    print(means.round(3).to_string())
-    if summary.get("feature_pass"):
-        print(f"sweep {summary['sweep_wall_s']:.0f} s; one feature pass {summary['feature_pass']['seconds']:.0f} s "
-              f"({summary['feature_pass']['computed']} of {summary['feature_pass']['images']} images computed)")
+
+    shown = summary.assign(**{m: summary[f"{m}_mean"].round(3) for m in METRICS})
+    print(f"mean over {len(names)} categor{'y' if len(names) == 1 else 'ies'} and seeds {list(seeds)} "
+          f"({backbone}, {image_size} px, baselines on {baseline_stages} stages):")
+    print(shown[["method", "shots", *METRICS]].to_string(index=False))
+    for claim in claims:
+        print(f"claim {claim['id']}: {status(claim)}")
     print(f"results in {output}")
     return output
+
+
+def _figure_title(names: list[str], backbone: str, image_size, baseline_stages: str) -> str:
+    where = names[0] if len(names) == 1 else f"mean over {len(names)} categories"
+    return f"{where}: {backbone}, {image_size} px, baselines on {baseline_stages} stages"
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -268,6 +553,8 @@ def _check_grid(split: Split, methods: list, shots: list, seeds: list, method_pa
                              f"not per method ({name!r})")
     for n in shots:
         split.with_shots(n, 0)  # raises an InputError naming the dataset when n is too large
+    if "spade" in methods and method_params.get("spade", {}).get("top_k_images", 1) < 1:
+        raise InputError(f"{where}: SPADE's top_k_images must be at least 1")
 
 
 def _unique(items) -> list:
@@ -294,11 +581,11 @@ def _read_done_rows(results_path: Path | None, summary_path: Path | None, settin
         table = pd.read_csv(results_path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise InputError(f"{results_path}: not a readable sweep results file ({error})") from None
-    missing = [c for c in COLUMNS if c not in table.columns]
+    missing = [c for c in COLUMNS if c not in table.columns and c != "full"]  # "full" is derived again
     if missing:
         raise InputError(f"{results_path}: not a sweep results file (missing columns {missing})")
     table = table.astype({"shots": int, "seed": int}).replace({np.nan: None})
-    return {(r["method"], r["shots"], r["seed"]): {c: r[c] for c in COLUMNS} for r in table.to_dict("records")}
+    return {(r["method"], r["shots"], r["seed"]): {c: r.get(c) for c in COLUMNS} for r in table.to_dict("records")}
 
 
 def _earlier_runs(summary_path: Path | None) -> list[dict]:

@@ -10,8 +10,8 @@ The pure functions below are the whole recipe of the paper's Section 3.1:
    dimension (the paper uses 1024 for WideResNet50) by adaptive average pooling over channels.
 
 :class:`FeatureExtractor` wires a backbone to these functions and, when given a ``cache_dir``,
-stores each image's raw stage maps on disk (keyed by backbone, layers, image size, the image file's
-content and the weights file's content), so that PatchCore, PaDiM and SPADE — and every point of a
+stores each image's raw stage maps on disk (keyed by backbone, image size, the image file's content
+and the weights file's content; one entry holds every stage computed so far), so that PatchCore, PaDiM and SPADE — and every point of a
 sweep — share one pass.
 
 >>> maps = [torch.randn(2, 40, 28, 28), torch.randn(2, 112, 14, 14)]
@@ -21,6 +21,7 @@ torch.Size([2, 152, 28, 28])
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -28,10 +29,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_LAYERS, OFFLINE_HINT, load_backbone
+from .backbones import DEFAULT_LAYERS, OFFLINE_HINT, STAGES, load_backbone
 from .errors import InputError, WeightsUnavailableError
 from .images import ImageLike, as_hw, image_tensor, to_pil_list
 
@@ -225,14 +227,29 @@ def weights_key(weights: str | Path | None) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def _stage_order(layer: str) -> int:
+    return STAGES.index(layer) if layer in STAGES else len(STAGES)
+
+
 class FeatureExtractor:
     """Backbone stage maps for a list of images, batched, optionally cached on disk.
+
+    The cache holds one file per image (and backbone, weights, image size) with *every* stage
+    computed for it so far; its key leaves the stage names out. A request is served from it when
+    the file holds all requested stages (any subset of what is stored); otherwise the missing
+    stages are computed and the file is rewritten with the merged set. So PatchCore (layer2+3),
+    PaDiM (layer1+2+3) and SPADE (layer1+2+3 and layer4) read one entry per image, and an
+    extraction pass over the union of their stages serves them all. Entries of the kit before
+    this layout (their keys included the stage names) are never read again.
 
     >>> extractor = FeatureExtractor("efficientnet_lite0", image_size=224)
     >>> maps = extractor.layer_maps([np.zeros((256, 256, 3), np.uint8)])
     >>> [tuple(m.shape) for m in maps]
     [(1, 40, 28, 28), (1, 112, 14, 14)]
     """
+
+    #: bumped when the layout of cache entries changes (then older entries get other keys)
+    CACHE_LAYOUT = "stages/2"
 
     def __init__(
         self,
@@ -276,11 +293,14 @@ class FeatureExtractor:
         return self._weights_digest
 
     def _cache_key(self, image: ImageLike) -> str | None:
-        """Content-addressed key: same file bytes + same settings and weights = same features."""
+        """Content-addressed key: same file bytes + same backbone, weights and size = same entry.
+
+        The stages are not part of the key: one entry per image holds all stages stored so far.
+        """
         if self.cache_dir is None:
             return None
         digest = hashlib.sha256()
-        digest.update(repr((self.backbone_name, self._weights_key(), self.layers, self.image_size)).encode())
+        digest.update(repr((self.CACHE_LAYOUT, self.backbone_name, self._weights_key(), self.image_size)).encode())
         if isinstance(image, (str, Path)):
             try:
                 digest.update(Path(image).read_bytes())
@@ -292,9 +312,16 @@ class FeatureExtractor:
             digest.update(pil.tobytes())
         return digest.hexdigest()[:32]
 
-    def _compute(self, images: Sequence[ImageLike]) -> list[torch.Tensor]:
+    def _compute(self, images: Sequence[ImageLike], layers: Sequence[str] | None = None) -> list[torch.Tensor]:
+        """Stage maps of ``layers`` (default: this extractor's) for a batch, from the backbone."""
+        layers = self.layers if layers is None else tuple(layers)
         batch = image_tensor(to_pil_list(list(images)), self.image_size).to(self.device)
-        return [m.float().cpu() for m in self.backbone(batch, self.layers)]
+        return [m.float().cpu() for m in self.backbone(batch, layers)]
+
+    def is_cached(self, image: ImageLike) -> bool:
+        """Whether the cache holds every requested stage of ``image`` (reads the file header only)."""
+        key = self._cache_key(image)
+        return key is not None and set(self.layers) <= set(self._stored_stages(key))
 
     def iter_layer_maps(self, images: Sequence[ImageLike], desc: str = "features") -> Iterator[list[torch.Tensor]]:
         """Yield the stage maps batch by batch (what a streaming fit needs)."""
@@ -304,14 +331,19 @@ class FeatureExtractor:
             for start in range(0, len(images), self.batch_size):
                 chunk = images[start : start + self.batch_size]
                 keys = [self._cache_key(image) for image in chunk]
-                cached = [self._load(key) for key in keys]
-                missing = [i for i, maps in enumerate(cached) if maps is None]
+                stored = [self._load(key) for key in keys]  # {stage: map} per image, maybe partial
+                missing = [i for i, maps in enumerate(stored) if not set(self.layers) <= set(maps)]
                 if missing:
-                    fresh = self._compute([chunk[i] for i in missing])
+                    # One backbone call for the batch: the requested stages plus whatever the
+                    # entries already hold (so the rewritten entry loses nothing), in stage order.
+                    held = set().union(*(stored[i] for i in missing))
+                    wanted = sorted(set(self.layers) | held, key=_stage_order)  # unknown names: the backbone says so
+                    fresh = self._compute([chunk[i] for i in missing], wanted)
                     for slot, i in enumerate(missing):
-                        cached[i] = [m[slot : slot + 1] for m in fresh]
-                        self._store(keys[i], cached[i])
-                yield [torch.cat([maps[level] for maps in cached]) for level in range(len(self.layers))]
+                        computed = {layer: m[slot : slot + 1] for layer, m in zip(wanted, fresh)}
+                        stored[i] = {**computed, **stored[i]}  # stored stages stay bit for bit
+                        self._store(keys[i], stored[i])
+                yield [torch.cat([maps[layer] for maps in stored]) for layer in self.layers]
                 bar.update(len(chunk))
         finally:  # also on a bad image: clear the bar so the error message starts on a clean line
             bar.close()
@@ -324,20 +356,28 @@ class FeatureExtractor:
     def _path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.safetensors"
 
-    def _load(self, key: str | None) -> list[torch.Tensor] | None:
-        if key is None or not self._path(key).is_file():
-            return None
+    def _stored_stages(self, key: str) -> list[str]:
         try:
-            tensors = load_file(self._path(key))
-        except Exception:  # a damaged cache entry is recomputed, never trusted
-            return None
-        return [tensors[layer] for layer in self.layers]
+            with safe_open(self._path(key), framework="pt") as handle:
+                return list(handle.keys())
+        except Exception:  # absent or damaged: nothing usable is stored
+            return []
 
-    def _store(self, key: str | None, maps: list[torch.Tensor]) -> None:
+    def _load(self, key: str | None) -> dict[str, torch.Tensor]:
+        """The stages stored for ``key`` (empty when none, or when the entry is damaged)."""
+        if key is None or not self._path(key).is_file():
+            return {}
+        try:
+            return load_file(self._path(key))
+        except Exception:  # a damaged cache entry is recomputed, never trusted
+            return {}
+
+    def _store(self, key: str | None, maps: dict[str, torch.Tensor]) -> None:
         if key is None:
             return
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        save_file({layer: m.contiguous() for layer, m in zip(self.layers, maps)}, partial)
+        # A name of its own per writer: two processes filling the same entry never share a file.
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial")
+        save_file({layer: m.contiguous() for layer, m in maps.items()}, partial)
         partial.replace(path)  # atomic: an interrupted sweep leaves no half-written entry

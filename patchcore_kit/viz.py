@@ -112,6 +112,67 @@ def plot_sample_efficiency(
     return figure
 
 
+def plot_sample_efficiency_panels(
+    summary: pd.DataFrame,
+    metrics=("image_auroc", "pixel_auroc", "aupro"),
+    title: str | None = None,
+    panel_size: tuple[float, float] = (4.6, 3.8),
+) -> Figure:
+    """The paper's Fig. 6 from a sweep's summary: one panel per metric, shots on a log axis.
+
+    ``summary`` is :func:`~patchcore_kit.experiments.category_summary`'s table (columns method,
+    shots as labels "1", "5", ..., "all", full, train_images_min/max and ``<metric>_mean`` /
+    ``<metric>_sd``). Each method is a line of means with a ± 1 sd band (over seeds, of the
+    category average). The whole training pool is the rightmost point, labelled "all (N)" (N the
+    pool size, or its range over categories), placed at the mean pool size (at least twice the
+    largest swept count). A metric with no values (pixel metrics without ground-truth masks) gets
+    no panel.
+    """
+    table = pd.DataFrame(summary).copy()
+    table["shots"] = table["shots"].astype(str)
+    metrics = [m for m in metrics if f"{m}_mean" in table and table[f"{m}_mean"].notna().any()]
+    if not metrics:
+        raise ValueError("summary: no metric values to plot")
+    counts = sorted({int(s) for s in table.shots if s != "all"})
+    full = table[table.shots == "all"]
+    ticks, labels = list(counts), [str(n) for n in counts]
+    x_full = None
+    if not full.empty:
+        low, high = int(full.train_images_min.min()), int(full.train_images_max.max())
+        x_full = max(float(full.train_images.mean()), 2.0 * counts[-1] if counts else 1.0)
+        ticks.append(x_full)
+        labels.append(f"all ({low})" if low == high else f"all ({low}–{high})")
+    methods = [m for m in METHOD_LABELS if m in set(table.method)] + sorted(set(table.method) - set(METHOD_LABELS))
+    colours = method_colours(methods)
+    figure = Figure(figsize=(panel_size[0] * len(metrics), panel_size[1]), layout="constrained")
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    n_seeds = int(table["n_seeds"].max()) if "n_seeds" in table else 1
+    for ax, metric in zip(axes, metrics):
+        for method in methods:
+            rows = table[(table.method == method) & table[f"{metric}_mean"].notna()]
+            if rows.empty:
+                continue
+            x = np.array([x_full if s == "all" else float(s) for s in rows.shots])
+            order = np.argsort(x)
+            mean = rows[f"{metric}_mean"].to_numpy(float)[order]
+            sd = np.nan_to_num(rows[f"{metric}_sd"].to_numpy(float)[order]) if f"{metric}_sd" in rows else 0 * mean
+            ax.plot(x[order], mean, marker="o", color=colours[method], label=METHOD_LABELS.get(method, method))
+            ax.fill_between(x[order], mean - sd, mean + sd, color=colours[method], alpha=0.2, linewidth=0)
+        if x_full is not None and counts:
+            ax.axvline(np.sqrt(counts[-1] * x_full), color="0.75", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, labels)
+        ax.minorticks_off()
+        ax.set_xlabel("training images (shots, log scale)")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(title=f"mean ± 1 sd over {n_seeds} seed{'s' if n_seeds != 1 else ''}", fontsize=8,
+                   title_fontsize=8, loc="lower right")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
 # --- notebooks: features (01), coreset (02), segmentation (04) --------------------------------
 def _new_axes(ax, figsize):
     """``ax`` itself, or one new axes on a bare Figure (pyplot's figure list stays untouched)."""

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
-from patchcore_kit.backbones import DEFAULT_LAYERS
 from patchcore_kit.base import upsample_and_smooth
 from patchcore_kit.baselines import (
     PaDiM,
@@ -16,10 +15,15 @@ from patchcore_kit.baselines import (
     gaussian_from_sums,
     global_features,
     knn_distance,
+    nearest_in_each_image,
+    padim_feature_count,
     random_channels,
 )
 
 IMAGE_SIZE = 16  # synthetic maps: 4x4 grid upsampled to 16x16
+#: The random maps below play layer2 + layer3; SPADE and 1-NN then pool the deeper of them (the
+#: "shared stages" setting). Their paper stages (layer1+2+3, global layer4) are tested further down.
+SHARED = dict(layers=("layer2", "layer3"), global_layer=None)
 
 
 def random_maps(n: int, seed: int) -> list[torch.Tensor]:
@@ -114,7 +118,7 @@ def test_padim_fit_does_not_depend_on_batching():
 
 def test_padim_works_from_a_single_image():
     train, test = random_maps(1, seed=5), random_maps(2, seed=6)
-    model = fit_on_maps(PaDiM(image_size=IMAGE_SIZE, epsilon=0.01), train)
+    model = fit_on_maps(PaDiM(image_size=IMAGE_SIZE, epsilon=0.01, n_features=None), train)  # every channel
     scores, grid = model._score_maps(test)
     assert np.isfinite(scores).all()
     # covariance = 0.01 I: the Mahalanobis distance is the Euclidean one divided by 0.1
@@ -168,7 +172,7 @@ def test_knn_distance_equals_scipy_cdist(k):
 @pytest.mark.parametrize("top_k_images, k", [(3, 1), (3, 2), (50, 1)])
 def test_spade_equals_brute_force_loops(top_k_images, k):
     train, test = random_maps(6, seed=8), random_maps(3, seed=9)
-    model = fit_on_maps(SPADE(top_k_images=top_k_images, k=k, image_size=IMAGE_SIZE), train)
+    model = fit_on_maps(SPADE(top_k_images=top_k_images, k=k, image_size=IMAGE_SIZE, **SHARED), train)
     scores, grid = model._score_maps(test)
     expected_scores, expected_grid = brute_force_spade(train, test, top_k_images, k)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-4)
@@ -177,7 +181,7 @@ def test_spade_equals_brute_force_loops(top_k_images, k):
 
 def test_nearest_image_equals_brute_force():
     train, test = random_maps(5, seed=10), random_maps(3, seed=11)
-    model = fit_on_maps(NearestImage(image_size=IMAGE_SIZE), train)
+    model = fit_on_maps(NearestImage(image_size=IMAGE_SIZE, **SHARED), train)
     scores, grid = model._score_maps(test)
     g_train, g_test = direct_global(train), direct_global(test)
     f_train, f_test = direct_aligned(train), direct_aligned(test)
@@ -188,8 +192,8 @@ def test_nearest_image_equals_brute_force():
         np.testing.assert_allclose(grid[b].numpy(), np.linalg.norm(f_test[b] - f_train[nearest], axis=-1), rtol=1e-4)
 
 
-@pytest.mark.parametrize("make", [lambda: SPADE(top_k_images=2, image_size=IMAGE_SIZE),
-                                  lambda: NearestImage(image_size=IMAGE_SIZE)])
+@pytest.mark.parametrize("make", [lambda: SPADE(top_k_images=2, image_size=IMAGE_SIZE, **SHARED),
+                                  lambda: NearestImage(image_size=IMAGE_SIZE, **SHARED)])
 def test_image_memory_leave_one_out_equals_refitting(make):
     train = random_maps(4, seed=12)
     model = fit_on_maps(make(), train)
@@ -220,6 +224,77 @@ def test_params_are_stored_untouched():
     assert "PaDiM(backbone='efficientnet_lite0'" in repr(model)
 
 
+# --- each paper's stages ----------------------------------------------------------------------
+def test_padim_channel_rule_keeps_the_wrn50_share():
+    assert padim_feature_count(1792) == 550  # WRN50 layer1+2+3: the PaDiM paper's 550
+    assert padim_feature_count(448) == 138  # ResNet18: the rule's 138 (the paper used 100)
+    assert padim_feature_count(24 + 40 + 112) == 54  # EfficientNet-Lite0 layer1+2+3
+    assert padim_feature_count(176, 100) == 100 and padim_feature_count(176, 500) == 176
+    assert padim_feature_count(176, None) == 176 and padim_feature_count(3) == 1
+    with pytest.raises(ValueError, match="auto"):
+        padim_feature_count(176, "most")
+    model = fit_on_maps(PaDiM(image_size=IMAGE_SIZE, seed=1), random_maps(3, seed=20))  # 6 + 5 channels
+    assert len(model.channel_index_) == round(11 * 550 / 1792) == 3
+    assert PaDiM().layers == ("layer1", "layer2", "layer3") and PaDiM().n_features == "auto"
+
+
+def paper_maps(n: int, seed: int) -> list[torch.Tensor]:
+    """layer1..layer4 like maps: (n, 3, 4, 4), (n, 4, 2, 2), (n, 5, 2, 2), (n, 7, 1, 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, c, s, s, generator=generator) for c, s in ((3, 4), (4, 2), (5, 2), (7, 1))]
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_spade_paper_stages_pixels_from_layer123_global_from_layer4(k):
+    train, test = paper_maps(7, seed=21), paper_maps(3, seed=22)
+    model = SPADE(top_k_images=4, k=k, image_size=IMAGE_SIZE)
+    assert model._extract_layers() == ("layer1", "layer2", "layer3", "layer4")
+    fit_on_maps(model, train)
+    scores, grid = model._score_maps(test)
+
+    def aligned(maps):
+        parts = [maps[0]] + [F.interpolate(m, size=(4, 4), mode="bilinear", align_corners=False) for m in maps[1:3]]
+        return torch.cat(parts, 1).permute(0, 2, 3, 1).reshape(len(maps[0]), 16, -1).double().numpy()
+
+    g_train, g_test = train[3].double().mean((2, 3)).numpy(), test[3].double().mean((2, 3)).numpy()
+    f_train, f_test = aligned(train), aligned(test)
+    for b in range(3):
+        distances = np.linalg.norm(g_train - g_test[b], axis=1)
+        nearest = np.argsort(distances)[:4]
+        assert scores[b] == pytest.approx(np.sort(distances)[:4].mean(), rel=1e-5)
+        gallery = f_train[nearest].reshape(-1, f_train.shape[-1])
+        pair = np.linalg.norm(f_test[b][:, None] - gallery[None], axis=2)
+        np.testing.assert_allclose(grid[b].reshape(-1).numpy(), np.sort(pair, axis=1)[:, :k].mean(1), rtol=1e-4, atol=1e-5)
+
+
+def test_nearest_image_paper_stages_extracts_the_union_once():
+    model = NearestImage(layers=("layer2", "layer3"), global_layer="layer4")
+    assert model._extract_layers() == ("layer2", "layer3", "layer4")
+    assert NearestImage(layers=("layer2", "layer4"), global_layer="layer4")._extract_layers() == ("layer2", "layer4")
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_chunked_knn_is_exact(k):
+    rng = np.random.default_rng(30 + k)
+    queries, gallery = torch.from_numpy(rng.normal(size=(9, 6))).float(), torch.from_numpy(rng.normal(size=(50, 6))).float()
+    whole = knn_distance(queries, gallery, k, max_bytes=1 << 30)
+    for max_bytes in (1, 4 * 9 * 7, 4 * 9 * 25):  # one gallery row per block, 7 rows, 25 rows
+        torch.testing.assert_close(knn_distance(queries, gallery, k, max_bytes=max_bytes), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_nearest_in_each_image_equals_brute_force_in_any_block_size():
+    rng = np.random.default_rng(40)
+    queries = torch.from_numpy(rng.normal(size=(2, 5, 4))).float()  # 2 test images, 5 positions
+    train = torch.from_numpy(rng.normal(size=(6, 7, 4))).float()  # 6 training images, 7 positions
+    q, t = queries.double().numpy(), train.double().numpy()
+    index = [4, 1, 3]
+    expected = np.array([[np.linalg.norm(q[b][:, None] - t[n][None], axis=2).min(1) for n in index] for b in range(2)])
+    for max_bytes in (1, 4 * 7 * 3, 4 * 7 * 10, 1 << 30):  # down to one query row and one image per block
+        got = nearest_in_each_image(queries, train, index, max_bytes=max_bytes)
+        assert got.shape == (2, 3, 5)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
 # --- one real run -----------------------------------------------------------------------------
 def textured(seed: int, defect: bool = False) -> np.ndarray:
     """A 64 px stripe texture with noise; a defect is a bright square."""
@@ -241,7 +316,7 @@ def shared_cache(tmp_path_factory):
 def test_end_to_end_on_real_backbone_features(make, shared_cache):
     train = [textured(i) for i in range(4)]
     test = [textured(10), textured(11, defect=True)]
-    model = make(backbone="efficientnet_lite0", layers=DEFAULT_LAYERS, image_size=64, feature_cache=shared_cache)
+    model = make(backbone="efficientnet_lite0", image_size=64, feature_cache=shared_cache)  # each paper's stages
     model.fit(train)
     scores, maps = model.score(test)
     assert scores.shape == (2,) and maps.shape == (2, 64, 64)
@@ -249,3 +324,4 @@ def test_end_to_end_on_real_backbone_features(make, shared_cache):
     assert maps[1][24:40, 24:40].mean() > maps[1][:12, :12].mean()  # ... and roughly where it is
     assert model.threshold_ is not None and model.pixel_threshold_ is not None
     assert set(model.predict(test).tolist()) <= {0, 1}
+    assert len(list(shared_cache.rglob("*.safetensors"))) == 6  # one entry per image, whatever the stages

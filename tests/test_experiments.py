@@ -39,9 +39,9 @@ def count_backbone(monkeypatch):
     calls = {"images": 0}
     original = features.FeatureExtractor._compute
 
-    def counting(self, images):
+    def counting(self, images, layers=None):
         calls["images"] += len(images)
-        return original(self, images)
+        return original(self, images, layers)
 
     monkeypatch.setattr(features.FeatureExtractor, "_compute", counting)
     return calls
@@ -233,3 +233,242 @@ def test_sample_efficiency_figure_options():
         plot_sample_efficiency(synthetic_results(), metric="pixel_auroc")
     with pytest.raises(ValueError, match="spread"):
         plot_sample_efficiency(synthetic_results(), spread="iqr")
+
+
+# --- each paper's stages, the full pool, SPADE's shared table ----------------------------------
+def test_method_stages_paper_and_shared():
+    from patchcore_kit.experiments import method_stages
+
+    assert method_stages("patchcore", "paper", ("layer2", "layer3")) == {"layers": ("layer2", "layer3")}
+    assert method_stages("padim", "paper") == {} and method_stages("spade", "paper") == {}  # class defaults
+    assert method_stages("padim", "shared", ("layer3", "layer4")) == {"layers": ("layer3", "layer4"), "n_features": 100}
+    assert method_stages("spade", "shared", ("layer2", "layer3")) == {"layers": ("layer2", "layer3"), "global_layer": None}
+    with pytest.raises(ValueError, match="baseline_stages"):
+        method_stages("spade", "own")
+
+
+def test_one_pass_over_the_union_of_stages_serves_every_method(split, tmp_path, count_backbone):
+    """Paper stages: PatchCore layer2+3, PaDiM layer1+2+3, SPADE layer1+2+3+4; each image runs once."""
+    stages_asked = []
+    original = features.FeatureExtractor._compute
+
+    def record(self, images, layers=None):
+        stages_asked.append(tuple(self.layers if layers is None else layers))
+        return original(self, images, layers)
+
+    features.FeatureExtractor._compute = record
+    try:
+        table = sample_efficiency(split, cache_dir=tmp_path / "cache", **dict(SWEEP, methods=("patchcore", "padim", "spade"),
+                                                                              shots=(1, "all"), seeds=(0,)))
+    finally:
+        features.FeatureExtractor._compute = original
+    summary = table.attrs["summary"]
+    assert summary["stages"] == {"patchcore": ["layer2", "layer3"], "padim": ["layer1", "layer2", "layer3"],
+                                 "spade": ["layer1", "layer2", "layer3", "layer4"]}
+    assert set(stages_asked) == {("layer1", "layer2", "layer3", "layer4")}  # the extraction pass only
+    assert count_backbone["images"] == len(split.train) + len(split.test)  # every image once, all stages at once
+    assert summary["spade_table"]["used"]
+
+
+def test_all_shots_are_the_whole_pool_marked_full(split, cache_dir):
+    table = sample_efficiency(split, cache_dir=cache_dir, **dict(SWEEP, shots=(1, "all", 4), seeds=(0,)))
+    assert sorted(table.shots.unique()) == [1, 4]  # "all" is the pool of 4, given twice: one row per method
+    assert table.set_index(["method", "shots"]).full.to_dict() == {
+        ("padim", 1): False, ("padim", 4): True, ("patchcore", 1): False, ("patchcore", 4): True}
+    with pytest.raises(InputError, match="'most'"):
+        sample_efficiency(split, shots=("most",), progress=False)
+
+
+def test_spade_pair_table_equals_fitting_spade_on_each_draw(split, cache_dir):
+    """Rows from the shared table are SPADE fitted on the draw and scored directly, and pairs are reused."""
+    from patchcore_kit.baselines import SPADE
+    from patchcore_kit.experiments import SpadePairTable
+
+    model = SPADE(image_size=SIZE, top_k_images=2, feature_cache=str(cache_dir), calibrate=False)
+    draws = [split.with_shots(n, seed).train_paths for n in (1, 2, 3, 4) for seed in (0, 1)]
+    table = SpadePairTable.for_sweep(model, split, draws, budget_gb=1.0)
+    for draw in draws:
+        scores, maps = table.scores(draw)
+        direct_scores, direct_maps = SPADE(image_size=SIZE, top_k_images=2, feature_cache=str(cache_dir),
+                                           calibrate=False).fit(draw).score(split.test_paths)
+        np.testing.assert_allclose(scores, direct_scores, rtol=1e-6)
+        np.testing.assert_allclose(maps, direct_maps, rtol=1e-5, atol=1e-6)
+    stats = table.stats
+    assert stats["pairs_read"] == len(draws) * len(split.test) * 2 - 2 * len(split.test)  # 1-shot draws: K = 1
+    assert stats["pairs_computed"] <= len(split.test) * len(split.train) < stats["pairs_read"]
+    # Over budget, or k > 1: no table, the sweep scores SPADE row by row.
+    assert SpadePairTable.for_sweep(model, split, draws, budget_gb=1e-9) is None
+    assert SpadePairTable.for_sweep(SPADE(image_size=SIZE, k=2, feature_cache=str(cache_dir)), split, draws, 1.0) is None
+
+
+def test_sweep_spade_rows_equal_with_and_without_the_table(split, cache_dir):
+    grid = dict(SWEEP, methods=("spade",), shots=(1, 2, "all"), seeds=(0, 1))
+    shared = sample_efficiency(split, cache_dir=cache_dir, **grid)
+    direct = sample_efficiency(split, cache_dir=cache_dir, spade_table_gb=0, **grid)
+    assert shared.attrs["summary"]["spade_table"]["used"] and direct.attrs["summary"]["spade_table"] is None
+    for metric in ("image_auroc", "pixel_auroc", "aupro"):
+        np.testing.assert_allclose(shared[metric], direct[metric], rtol=1e-6)
+
+
+# --- averaging over categories --------------------------------------------------------------------
+def fabricated_results() -> pd.DataFrame:
+    """Two categories (pools 10 and 20), two seeds, PatchCore only: numbers chosen to average by hand."""
+    rows = []
+    values = {  # (category, shots, seed) -> image AUROC; pixel AUROC = image - 0.1; AUPRO missing in "b"
+        ("a", 1, 0): 0.6, ("a", 1, 1): 0.8, ("b", 1, 0): 0.4, ("b", 1, 1): 0.6,
+        ("a", 10, 0): 0.9, ("a", 10, 1): 0.9, ("b", 20, 0): 0.7, ("b", 20, 1): 0.9,
+    }
+    for (category, shots, seed), value in values.items():
+        full = (category, shots) in {("a", 10), ("b", 20)}
+        rows.append({"category": category, "method": "patchcore", "shots": shots, "full": full, "seed": seed,
+                     "image_auroc": value, "pixel_auroc": value - 0.1, "aupro": value if category == "a" else None,
+                     "fit_s": 1.0, "infer_s": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_category_summary_hand_computed():
+    from patchcore_kit.experiments import category_summary
+
+    summary = category_summary(fabricated_results()).set_index("shots")
+    assert list(summary.index) == ["1", "all"]  # the two pools (10 and 20) are one x position, last
+    one, full = summary.loc["1"], summary.loc["all"]
+    # 1 shot: seed 0 averages (0.6 + 0.4) / 2 = 0.5, seed 1 (0.8 + 0.6) / 2 = 0.7 -> 0.6 ± sd(0.5, 0.7)
+    assert one.image_auroc_mean == pytest.approx(0.6)
+    assert one.image_auroc_sd == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert one.pixel_auroc_mean == pytest.approx(0.5)
+    assert one.aupro_mean == pytest.approx(0.7)  # only category "a" has AUPRO: (0.6 + 0.8) / 2
+    # full: seed 0 (0.9 + 0.7) / 2 = 0.8, seed 1 (0.9 + 0.9) / 2 = 0.9
+    assert full.image_auroc_mean == pytest.approx(0.85)
+    assert full.image_auroc_sd == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert bool(full.full) and not bool(one.full)
+    assert (full.train_images, full.train_images_min, full.train_images_max) == (15, 10, 20)
+    assert (one.n_categories, one.n_seeds, full.n_categories) == (2, 2, 2)
+
+    single = category_summary(fabricated_results().query("category == 'a' and seed == 0").drop(columns="category"))
+    assert single.image_auroc_mean.tolist() == [0.6, 0.9] and single.image_auroc_sd.isna().all()
+    assert single.n_categories.tolist() == [1, 1]
+
+
+# --- the paper's claims ---------------------------------------------------------------------------
+def summary_of(values: dict, pool: int = 200) -> pd.DataFrame:
+    """A fabricated summary: ``values[(method, shots)] = (image, pixel, aupro)`` means, sd 0.01."""
+    rows = []
+    for (method, shots), (image, pixel, pro) in values.items():
+        rows.append({"method": method, "shots": str(shots), "full": shots == "all",
+                     "train_images": pool if shots == "all" else shots,
+                     "train_images_min": pool if shots == "all" else shots,
+                     "train_images_max": pool if shots == "all" else shots, "n_categories": 15, "n_seeds": 3,
+                     "image_auroc_mean": image, "image_auroc_sd": 0.01, "pixel_auroc_mean": pixel,
+                     "pixel_auroc_sd": 0.01, "aupro_mean": pro, "aupro_sd": 0.01})
+    return pd.DataFrame(rows)
+
+
+def verdicts(claims) -> dict:
+    return {c["id"]: c["holds"] for c in claims}
+
+
+def test_claims_hold_when_the_numbers_say_so():
+    from patchcore_kit.claims import check_claims, claims_markdown
+
+    summary = summary_of({
+        ("patchcore", 1): (0.86, 0.93, 0.85), ("patchcore", 5): (0.93, 0.965, 0.915),
+        ("patchcore", 16): (0.96, 0.97, 0.92), ("patchcore", 40): (0.946, 0.975, 0.93),
+        ("patchcore", 50): (0.90, 0.90, 0.90),  # 50 > 200 / 5: not the "one fifth" point
+        ("patchcore", "all"): (0.99, 0.98, 0.935),
+        ("padim", "all"): (0.953, 0.975, 0.921), ("spade", "all"): (0.855, 0.96, 0.917),
+    })
+    claims = check_claims(summary, dataset="mvtec")
+    assert verdicts(claims) == {"a-image": True, "a-pixel": True, "b-5-pixel": True, "b-5-aupro": True,
+                                "b-1-image": True, "c": None}
+    first = claims[0]["numbers"]
+    assert "40 of 200" in first and "PaDiM" in first and "0.946 ± 0.010" in first  # 0.946 >= 0.953 - 0.01
+    assert "0.949" in claims[-1]["numbers"] and "not re-run" in claims[-1]["note"]  # DifferNet: published only
+    text = claims_markdown(claims)
+    assert text.count("**holds**") == 5 and "minus 0.01" in text and "not checked: DifferNet" in text
+
+
+def test_claims_fail_when_patchcore_falls_short():
+    from patchcore_kit.claims import check_claims, claims_markdown
+
+    summary = summary_of({
+        ("patchcore", 1): (0.80, 0.90, 0.80), ("patchcore", 5): (0.90, 0.94, 0.95),
+        ("patchcore", 40): (0.942, 0.99, 0.9), ("patchcore", "all"): (0.99, 0.99, 0.95),
+        ("padim", "all"): (0.953, 0.975, 0.921), ("spade", "all"): (0.855, 0.96, 0.917),
+    })
+    claims = check_claims(summary, dataset="mtd")
+    assert verdicts(claims) == {"a-image": False, "a-pixel": True, "b-5-pixel": False, "b-5-aupro": True,
+                                "b-1-image": False, "c": None}  # 0.942 < 0.953 - 0.01; 0.94 < 0.96 - 0.01
+    assert "not checked: needs PatchCore at 16 shots" in claims_markdown(claims)
+    assert claims_markdown(claims).count("**does not hold**") == 3
+
+
+def test_claims_that_need_rows_not_swept_say_what_they_need():
+    from patchcore_kit.claims import check_claims, status
+
+    no_full = check_claims(summary_of({("patchcore", 1): (0.9, 0.9, 0.9), ("patchcore", 5): (0.9, 0.9, 0.9),
+                                       ("spade", 5): (0.8, 0.8, 0.8)}))
+    assert set(verdicts(no_full).values()) == {None}
+    assert "'all' shots" in status(no_full[0]) and "SPADE on the full pool" in status(no_full[2])
+    small = check_claims(summary_of({("patchcore", 1): (0.9, 0.9, 0.9), ("patchcore", "all"): (0.9, 0.9, 0.9),
+                                     ("spade", "all"): (0.8, 0.8, None)}, pool=4))
+    assert "one fifth of the smallest pool (1 of 4)" in status(small[0])  # 1 shot > 4 / 5
+    assert verdicts(small)["b-1-image"] is True and "AUPRO" in status(small[3])  # SPADE has no AUPRO
+    assert "no published DifferNet figure" in check_claims(summary_of({("patchcore", 16): (0.9, 0.9, 0.9)}))[-1]["numbers"]
+
+
+# --- the three-panel figure and the command ------------------------------------------------------
+def test_three_panel_figure_from_the_summary():
+    from patchcore_kit.experiments import category_summary
+    from patchcore_kit.viz import plot_sample_efficiency_panels
+
+    results = pd.concat([fabricated_results(), fabricated_results().assign(method="padim")], ignore_index=True)
+    figure = plot_sample_efficiency_panels(category_summary(results))
+    assert [ax.get_ylabel() for ax in figure.axes] == ["image AUROC", "pixel AUROC", "AUPRO (FPR ≤ 0.3)"]
+    ax = figure.axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "all (10–20)"]
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [0.6, 0.85])
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), [1, 15])  # "all" at the mean pool size
+    no_masks = category_summary(fabricated_results().assign(pixel_auroc=None, aupro=None))
+    assert len(plot_sample_efficiency_panels(no_masks).axes) == 1  # pixel panels skipped
+
+
+def test_cli_sweep_all_categories_and_all_shots(make_mvtec, tmp_path, capsys):
+    from patchcore_kit.cli import main
+
+    root = make_mvtec("cap", n_train=3, test={"good": 2, "crack": 2}, size=(64, 64))
+    make_mvtec("nut", n_train=4, test={"good": 2, "hole": 2}, size=(64, 64), root=root)
+    output = tmp_path / "sweep"
+    status = main(["sweep", str(root), "--format", "mvtec", "--category", "all", "--shots", "1", "2", "all",
+                   "--methods", "patchcore", "padim", "spade", "--seeds", "0", "1", "--image-size", "64",
+                   "--output", str(output)])
+    assert status == 0
+    for category, pool in (("cap", 3), ("nut", 4)):
+        rows = pd.read_csv(output / category / "results.csv")
+        assert len(rows) == 3 * 3 * 2 and rows[["image_auroc", "pixel_auroc", "aupro"]].notna().all().all()
+        assert set(rows.loc[rows.full, "shots"]) == {pool}
+    summary = pd.read_csv(output / "summary.csv", dtype={"shots": str})
+    assert summary.shots.tolist() == ["1", "2", "all"] * 3 and (summary.n_categories == 2).all()
+    by_hand = pd.concat([pd.read_csv(output / c / "results.csv") for c in ("cap", "nut")])
+    spade_1 = by_hand.query("method == 'spade' and shots == 1").groupby("seed").pixel_auroc.mean()
+    row = summary.query("method == 'spade' and shots == '1'").iloc[0]
+    assert row.pixel_auroc_mean == pytest.approx(spade_1.mean(), abs=1e-5)
+    assert row.pixel_auroc_sd == pytest.approx(spade_1.std(), abs=1e-5)
+    claims = (output / "claims.md").read_text()
+    assert "(a) With one fifth" in claims and "not checked" in claims  # 1 shot > 3 / 5: (a) cannot be checked
+    assert (output / "sample_efficiency.png").stat().st_size > 0
+    assert "claim b-1-image" in capsys.readouterr().out
+    assert main(["sweep", str(root), "--format", "mtd", "--category", "all", "--output", str(output)]) == 2
+
+
+def test_cli_sweep_passes_patchcore_settings_only_when_given(monkeypatch, tmp_path):
+    from patchcore_kit import cli
+
+    calls = []
+    monkeypatch.setattr(experiments, "run_sweep", lambda *a, **k: calls.append(k))
+    base = ["sweep", str(tmp_path), "--format", "mvtec", "--output", str(tmp_path / "out")]
+    assert cli.main(base) == 0 and "patchcore" not in calls[-1] and calls[-1]["baseline_stages"] == "paper"
+    assert cli.main(base + ["--aggregation", "unfold", "--border", "zeros", "--coreset-ratio", "0.01",
+                            "--baseline-stages", "shared", "--shots", "1", "all"]) == 0
+    assert calls[-1]["patchcore"] == {"aggregation": "unfold", "border": "zeros", "coreset_ratio": 0.01}
+    assert calls[-1]["baseline_stages"] == "shared" and calls[-1]["shots"] == (1, "all")

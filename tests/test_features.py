@@ -179,7 +179,7 @@ def test_cache_second_call_skips_the_backbone(images, tmp_path):
     assert fresh._backbone is None
 
 
-def test_cache_is_keyed_by_content_size_and_layers(images, tmp_path, png_writer):
+def test_cache_is_keyed_by_content_and_size_not_stages(images, tmp_path, png_writer):
     cache = tmp_path / "cache"
     extractor = FeatureExtractor("efficientnet_lite0", image_size=SIZE, cache_dir=cache)
     counter = ForwardCounter(extractor)
@@ -198,14 +198,16 @@ def test_cache_is_keyed_by_content_size_and_layers(images, tmp_path, png_writer)
     assert counter.images == 2
     assert not torch.allclose(before[0], after[0])
 
-    # Another image size or other layers: other keys, nothing stale is returned.
+    # Another image size or backbone: other keys, nothing stale is returned. Other stages: the same
+    # key, because one entry holds every stage of the image (see the test below).
     keys = {
         extractor._cache_key(images[0]),
         FeatureExtractor("efficientnet_lite0", image_size=SIZE + 32, cache_dir=cache)._cache_key(images[0]),
-        FeatureExtractor("efficientnet_lite0", ("layer2",), image_size=SIZE, cache_dir=cache)._cache_key(images[0]),
         FeatureExtractor("efficientnet_lite2", image_size=SIZE, cache_dir=cache)._cache_key(images[0]),
     }
-    assert len(keys) == 4
+    assert len(keys) == 3
+    assert FeatureExtractor("efficientnet_lite0", ("layer2",), image_size=SIZE, cache_dir=cache)._cache_key(
+        images[0]) == extractor._cache_key(images[0])
     bigger = FeatureExtractor("efficientnet_lite0", image_size=SIZE + 32, cache_dir=cache).layer_maps(images[:1])
     assert bigger[0].shape[-1] == (SIZE + 32) // 8
 
@@ -318,3 +320,45 @@ def test_features_match_a_direct_backbone_call(images):
     for a, b in zip(maps, direct):
         torch.testing.assert_close(a, b)
     assert F.mse_loss(maps[0][0], maps[0][1]) > 0  # different images, different features
+
+
+def test_one_pass_over_all_stages_serves_every_subset(images, tmp_path):
+    """A sweep's extraction pass stores layer1..layer4 once; each method then reads its own stages."""
+    cache = tmp_path / "cache"
+    everything = FeatureExtractor("efficientnet_lite0", ("layer1", "layer2", "layer3", "layer4"), image_size=SIZE,
+                                  cache_dir=cache)
+    counter = ForwardCounter(everything)
+    full = everything.layer_maps(images)
+    assert counter.calls == 1 and counter.images == 3
+    assert len(list(cache.rglob("*.safetensors"))) == 3  # one entry per image, all four stages in it
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone was loaded although every stage is cached")
+
+    for subset in [("layer2", "layer3"), ("layer1", "layer2", "layer3"), ("layer4",), ("layer3", "layer1")]:
+        reader = FeatureExtractor("efficientnet_lite0", subset, image_size=SIZE, cache_dir=cache)
+        reader._compute = no_backbone
+        assert all(reader.is_cached(image) for image in images)
+        maps = reader.layer_maps(images)
+        for layer, m in zip(subset, maps):  # in the order asked for, bit for bit the stored maps
+            torch.testing.assert_close(m, full[("layer1", "layer2", "layer3", "layer4").index(layer)], rtol=0, atol=0)
+
+
+def test_a_stage_not_stored_is_computed_and_merged_into_the_entry(images, tmp_path):
+    cache = tmp_path / "cache"
+    first = FeatureExtractor("efficientnet_lite0", ("layer2", "layer3"), image_size=SIZE, cache_dir=cache)
+    stored = first.layer_maps(images[:1])
+    deeper = FeatureExtractor("efficientnet_lite0", ("layer3", "layer4"), image_size=SIZE, cache_dir=cache)
+    assert not deeper.is_cached(images[0])
+    counter = ForwardCounter(deeper)
+    maps = deeper.layer_maps(images[:1])
+    assert counter.images == 1
+    torch.testing.assert_close(maps[0], stored[1], rtol=0, atol=0)  # the stored stage is kept as it was
+    (entry,) = cache.rglob("*.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(entry, framework="pt") as handle:
+        assert set(handle.keys()) == {"layer2", "layer3", "layer4"}  # merged, nothing lost
+    both = FeatureExtractor("efficientnet_lite0", ("layer2", "layer4"), image_size=SIZE, cache_dir=cache)
+    both._compute = lambda *a, **k: pytest.fail("layer2 and layer4 are both stored")
+    torch.testing.assert_close(both.layer_maps(images[:1])[1], maps[1], rtol=0, atol=0)
