@@ -226,26 +226,33 @@ def summarize(rows: list[dict], resolved: list, folds: int, metric: str, feature
 
 
 def _feature_key(params: dict) -> str:
-    return json.dumps([params["backbone"], params.get("weights"), list(params["layers"]),
-                       params["image_size"] if isinstance(params["image_size"], int) else list(params["image_size"])])
+    """Candidates with the same backbone, weights and image size share one backbone pass."""
+    size = params["image_size"]
+    return json.dumps([params["backbone"], params.get("weights"), size if isinstance(size, int) else list(size)])
 
 
 def _backbone_passes(resolved, devs, cache: Path, device: str, batch_size: int, progress: bool) -> dict:
-    """One backbone pass per (backbone, stages, size) over every image the folds use, into the cache.
+    """One backbone pass per (backbone, weights, size) over every image the folds use, into the cache.
 
-    Afterwards every fit and score reads the cache, so candidates (and parallel workers) differing only
-    in patch size or aggregation share one pass, and no two workers write the same cache entry.
+    The pass asks for the union of the stages its candidates use: the cache keeps every stage of an
+    image in one entry, so afterwards every fit and score (of any stage set, patch size or aggregation)
+    only reads it, and parallel workers never write the same entry.
     """
+    from ..backbones import STAGES
+
     images = list(dict.fromkeys(p for dev in devs for p in dev.train_paths + dev.test_paths))
+    groups: dict[str, list[dict]] = {}
+    for _, params, _ in resolved:
+        groups.setdefault(_feature_key(params), []).append(params)
     seconds = {}
-    for name, params, _ in resolved:
-        key = _feature_key(params)
-        if key in seconds:
-            continue
+    for key, members in groups.items():
+        first = members[0]
+        layers = sorted({layer for params in members for layer in params["layers"]}, key=STAGES.index)
         start = time.perf_counter()
-        extractor = FeatureExtractor(params["backbone"], params["layers"], params["image_size"], weights=params.get("weights"),
+        extractor = FeatureExtractor(first["backbone"], layers, first["image_size"], weights=first.get("weights"),
                                      device=device, batch_size=batch_size, cache_dir=cache, progress=progress)
-        for _ in extractor.iter_layer_maps(images, desc=f"features {name.split(', p=')[0]}"):
+        size = first["image_size"]
+        for _ in extractor.iter_layer_maps(images, desc=f"features {size if isinstance(size, int) else 'x'.join(map(str, size))} px"):
             pass
         seconds[key] = round(time.perf_counter() - start, 1)
     return seconds
