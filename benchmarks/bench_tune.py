@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--validation", default="synthetic", choices=("real", "synthetic"))
     parser.add_argument("--grid", default=None, help="grid file (default: the built-in default grid)")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--shots", type=int, default=None, help="training images per fold (default: all of the other folds)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--output", type=Path, default=Path("runs/bench_tune"))
     parser.add_argument("--keep", action="store_true", help="reuse the output folder (a warm, resumed run)")
@@ -44,12 +45,12 @@ def main() -> None:
     candidates, fixed = load_grid(args.grid)
     print(f"grid: {args.grid or json.dumps({k: [list(v) if isinstance(v, tuple) else v for v in vs] for k, vs in DEFAULT_GRID.items()})}")
     print(f"{len(candidates)} candidates before resolving aspect; fixed {fixed}; {args.folds} folds; "
-          f"validation {args.validation}; jobs {args.jobs}", flush=True)
+          f"validation {args.validation}; shots {args.shots or 'all'}; jobs {args.jobs}", flush=True)
     if args.output.exists() and not args.keep:
         shutil.rmtree(args.output)
     with Timer() as total:
         settings = tune(args.root, args.format, args.category, output=args.output, grid=args.grid,
-                        validation=args.validation, folds=args.folds, jobs=args.jobs, progress=False)
+                        validation=args.validation, folds=args.folds, jobs=args.jobs, shots=args.shots, progress=False)
     with (args.output / "candidates.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     fits = sum(float(r["seconds"]) for r in rows)
