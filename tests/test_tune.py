@@ -213,7 +213,7 @@ def test_synthetic_tune_needs_no_defective_image_and_fit_takes_its_settings(make
     root = make_mvtec(n_train=9, test={"good": 2}, size=(48, 48))  # no defective image at all
     with pytest.raises(InputError, match="no defective images.*--validation synthetic"):
         tune(root, "mvtec", "widget", output=tmp_path / "real", grid=TINY, folds=3, validation="real", progress=False)
-    assert main(["tune", str(root), "--format", "mvtec", "--validation", "synthetic", "--folds", "3",
+    assert main(["tune", str(root), "--format", "mvtec", "--validation", "synthetic", "--folds", "3", "--jobs", "2",
                  "--grid", _grid_file(tmp_path), "--output", str(tmp_path / "syn")]) == 0
     settings = json.loads((tmp_path / "syn" / "settings.json").read_text())
     assert settings["defective_used"] == [] and settings["protocol"]["validation"] == "synthetic"

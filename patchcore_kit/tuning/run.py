@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -168,7 +169,9 @@ def tune(
     try:
         if jobs > 1 and len(tasks) > 1:
             threads = max(1, torch.get_num_threads() // jobs)
-            with ProcessPoolExecutor(jobs, initializer=_worker_threads, initargs=(threads,)) as pool:
+            # spawn, not fork: a forked child of a process whose OpenMP threads already ran can hang
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_threads, initargs=(threads,)) as pool:
                 for future in as_completed([pool.submit(_score_task, task) for task in tasks]):
                     record(*future.result())
         else:
