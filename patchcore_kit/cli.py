@@ -244,8 +244,8 @@ def _held_out_figure(settings_path: Path, split, result) -> dict | None:
     from .tuning.settings import held_out_mask
 
     settings = read_settings(settings_path)
-    if settings.get("protocol", {}).get("split_hash") not in (None, split.split_hash()) and settings.get("defective_used"):
-        return None  # tuned on another split: its list of used images does not apply here
+    # Images are matched by their path inside the dataset, so a shots draw or another split of the
+    # same dataset still leaves out exactly the defective images the tune scored.
     keep = held_out_mask(settings, [split.relative(s.path) for s in split.test], result.labels)
     labels = result.labels[keep]
     if labels.min() == labels.max():
