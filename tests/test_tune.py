@@ -198,7 +198,7 @@ def test_tune_scores_every_candidate_writes_settings_and_resumes(make_mvtec, tmp
 
     # ... and into evaluate (explicit options win), which reports the figure on what the tune never saw
     report = tmp_path / "eval"
-    assert main(["evaluate", str(root), "--format", "mvtec", "--settings", str(out / "settings.json"),
+    assert main(["evaluate", str(root), "--format", "mvtec", "--settings", str(out / "settings.json"), "--shots", "6",
                  "--output", str(report)]) == 0
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["layers"] == ["layer3"] and metrics["image_size"] == 64
