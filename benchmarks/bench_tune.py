@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=None, help="training images per fold (default: all of the other folds)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--output", type=Path, default=Path("runs/bench_tune"))
+    parser.add_argument("--feature-cache", default=None, help="default: OUTPUT/feature_cache (removed with it)")
     parser.add_argument("--keep", action="store_true", help="reuse the output folder (a warm, resumed run)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -50,7 +51,7 @@ def main() -> None:
         shutil.rmtree(args.output)
     with Timer() as total:
         settings = tune(args.root, args.format, args.category, output=args.output, grid=args.grid,
-                        validation=args.validation, folds=args.folds, jobs=args.jobs, shots=args.shots, progress=False)
+                        validation=args.validation, folds=args.folds, jobs=args.jobs, shots=args.shots, feature_cache=args.feature_cache, progress=False)
     with (args.output / "candidates.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     fits = sum(float(r["seconds"]) for r in rows)
