@@ -100,7 +100,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-neighbors", type=int, default=9)
     group.add_argument("--aggregation", default="mean", choices=AGGREGATIONS,
                        help="mean: average each p x p neighbourhood (paper); unfold: keep it whole (official code)")
-    group.add_argument("--border", default="valid", choices=BORDERS,
+    group.add_argument("--border", default="zeros", choices=BORDERS,
                        help="border patches' missing neighbours: zeros (official code), reflect, or valid (left out)")
     group.add_argument("--pretrain-dim", type=int, default=None, help="unfold: per-layer size (default 1024)")
     group.add_argument("--target-dim", type=int, default=None)

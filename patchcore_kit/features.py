@@ -60,7 +60,7 @@ def _pad(feature_map: torch.Tensor, radius: int, border: str) -> torch.Tensor:
     return F.pad(feature_map, (radius,) * 4, mode=mode)
 
 
-def aggregate_local(feature_map: torch.Tensor, patch_size: int = 3, border: str = "valid") -> torch.Tensor:
+def aggregate_local(feature_map: torch.Tensor, patch_size: int = 3, border: str = "zeros") -> torch.Tensor:
     """Average every position over its ``patch_size``×``patch_size`` neighbourhood (stride 1).
 
     ``border`` says what a border position averages (paper Eq. 1 leaves it open):
@@ -127,7 +127,7 @@ def patch_embeddings(
     patch_size: int = 3,
     target_dim: int | None = None,
     aggregation: str = "mean",
-    border: str = "valid",
+    border: str = "zeros",
     pretrain_dim: int | None = None,
 ) -> torch.Tensor:
     """PatchCore's locally aware patch features ``(B, D, H, W)`` on the first layer's grid.

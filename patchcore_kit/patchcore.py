@@ -101,7 +101,7 @@ class PatchCore(AnomalyEstimator):
         layers: Sequence[str] = DEFAULT_LAYERS,
         patch_size: int = 3,
         aggregation: str = "mean",
-        border: str = "valid",
+        border: str = "zeros",
         pretrain_dim: int | None = None,
         target_dim: int | None = None,
         coreset_ratio: float = 0.1,
