@@ -134,7 +134,10 @@ def tune(
     aspects = [w / h for w, h in (image_size_of(s.path) for s in split.train)]
     resolved, names_seen = [], {}
     for candidate in candidates:
-        params = model_params(candidate, fixed, aspects)
+        # Every parameter spelled out, the estimator's defaults too: a resume after a default changed
+        # (issue #10 moved the border rule) rescores rather than reusing rows of another model.
+        params = {k: v for k, v in PatchCore(**model_params(candidate, fixed, aspects)).get_params().items()
+                  if k not in RUNTIME}
         key = json.dumps(params, sort_keys=True, default=list)
         if key in names_seen:  # e.g. aspect keep on square images is stretch: scored once
             continue
@@ -183,9 +186,8 @@ def tune(
     table = summarize(rows, resolved, folds, metric, features_s)
     best = max(table, key=lambda r: r[metric])  # first of equals: the grid's order decides ties
     name, params, candidate = next(item for item in resolved if item[0] == best["setting"])
-    full = {k: v for k, v in PatchCore(**params).get_params().items() if k not in RUNTIME}
     settings = {
-        "params": _jsonable(full),
+        "params": _jsonable(params),
         "setting": name,
         "aspect": candidate["aspect"],
         "development": {metric: best[metric], "sd": best[f"{metric}_sd"],
