@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision pinned to the releases this project is tested with (CPU use; the wheel is generic).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test setup benchmarks mtd mtd-settings clean
+.PHONY: demo test setup benchmarks mtd mtd-settings tune-mtd clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ mtd: $(STAMP)
 # Re-choose those settings (about an hour): docs/mtd_settings/{candidates.csv,chosen.json}.
 mtd-settings: $(STAMP)
 	$(PY) scripts/mtd_settings.py --root $(MTD)
+
+# The same choice through the general command (a reduced grid holding the committed choice; docs/tuning.md).
+tune-mtd: $(STAMP)
+	$(VENV)/bin/patchcore-kit tune $(MTD) --format mtd --shots 100 --seed 0 --validation real \
+	  --grid docs/tuning/grid_mtd.yaml --output runs/tune_mtd
+	$(VENV)/bin/patchcore-kit evaluate $(MTD) --format mtd --shots 100 --seed 0 \
+	  --settings runs/tune_mtd/settings.json --output runs/mtd_tuned
 
 clean:
 	rm -rf runs .pytest_cache

@@ -6,7 +6,7 @@
 from .errors import InputError, WeightsUnavailableError
 
 __version__ = "0.1.0"
-__all__ = ["PatchCore", "InputError", "WeightsUnavailableError", "__version__"]
+__all__ = ["PatchCore", "InputError", "WeightsUnavailableError", "load_settings", "tune", "__version__"]
 
 
 def __getattr__(name):
@@ -20,4 +20,8 @@ def __getattr__(name):
         from . import baselines
 
         return getattr(baselines, name)
+    if name in ("tune", "load_settings"):  # imported on first use too: tuning pulls in the data loaders
+        from . import tuning
+
+        return getattr(tuning, name)
     raise AttributeError(f"module 'patchcore_kit' has no attribute {name!r}")

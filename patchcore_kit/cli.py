@@ -6,6 +6,10 @@
     patchcore-kit fit IMAGES_OR_FOLDERS... --output model.safetensors
     patchcore-kit predict MODEL IMAGES_OR_FOLDERS... [--output scores.csv]
     patchcore-kit download {mvtec,mtd} DEST
+    patchcore-kit tune ROOT --format ... [--validation {real,synthetic}] [--grid FILE] --output DIR
+
+evaluate, fit and sweep take ``--settings DIR/settings.json`` (what ``tune`` chose); options given
+on the command line still win over it.
 
 Every user error (bad file, missing folder, unknown backbone) is printed as one line naming the file
 and the problem, with exit status 2 and no traceback, and everything that can be checked before the
@@ -89,6 +93,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pretrain-dim", type=cli_type("pretrain_dim"), default=None,
                        help="unfold: per-layer size (default 1024)")
     group.add_argument("--target-dim", type=cli_type("target_dim"), default=None)
+    group.add_argument("--projection-dim", type=cli_type("projection_dim"), default=128,
+                       help="greedy coreset's random projection")
     group.add_argument("--search", default="exact", choices=("exact", "hnsw", "ivf", "auto"),
                        help="nearest-neighbour search while scoring: exact, or approximate faiss hnsw / ivf")
     group.add_argument("--device", type=cli_type("device"), default="cpu")
@@ -96,6 +102,23 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=cli_type("seed"), default=0)
     group.add_argument("--feature-cache", default=None, help="directory to cache backbone features in")
     _run_options(parser)
+    _settings_option(parser)
+
+
+def _settings_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", type=Path, default=None,
+                        help="settings.json written by 'patchcore-kit tune' (explicit options win over it)")
+
+
+def _settings_defaults(path: Path) -> dict:
+    """A tune's chosen parameters as argparse defaults: the settings fill in, explicit flags override."""
+    from .tuning import load_settings
+
+    params = load_settings(path)
+    defaults = dict(params)
+    if "layers" in defaults:
+        defaults["layers"] = list(defaults["layers"])
+    return defaults
 
 
 def _show_progress() -> bool:
@@ -150,7 +173,8 @@ def _model_from_args(args, calibrate: bool = True):
         backbone=args.backbone, layers=tuple(args.layers), image_size=args.image_size, weights=args.weights,
         patch_size=args.patch_size, aggregation=args.aggregation, border=args.border, pretrain_dim=args.pretrain_dim,
         coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
-        search=args.search, target_dim=args.target_dim, device=args.device, batch_size=args.batch_size, seed=args.seed,
+        search=args.search, target_dim=args.target_dim, projection_dim=args.projection_dim, device=args.device,
+        batch_size=args.batch_size, seed=args.seed,
         feature_cache=args.feature_cache, calibrate=calibrate, progress=_show_progress(),
     )
 
@@ -224,6 +248,9 @@ def cmd_evaluate(args) -> int:
         "seconds": {**result.seconds, "total": time.perf_counter() - start},
         "machine": {"python": platform.python_version(), "processor": platform.machine()},
     }
+    if args.settings is not None:
+        metrics["settings"] = str(args.settings)
+        metrics["held_out"] = _held_out_figure(args.settings, split, result)
     claim_output_folder(output)
     write_text(output / "metrics.json", json.dumps(metrics, indent=2))
     write_csv(output / "scores.csv", result.score_rows())
@@ -234,8 +261,29 @@ def cmd_evaluate(args) -> int:
     for defect, values in metrics["per_defect"].items():
         print(f"  {defect:<16} image {_format_metric(values['image_auroc'])}  pixel {_format_metric(values['pixel_auroc'])}"
               f"  AUPRO {_format_metric(values['aupro'])}")
+    if metrics.get("held_out"):
+        held = metrics["held_out"]
+        print(f"held out from the tune ({held['n_nominal']} nominal + {held['n_defective']} defective images it never "
+              f"scored): image AUROC {_format_metric(held['image_auroc'])}")
     print(f"wrote {display(output / 'metrics.json')}, scores.csv, split.csv")
     return 0
+
+
+def _held_out_figure(settings_path: Path, split, result) -> dict | None:
+    """Image AUROC on the test images the tune never scored (real validation used half the defects)."""
+    from .metrics import image_auroc
+    from .tuning import read_settings
+    from .tuning.settings import held_out_mask
+
+    settings = read_settings(settings_path)
+    # Images are matched by their path inside the dataset, so a shots draw or another split of the
+    # same dataset still leaves out exactly the defective images the tune scored.
+    keep = held_out_mask(settings, [split.relative(s.path) for s in split.test], result.labels)
+    labels = result.labels[keep]
+    if labels.min() == labels.max():
+        return None
+    return {"image_auroc": image_auroc(labels, result.scores[keep]), "n_nominal": int((labels == 0).sum()),
+            "n_defective": int((labels == 1).sum()), "defective_used_by_tune": len(settings.get("defective_used", []))}
 
 
 def _collect_images(items: list[Path]) -> list[Path]:
@@ -392,6 +440,26 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .tuning import tune
+
+    fixed = {"backbone": args.backbone, "coreset_ratio": args.coreset_ratio, "num_neighbors": args.num_neighbors}
+    grid = args.grid
+    if any(value is not None for value in fixed.values()):  # command-line model options join the grid's fixed ones
+        from .tuning.grid import DEFAULT_GRID, read_grid_file
+
+        grid = dict(DEFAULT_GRID if grid is None else read_grid_file(grid))
+        grid["fixed"] = {**(grid.get("fixed") or {}), **{k: v for k, v in fixed.items() if v is not None}}
+    settings = tune(
+        args.root, args.format, args.category, output=_prepare_output(args.output), shots=args.shots, seed=args.seed,
+        grid=grid, validation=args.validation, folds=args.folds, groups=args.groups, metric=args.metric,
+        feature_cache=args.feature_cache, jobs=args.jobs, device=args.device, progress=True,
+    )
+    print(f"use it: patchcore-kit evaluate {args.root} --format {args.format} --settings {args.output / 'settings.json'} ...")
+    print(f"        PatchCore(**load_settings({str(args.output / 'settings.json')!r}))  [{settings['setting']}]")
+    return 0
+
+
 def cmd_download(args) -> int:
     from .atomic import display
     from .data import download_mtd, download_mvtec
@@ -445,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--spade-table-gb", type=float, default=4.0,
                        help="memory SPADE's shared pair table may take (0: score SPADE row by row)")
     sweep.add_argument("--feature-cache", default=None)
+    _settings_option(sweep)
     sweep.add_argument("--output", type=Path, required=True)
     _run_options(sweep)
     sweep.set_defaults(run=cmd_sweep)
@@ -464,17 +533,45 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(predict)
     predict.set_defaults(run=cmd_predict)
 
+    tune = commands.add_parser("tune", help="choose settings on development folds of the training pool (never the test set)")
+    _dataset_options(tune)
+    tune.add_argument("--shots", type=int, default=None, help="each fold trains on N images drawn from the other folds")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--grid", type=Path, default=None, help="YAML/JSON grid file (default: the built-in grid)")
+    tune.add_argument("--validation", default="real", choices=("real", "synthetic"),
+                      help="real: half the defective images per type; synthetic: defects painted on pool images")
+    tune.add_argument("--folds", type=int, default=5, help="k development folds (default 5)")
+    tune.add_argument("--groups", default=None, help="regex over file names naming the object (folder data)")
+    tune.add_argument("--metric", default="image_auroc", choices=("image_auroc", "pixel_auroc"))
+    tune.add_argument("--backbone", default=None, choices=BACKBONES, help="fixed for every candidate")
+    tune.add_argument("--coreset-ratio", type=_coreset_ratio, default=None, help="fixed for every candidate (0.1)")
+    tune.add_argument("--num-neighbors", type=int, default=None, help="fixed for every candidate (9)")
+    tune.add_argument("--feature-cache", default=None, help="default: OUTPUT/feature_cache")
+    tune.add_argument("--jobs", type=int, default=1, help="candidates fitted in parallel processes (memory permitting)")
+    tune.add_argument("--device", default="cpu")
+    tune.add_argument("--output", type=Path, required=True)
+    tune.set_defaults(run=cmd_tune)
+
     download = commands.add_parser("download", help="download MVTec AD or MTD (needs internet)")
     download.add_argument("dataset", choices=("mvtec", "mtd"))
     download.add_argument("dest", type=Path)
     download.add_argument("--categories", nargs="+", default=None, help="MVTec AD categories (default: all)")
     download.set_defaults(run=cmd_download)
+    parser.subcommands = {"evaluate": evaluate, "sweep": sweep, "fit": fit}
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "settings", None) is not None:
+            # Parse again with the settings as defaults: every option not given explicitly comes from them.
+            command = parser.subcommands[args.command]
+            defaults = _settings_defaults(args.settings)
+            known = {action.dest for action in command._actions}
+            command.set_defaults(**{key: value for key, value in defaults.items() if key in known})
+            args = parser.parse_args(argv)
         return args.run(args)
     except (InputError, WeightsUnavailableError) as error:
         print(f"patchcore-kit: error: {error}", file=sys.stderr)

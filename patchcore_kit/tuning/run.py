@@ -1,0 +1,306 @@
+"""The tune loop: every candidate scored on every development fold; the best mean becomes the settings.
+
+Files in the output folder (each written atomically, so an interrupted tune resumes where it stopped):
+
+* ``protocol.json`` — what was tuned and how (dataset, split hash, folds, seed, shots, validation).
+  A resume with another protocol is refused rather than mixing rows of two tunes.
+* ``folds.csv`` — one row per (candidate, fold) as soon as it is scored: the resume log.
+* ``candidates.csv`` — one row per candidate: mean ± sd over folds, each fold, each defect type's
+  mean, seconds (fits and scoring; the shared backbone pass is counted once, in ``features_s``).
+* ``settings.json`` — the chosen candidate's ``params`` (``PatchCore(**params)``), its figures, the
+  protocol, and which defective images the choice used (the held-out rest gives an honest figure).
+* ``synthetic/`` — the painted validation anomalies (``--validation synthetic``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data import load_dataset
+from ..data.base import Split
+from ..errors import InputError
+from ..evaluate import ground_truth_masks
+from ..features import FeatureExtractor
+from ..images import image_size_of
+from ..metrics import image_auroc, per_defect_metrics, pixel_auroc
+from ..patchcore import PatchCore
+from .folds import DEFAULT_FOLDS, check_shots, development_split, grouped_folds, regroup
+from .grid import candidate_name, load_grid, model_params
+from .validation import VALIDATIONS, real_anomalies, synthetic_anomalies
+
+METRICS = ("image_auroc", "pixel_auroc")
+#: PatchCore parameters that say how a run is executed, not what the model is: never part of settings.
+RUNTIME = ("device", "batch_size", "seed", "threshold_quantile", "calibrate", "feature_cache", "progress")
+
+
+def score_fold(params: dict, dev: Split, metric: str, feature_cache, seed: int, device: str, batch_size: int) -> dict:
+    """Fit one candidate on a fold's training images and score its test images: one ``folds.csv`` row."""
+    start = time.perf_counter()
+    model = PatchCore(**params, seed=seed, device=device, batch_size=batch_size, calibrate=False,
+                      feature_cache=None if feature_cache is None else str(feature_cache))
+    model.fit(dev.train_paths)
+    labels, defects = dev.test_labels, dev.test_defect_types
+    if metric == "pixel_auroc":
+        scores, maps = model.score(dev.test_paths)
+        masks = ground_truth_masks(dev, model.image_size)
+        per = per_defect_metrics(labels, defects, scores, masks, maps)
+        row = {"image_auroc": image_auroc(labels, scores), "pixel_auroc": pixel_auroc(masks, maps)}
+        row.update({f"pixel_auroc_{d}": m["pixel_auroc"] for d, m in per.items()})
+    else:
+        scores = model.decision_function(dev.test_paths)
+        per = per_defect_metrics(labels, defects, scores)
+        row = {"image_auroc": image_auroc(labels, scores)}
+    row.update({f"image_auroc_{d}": m["image_auroc"] for d, m in per.items()})
+    row = {key: round(float(value), 4) for key, value in row.items()}
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def _score_task(task: tuple) -> tuple[str, int, dict]:
+    name, fold, params, dev, metric, cache, seed, device, batch_size = task
+    return name, fold, score_fold(params, dev, metric, cache, seed, device, batch_size)
+
+
+def _worker_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def tune(
+    data: str | Path | Split,
+    format: str | None = None,
+    category: str | None = None,
+    *,
+    output: str | Path = "runs/tune",
+    shots: int | None = None,
+    seed: int = 0,
+    grid: str | Path | dict | None = None,
+    validation: str = "real",
+    folds: int = DEFAULT_FOLDS,
+    groups: str | None = None,
+    metric: str = "image_auroc",
+    feature_cache: str | Path | None = None,
+    jobs: int = 1,
+    device: str = "cpu",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Choose PatchCore settings for a dataset on development folds of its training pool.
+
+    ``data`` is a dataset folder (with ``format`` and, for MVTec AD, ``category``) or a loaded
+    :class:`Split`. Returns the settings dict also written to ``output/settings.json``;
+    ``PatchCore(**settings["params"])`` is the chosen model. See the module docstring for the files.
+    """
+    if validation not in VALIDATIONS:
+        raise InputError(f"{validation!r}: unknown validation; choose one of {', '.join(VALIDATIONS)}")
+    if metric not in METRICS:
+        raise InputError(f"{metric!r}: unknown metric; choose one of {', '.join(METRICS)}")
+    split = data if isinstance(data, Split) else load_dataset(data, format, category=category, seed=seed)
+    where = str(split.root or split.name)
+    if groups is not None:
+        split = Split(split.name, regroup(split.train, groups, where), split.test, split.has_masks, split.root)
+    candidates, fixed = load_grid(grid)  # bad grids fail before anything slow
+    cut = grouped_folds(split.train, folds, seed, where)
+    check_shots(split, cut, shots, where)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+
+    held_out = []
+    if validation == "real":
+        used, held_out = real_anomalies(split, seed, where)
+        if metric == "pixel_auroc" and not split.has_masks:
+            raise InputError(f"{where}: no ground-truth masks, so --metric pixel_auroc cannot be measured")
+        fold_anomalies = [used] * folds
+    else:
+        painted = synthetic_anomalies(split, output / "synthetic", seed, progress)
+        fold_of = {s.group: index for index, fold in enumerate(cut) for s in fold}
+        fold_anomalies = [[s for s in painted if fold_of[s.group] == index] for index in range(folds)]
+        used = []
+    devs = []
+    for index in range(folds):
+        dev = development_split(split, cut, index, fold_anomalies[index], shots, seed)
+        if validation == "synthetic":
+            dev.has_masks = True
+        devs.append(dev)
+
+    aspects = [w / h for w, h in (image_size_of(s.path) for s in split.train)]
+    resolved, names_seen = [], {}
+    for candidate in candidates:
+        # Every parameter spelled out, the estimator's defaults too: a resume after a default changed
+        # (issue #10 moved the border rule) rescores rather than reusing rows of another model.
+        params = {k: v for k, v in PatchCore(**model_params(candidate, fixed, aspects)).get_params().items()
+                  if k not in RUNTIME}
+        key = json.dumps(params, sort_keys=True, default=list)
+        if key in names_seen:  # e.g. aspect keep on square images is stretch: scored once
+            continue
+        names_seen[key] = name = candidate_name(candidate)
+        resolved.append((name, params, candidate))
+
+    protocol = {
+        "dataset": split.name, "root": str(split.root) if split.root else None, "format": format,
+        "category": category, "split_hash": split.split_hash(), "folds": folds, "seed": seed, "shots": shots,
+        "validation": validation, "groups": groups, "metric": metric,
+        "pool": len(split.train), "pool_groups": len({s.group for s in split.train}),
+    }
+    _check_protocol(output / "protocol.json", protocol)
+    cache = Path(feature_cache) if feature_cache is not None else output / "feature_cache"
+    # A row is reused only for the very same model parameters: a changed fixed option (coreset ratio,
+    # backbone) under the same candidate name is scored again, and the stale row dropped.
+    current = {name: _params_text(params) for name, params, _ in resolved}
+    rows = [r for r in _read_rows(output / "folds.csv") if current.get(r["setting"]) == r.get("params")]
+    done = {(r["setting"], int(r["fold"])) for r in rows}
+    features_s = _backbone_passes(resolved, devs, cache, device, batch_size, progress)
+
+    tasks = [(name, index, params, devs[index], metric, cache, seed, device, batch_size)
+             for name, params, _ in resolved for index in range(folds) if (name, index) not in done]
+    bar = tqdm(total=len(tasks), desc="tune (candidate x fold)", unit="fit", disable=not progress)
+
+    def record(name: str, fold: int, row: dict) -> None:
+        rows.append({"setting": name, "fold": fold, **row, "params": current[name]})
+        _write_rows(output / "folds.csv", rows)
+        _write_rows(output / "candidates.csv", summarize(rows, resolved, folds, metric, features_s))
+        bar.update(1)
+
+    try:
+        if jobs > 1 and len(tasks) > 1:
+            threads = max(1, torch.get_num_threads() // jobs)
+            # spawn, not fork: a forked child of a process whose OpenMP threads already ran can hang
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_threads, initargs=(threads,)) as pool:
+                for future in as_completed([pool.submit(_score_task, task) for task in tasks]):
+                    record(*future.result())
+        else:
+            for task in tasks:
+                record(*_score_task(task))
+    finally:
+        bar.close()
+
+    table = summarize(rows, resolved, folds, metric, features_s)
+    best = max(table, key=lambda r: r[metric])  # first of equals: the grid's order decides ties
+    name, params, candidate = next(item for item in resolved if item[0] == best["setting"])
+    settings = {
+        "params": _jsonable(params),
+        "setting": name,
+        "aspect": candidate["aspect"],
+        "development": {metric: best[metric], "sd": best[f"{metric}_sd"],
+                        "folds": [best[f"fold{k}"] for k in range(folds)]},
+        "runner_up": next((r["setting"] for r in sorted(table, key=lambda r: -r[metric]) if r["setting"] != name), None),
+        "protocol": protocol,
+        "defective_used": sorted(split.relative(s.path) for s in used),
+        "defective_held_out": len(held_out),
+        "note": ("validation anomalies were painted on pool images: no test image was read" if validation == "synthetic"
+                 else "defective_used were scored while tuning; the test set less these gives the honest figure"),
+    }
+    _write_text(output / "settings.json", json.dumps(settings, indent=2) + "\n")
+    if progress:
+        print(f"chosen: {name} (development {metric} {best[metric]:.4f} ± {best[f'{metric}_sd']:.4f} over {folds} folds); "
+              f"wrote {output / 'settings.json'} and candidates.csv")
+    return settings
+
+
+def summarize(rows: list[dict], resolved: list, folds: int, metric: str, features_s: dict) -> list[dict]:
+    """``folds.csv`` rows -> one ``candidates.csv`` row per candidate with every fold scored, best first."""
+    table = []
+    for name, params, _ in resolved:
+        mine = sorted((r for r in rows if r["setting"] == name), key=lambda r: int(r["fold"]))
+        if len(mine) < folds:
+            continue
+        row = {"setting": name}
+        for key in ("image_auroc", "pixel_auroc") if metric == "pixel_auroc" else ("image_auroc",):
+            values = [float(r[key]) for r in mine]
+            row[key], row[f"{key}_sd"] = round(float(np.mean(values)), 4), round(float(np.std(values)), 4)
+        for r in mine:
+            row[f"fold{r['fold']}"] = float(r[metric])
+        per = sorted({k for r in mine for k in r if k.startswith(("image_auroc_", "pixel_auroc_"))})
+        for key in per:
+            values = [float(r[key]) for r in mine if r.get(key) not in (None, "")]
+            row[key] = round(float(np.mean(values)), 4) if values else None
+        row["seconds"] = round(sum(float(r["seconds"]) for r in mine), 1)
+        row["features_s"] = features_s.get(_feature_key(params))
+        row["params"] = _params_text(params)
+        table.append(row)
+    return sorted(table, key=lambda r: -r[metric])
+
+
+def _feature_key(params: dict) -> str:
+    """Candidates with the same backbone, weights and image size share one backbone pass."""
+    size = params["image_size"]
+    return json.dumps([params["backbone"], params.get("weights"), size if isinstance(size, int) else list(size)])
+
+
+def _backbone_passes(resolved, devs, cache: Path, device: str, batch_size: int, progress: bool) -> dict:
+    """One backbone pass per (backbone, weights, size) over every image the folds use, into the cache.
+
+    The pass asks for the union of the stages its candidates use: the cache keeps every stage of an
+    image in one entry, so afterwards every fit and score (of any stage set, patch size or aggregation)
+    only reads it, and parallel workers never write the same entry.
+    """
+    from ..backbones import STAGES
+
+    images = list(dict.fromkeys(p for dev in devs for p in dev.train_paths + dev.test_paths))
+    groups: dict[str, list[dict]] = {}
+    for _, params, _ in resolved:
+        groups.setdefault(_feature_key(params), []).append(params)
+    seconds = {}
+    for key, members in groups.items():
+        first = members[0]
+        layers = sorted({layer for params in members for layer in params["layers"]}, key=STAGES.index)
+        start = time.perf_counter()
+        extractor = FeatureExtractor(first["backbone"], layers, first["image_size"], weights=first.get("weights"),
+                                     device=device, batch_size=batch_size, cache_dir=cache, progress=progress)
+        size = first["image_size"]
+        for _ in extractor.iter_layer_maps(images, desc=f"features {size if isinstance(size, int) else 'x'.join(map(str, size))} px"):
+            pass
+        seconds[key] = round(time.perf_counter() - start, 1)
+    return seconds
+
+
+def _params_text(params: dict) -> str:
+    return json.dumps(_jsonable(params), sort_keys=True)
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+def _check_protocol(path: Path, protocol: dict) -> None:
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != json.loads(json.dumps(protocol)):
+            changed = sorted(k for k in set(before) | set(protocol) if before.get(k) != protocol.get(k))
+            raise InputError(f"{path.parent}: holds a tune with another protocol (differs in {', '.join(changed)}); "
+                             f"choose another --output or remove it")
+    else:
+        _write_text(path, json.dumps(protocol, indent=2) + "\n")
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    partial.replace(path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Atomic write (a local helper until the shared one from issue #15 lands)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
