@@ -418,7 +418,7 @@ def cmd_sweep(args) -> int:
 
     check_device(args.device)
     text = cross_problem({"target_dim": args.target_dim, "layers": args.layers, "aggregation": args.aggregation,
-                          "border": args.border or "valid"})
+                          "border": args.border or "zeros"})  # None: PatchCore's default
     if text is not None:
         raise InputError(f"sweep settings: {text}")
     # The first category stands for all of them in the memory estimate (MVTec AD's are alike in size).
@@ -441,6 +441,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from .outputs import check_output_folder, claim_output_folder
     from .tuning import tune
 
     fixed = {"backbone": args.backbone, "coreset_ratio": args.coreset_ratio, "num_neighbors": args.num_neighbors}
@@ -451,7 +452,8 @@ def cmd_tune(args) -> int:
         grid = dict(DEFAULT_GRID if grid is None else read_grid_file(grid))
         grid["fixed"] = {**(grid.get("fixed") or {}), **{k: v for k, v in fixed.items() if v is not None}}
     settings = tune(
-        args.root, args.format, args.category, output=_prepare_output(args.output), shots=args.shots, seed=args.seed,
+        args.root, args.format, args.category, shots=args.shots, seed=args.seed,
+        output=claim_output_folder(check_output_folder(args.output, args.overwrite, datasets=[args.root])),
         grid=grid, validation=args.validation, folds=args.folds, groups=args.groups, metric=args.metric,
         feature_cache=args.feature_cache, jobs=args.jobs, device=args.device, progress=True,
     )
@@ -535,8 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = commands.add_parser("tune", help="choose settings on development folds of the training pool (never the test set)")
     _dataset_options(tune)
-    tune.add_argument("--shots", type=int, default=None, help="each fold trains on N images drawn from the other folds")
-    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--shots", type=cli_type("shots"), default=None, help="each fold trains on N images drawn from the other folds")
+    tune.add_argument("--seed", type=cli_type("seed"), default=0)
     tune.add_argument("--grid", type=Path, default=None, help="YAML/JSON grid file (default: the built-in grid)")
     tune.add_argument("--validation", default="real", choices=("real", "synthetic"),
                       help="real: half the defective images per type; synthetic: defects painted on pool images")
@@ -544,12 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--groups", default=None, help="regex over file names naming the object (folder data)")
     tune.add_argument("--metric", default="image_auroc", choices=("image_auroc", "pixel_auroc"))
     tune.add_argument("--backbone", default=None, choices=BACKBONES, help="fixed for every candidate")
-    tune.add_argument("--coreset-ratio", type=_coreset_ratio, default=None, help="fixed for every candidate (0.1)")
-    tune.add_argument("--num-neighbors", type=int, default=None, help="fixed for every candidate (9)")
+    tune.add_argument("--coreset-ratio", type=cli_type("coreset_ratio"), default=None, help="fixed for every candidate (0.1)")
+    tune.add_argument("--num-neighbors", type=cli_type("num_neighbors"), default=None, help="fixed for every candidate (9)")
     tune.add_argument("--feature-cache", default=None, help="default: OUTPUT/feature_cache")
     tune.add_argument("--jobs", type=int, default=1, help="candidates fitted in parallel processes (memory permitting)")
-    tune.add_argument("--device", default="cpu")
+    tune.add_argument("--device", type=cli_type("device"), default="cpu")
     tune.add_argument("--output", type=Path, required=True)
+    _run_options(tune)
     tune.set_defaults(run=cmd_tune)
 
     download = commands.add_parser("download", help="download MVTec AD or MTD (needs internet)")

@@ -29,6 +29,7 @@ MARKER = ".patchcore-kit"
 KIT_NAMES = {
     "metrics.json", "scores.csv", "split.csv", "results.csv", "summary.json", "sample_efficiency.png",
     "feature_cache", "report.html", "metrics.csv", "figures", "summary.csv", "claims.md", MARKER,
+    "candidates.csv", "folds.csv", "settings.json",  # patchcore-kit tune
 }
 
 
