@@ -61,7 +61,7 @@ def score_fold(params: dict, dev: Split, metric: str, feature_cache, seed: int, 
         row = {"image_auroc": image_auroc(labels, scores)}
     row.update({f"image_auroc_{d}": m["image_auroc"] for d, m in per.items()})
     row = {key: round(float(value), 4) for key, value in row.items()}
-    row["seconds"] = round(time.perf_counter() - start, 1)
+    row["seconds"] = round(time.perf_counter() - start, 2)
     return row
 
 
