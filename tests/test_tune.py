@@ -175,7 +175,7 @@ def test_tune_scores_every_candidate_writes_settings_and_resumes(make_mvtec, tmp
         folds = [float(row[f"fold{k}"]) for k in range(3)]
         assert abs(float(row["image_auroc"]) - np.mean(folds)) < 1e-3
         assert abs(float(row["image_auroc_sd"]) - np.std(folds)) < 1e-3
-        assert row["image_auroc_scratch"] and row["image_auroc_dent"] and float(row["seconds"]) > 0
+        assert row["image_auroc_scratch"] and row["image_auroc_dent"] and float(row["seconds"]) >= 0
     assert len(_read_csv(out / "folds.csv")) == 6
     assert settings["setting"] == rows[0]["setting"]
     assert settings == json.loads((out / "settings.json").read_text())
