@@ -117,3 +117,19 @@ def make_folder_dataset(tmp_path):
         return root
 
     return make
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny fitted PatchCore saved once: its path, tensors and metadata, to be damaged case by case."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from patchcore_kit import PatchCore
+
+    folder = tmp_path_factory.mktemp("model")
+    images = [np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8) for seed in range(2)]
+    path = PatchCore(image_size=32, coreset_ratio=0.5, calibrate=False).fit(images).save(folder / "good.safetensors")
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata()
+    return path, load_file(path), metadata

@@ -206,18 +206,6 @@ def test_estimator_names_a_bad_image(tmp_path, png_writer):
 
 
 # --- a model file with the right format tag but damaged insides ------------------------------------
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    """A tiny fitted PatchCore saved once: its tensors and metadata, to be damaged case by case."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    folder = tmp_path_factory.mktemp("model")
-    images = [np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8) for seed in range(2)]
-    path = PatchCore(image_size=32, coreset_ratio=0.5, calibrate=False).fit(images).save(folder / "good.safetensors")
-    with safe_open(path, framework="pt") as handle:
-        metadata = handle.metadata()
-    return load_file(path), metadata
 
 
 def _edit_json(key, change):
@@ -254,7 +242,7 @@ DAMAGE = {
 def test_load_names_the_file_and_what_is_wrong_inside_it(saved_model, tmp_path, damage):
     from safetensors.torch import save_file
 
-    tensors, metadata = (dict(x) for x in saved_model)
+    tensors, metadata = (dict(x) for x in saved_model[1:])
     edit, words = DAMAGE[damage]
     edit(tensors, metadata)
     path = tmp_path / "damaged.safetensors"
@@ -273,7 +261,7 @@ def test_load_checks_every_parameter_and_reads_the_undamaged_file(saved_model, t
     from patchcore_kit.params import RULES
 
     assert set(PatchCore._param_names) <= set(RULES)  # every parameter has one rule, shared with fit and the CLI
-    tensors, metadata = saved_model
+    _, tensors, metadata = saved_model
     save_file(tensors, tmp_path / "copy.safetensors", metadata=metadata)
     model = PatchCore.load(tmp_path / "copy.safetensors")
     assert model.image_size == 32 and torch.equal(model.memory_bank_, tensors["memory_bank"])

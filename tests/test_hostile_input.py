@@ -177,17 +177,6 @@ def test_output_inside_the_dataset_or_holding_it_is_refused(mvtec, tmp_path, cap
 
 
 # --- 4. damaged models ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    folder = tmp_path_factory.mktemp("model")
-    images = [np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8) for seed in range(2)]
-    path = PatchCore(image_size=32, coreset_ratio=0.5, calibrate=False).fit(images).save(folder / "good.safetensors")
-    with safe_open(path, framework="pt") as handle:
-        metadata = handle.metadata()
-    return path, load_file(path), metadata
 
 
 def _with_params(**changes):
