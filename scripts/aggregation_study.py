@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mtd_settings import SEED, SHOTS, development_scores  # noqa: E402  (the same protocol, one copy)
 
 from patchcore_kit import PatchCore  # noqa: E402
+from patchcore_kit.atomic import write_csv  # noqa: E402
 from patchcore_kit.data import load_dataset  # noqa: E402
 from patchcore_kit.evaluate import evaluate  # noqa: E402
 from patchcore_kit.features import top_patch_on_border  # noqa: E402
@@ -51,13 +52,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    partial = path.with_suffix(".partial")
-    with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    partial.replace(path)
+    write_csv(path, rows, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
 
 
 def test_row(name: str, dataset: str, split, params: dict, cache: str) -> dict:

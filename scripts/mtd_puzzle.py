@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from patchcore_kit import PatchCore
+from patchcore_kit.atomic import write_csv
 from patchcore_kit.baselines import PaDiM, SPADE
 from patchcore_kit.data import load_dataset
 from patchcore_kit.data.base import read_sample_mask
@@ -140,12 +141,7 @@ def main() -> None:
                 print(row, flush=True)
                 rows.append(row)
                 args.output.parent.mkdir(parents=True, exist_ok=True)
-                partial = args.output.with_suffix(".partial")
-                with partial.open("w", newline="") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                    writer.writeheader()
-                    writer.writerows(rows)
-                partial.replace(args.output)
+                write_csv(args.output, rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import write_csv, write_text
 from ..data import load_dataset
 from ..data.base import Split
 from ..errors import InputError
@@ -199,7 +199,7 @@ def tune(
         "note": ("validation anomalies were painted on pool images: no test image was read" if validation == "synthetic"
                  else "defective_used were scored while tuning; the test set less these gives the honest figure"),
     }
-    _write_text(output / "settings.json", json.dumps(settings, indent=2) + "\n")
+    write_text(output / "settings.json", json.dumps(settings, indent=2) + "\n")
     if progress:
         print(f"chosen: {name} (development {metric} {best[metric]:.4f} ± {best[f'{metric}_sd']:.4f} over {folds} folds); "
               f"wrote {output / 'settings.json'} and candidates.csv")
@@ -279,7 +279,7 @@ def _check_protocol(path: Path, protocol: dict) -> None:
             raise InputError(f"{path.parent}: holds a tune with another protocol (differs in {', '.join(changed)}); "
                              f"choose another --output or remove it")
     else:
-        _write_text(path, json.dumps(protocol, indent=2) + "\n")
+        write_text(path, json.dumps(protocol, indent=2) + "\n")
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -290,17 +290,4 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    partial.replace(path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write (a local helper until the shared one from issue #15 lands)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    write_csv(path, rows, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))  # rows may differ in keys

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
 from ..data.base import Sample, Split
 from ..data.demo import DEFECTS, DEFECT_TYPES
 from ..errors import InputError
@@ -106,6 +107,5 @@ def synthetic_anomalies(split: Split, folder: str | Path, seed: int, progress: b
 def _save_png(array: np.ndarray, path: Path) -> None:
     """Atomic: an interrupted tune never leaves a half-written image that a resume would trust."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    Image.fromarray(array).save(partial, format="PNG")
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        Image.fromarray(array).save(partial, format="PNG")
