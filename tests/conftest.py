@@ -133,3 +133,30 @@ def saved_model(tmp_path_factory):
     with safe_open(path, framework="pt") as handle:
         metadata = handle.metadata()
     return path, load_file(path), metadata
+
+
+def refused_damaged_model(saved_model, tmp_path: Path, edit, words) -> Path:
+    """Write ``saved_model`` damaged by ``edit(tensors, metadata)``; assert PatchCore.load refuses it
+    with an InputError that starts with the file and names each of ``words``. Returns the file."""
+    from safetensors.torch import save_file
+
+    from patchcore_kit import PatchCore
+    from patchcore_kit.errors import InputError
+
+    tensors, metadata = dict(saved_model[1]), dict(saved_model[2])
+    edit(tensors, metadata)
+    path = tmp_path / "damaged.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
+    with pytest.raises(InputError) as error:
+        PatchCore.load(path)
+    message = str(error.value)
+    assert message.startswith(str(path)), message
+    for word in words:
+        assert word in message, (word, message)
+    return path
+
+
+@pytest.fixture
+def refuse_damaged():
+    """The :func:`refused_damaged_model` check as a fixture."""
+    return refused_damaged_model
