@@ -41,7 +41,7 @@ def demo_root(categories: Iterable[str], fast: bool = False) -> Path:
     """Build (or reuse) the notebooks' demo data holding ``categories``; return its folder.
 
     The full-size data go to ``<data dir>/demo`` and the FAST data to ``<data dir>/demo_fast``
-    (:func:`~patchcore_kit.data.demo.default_data_dir`), so a FAST run never replaces the full one.
+    (:func:`~patchcore_kit.paths.default_data_dir`), so a FAST run never replaces the full one.
     """
     folder = default_data_dir() / ("demo_fast" if fast else "demo")
     return build_demo_dataset(folder, categories=list(categories), progress=False, **(FAST_DEMO if fast else {}))

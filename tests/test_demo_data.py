@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from patchcore_kit import paths
 from patchcore_kit.data import demo
+from patchcore_kit.data.demo import build as demo_build, tiles as demo_tiles
 from patchcore_kit.data.demo import DEFECT_TYPES, DEFECTS, DEMO_CATEGORIES, MANIFEST_NAME, build_demo_dataset
 from patchcore_kit.errors import InputError
 
@@ -104,7 +106,7 @@ def test_train_and_test_tiles_come_from_separate_cells(shape):
     # Any crop that crossed into a gap or a cell of the other region would mix in another level.
     photo = _painted_by_region(shape)
     assert (photo == 50).any() and (photo == 200).any()
-    jitter = demo._BRIGHTNESS_JITTER
+    jitter = demo_tiles._BRIGHTNESS_JITTER
     for seed in range(20):
         train = demo.random_tile(photo, np.random.default_rng(seed), 48, region="train")
         test = demo.random_tile(photo, np.random.default_rng(seed), 48, region="test")
@@ -138,7 +140,7 @@ def test_train_and_test_tiles_never_overlap_in_the_source_photo(category):
     def boxes(part: int, count: int, region: str) -> list[tuple[float, float, float, float]]:
         found = []
         for index in range(count):
-            y, x, _, _, half = demo.tile_placement(shape, demo._image_rng(0, category, part, index), region)
+            y, x, _, _, half = demo.tile_placement(shape, demo_build._image_rng(0, category, part, index), region)
             box = (y - half, y + half, x - half, x + half)
             assert any(
                 top <= box[0] and box[1] <= bottom and left <= box[2] and box[3] <= right
@@ -166,8 +168,8 @@ def test_train_and_test_tiles_never_overlap_in_the_source_photo(category):
 
 def test_the_largest_tile_fits_a_cell_of_every_demo_photo():
     # Otherwise tile_placement falls back to a cell's centre and a crop could spill over its cell.
-    largest = demo._CROP_FRACTION * (1 + demo._SCALE_JITTER)
-    largest *= np.cos(np.deg2rad(45 - demo._MAX_ROTATION_DEGREES)) * np.sqrt(2)  # rotated: cos + sin
+    largest = demo_tiles._CROP_FRACTION * (1 + demo_tiles._SCALE_JITTER)
+    largest *= np.cos(np.deg2rad(45 - demo_tiles._MAX_ROTATION_DEGREES)) * np.sqrt(2)  # rotated: cos + sin
     for category in DEMO_CATEGORIES:
         shape = demo.texture_image(category).shape
         for region in ("train", "test"):
@@ -214,7 +216,7 @@ def test_saved_masks_match_the_saved_defects(tiny_root):
     # Re-create the clean tile of a saved defect image from its seed: they differ only under the mask.
     manifest = json.loads((tiny_root / MANIFEST_NAME).read_text())["parameters"]
     for offset, defect_type in enumerate(DEFECT_TYPES):
-        rng = demo._image_rng(manifest["seed"], "brick", 2 + offset, 1)
+        rng = demo_build._image_rng(manifest["seed"], "brick", 2 + offset, 1)
         clean = demo.random_tile(demo.texture_image("brick"), rng, manifest["image_size"], "test")
         saved = np.asarray(Image.open(tiny_root / "brick" / "test" / defect_type / "001.png"))
         mask = np.asarray(Image.open(tiny_root / "brick" / "ground_truth" / defect_type / "001_mask.png")) > 127
@@ -269,7 +271,7 @@ def test_a_build_with_other_parameters_is_replaced(tmp_path, change):
 
 def test_a_build_of_an_older_generator_is_replaced(tmp_path, monkeypatch):
     # Users with a data/demo from before a generator change get the new data, not the old cache.
-    monkeypatch.setattr(demo, "GENERATOR_VERSION", demo.GENERATOR_VERSION - 1)
+    monkeypatch.setattr(demo_build, "GENERATOR_VERSION", demo_build.GENERATOR_VERSION - 1)
     root = build_demo_dataset(tmp_path / "demo", categories=("tissue",), **SMALLEST)
     (root / "tissue" / "marker.txt").write_text("from the old build")
     monkeypatch.undo()
@@ -355,13 +357,13 @@ def test_default_root_honours_the_environment(monkeypatch, tmp_path):
     checkout = tmp_path / "checkout"
     (checkout / "patchcore_kit" / "data").mkdir(parents=True)
     (checkout / "pyproject.toml").write_text("")
-    monkeypatch.setattr(demo, "__file__", str(checkout / "patchcore_kit" / "data" / "demo.py"))
+    monkeypatch.setattr(paths, "__file__", str(checkout / "patchcore_kit" / "paths.py"))
     assert demo.default_demo_root() == checkout / "data" / "demo"
 
     # ... an installed package in the user's cache.
-    installed = tmp_path / "site-packages" / "patchcore_kit" / "data"
+    installed = tmp_path / "site-packages" / "patchcore_kit"
     installed.mkdir(parents=True)
-    monkeypatch.setattr(demo, "__file__", str(installed / "demo.py"))
+    monkeypatch.setattr(paths, "__file__", str(installed / "paths.py"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert demo.default_demo_root() == tmp_path / "home" / ".cache" / "patchcore_kit" / "demo"
 
