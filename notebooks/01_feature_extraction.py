@@ -73,6 +73,7 @@ from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.evaluate import ground_truth_masks
 from patchcore_kit.exercises import check_aggregation, check_nearest_distance, check_patch_embedding
 from patchcore_kit.features import FeatureExtractor, aggregate_local, align_to, flatten_patches, patch_embeddings
+from patchcore_kit.receptive_fields import receptive_field_maps
 from patchcore_kit.images import display_image, image_tensor, resize_mask, to_pil_list
 from patchcore_kit.metrics import image_auroc, pixel_auroc
 from patchcore_kit.neighbours import nearest_neighbours
@@ -137,7 +138,7 @@ viz.plot_feature_maps({name: m[0] for name, m in stage_maps.items()}, image=pict
 # enough to describe any surface.
 
 # %%
-fields = viz.receptive_field_maps(backbone, batch, STAGES)
+fields = receptive_field_maps(backbone, batch, STAGES)
 viz.plot_receptive_fields(picture, fields, backbone.strides)
 
 # %%

@@ -3,6 +3,7 @@
 Everything the kit writes without being told where (the demo data, the notebooks' caches) lies
 under :func:`default_data_dir`.
 """
+
 from __future__ import annotations
 
 import os

@@ -293,10 +293,11 @@ def test_pca_rgb_shares_one_basis_and_stays_in_range():
 
 def test_receptive_fields_grow_with_depth():
     from patchcore_kit.backbones import load_backbone
+    from patchcore_kit.receptive_fields import receptive_field_maps
 
     backbone = load_backbone("efficientnet_lite0")
     image = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
-    fields = viz.receptive_field_maps(backbone, image, ["layer1", "layer2"])
+    fields = receptive_field_maps(backbone, image, ["layer1", "layer2"])
     widths = {layer: int((field.max(axis=0) > 0).sum()) for layer, field in fields.items()}
     assert 0 < widths["layer1"] < widths["layer2"] <= 96
     # the centre pixel matters; the far corner is outside layer1's field

@@ -23,6 +23,7 @@ Example:
     >>> defected.shape, int(mask.sum()) > 0
     ((96, 96, 3), True)
 """
+
 from __future__ import annotations
 
 from ...paths import default_data_dir, default_demo_root
@@ -64,4 +65,3 @@ __all__ = [
     "texture_image",
     "tile_placement",
 ]
-

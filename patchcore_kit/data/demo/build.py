@@ -10,6 +10,7 @@ The result is written in the MVTec AD layout and read with :func:`patchcore_kit.
 
 Everything follows from ``seed``: the same seed gives byte-identical PNG files.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ import shutil
 import tempfile
 import uuid
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -107,9 +108,7 @@ def _is_complete(root: Path, parameters: dict, categories: tuple[str, ...]) -> b
     return True
 
 
-def _check_arguments(
-    root: Path, categories: tuple[str, ...], counts: dict, image_size: int, seed: int
-) -> None:
+def _check_arguments(root: Path, categories: tuple[str, ...], counts: dict, image_size: int, seed: int) -> None:
     unknown = [c for c in categories if c not in _TEXTURES]
     if unknown or not categories:
         choices = ", ".join(DEMO_CATEGORIES)
@@ -167,9 +166,7 @@ def build_demo_dataset(
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: exists and is not a folder; choose another demo root")
     if root.is_dir() and any(root.iterdir()) and _read_manifest(root) is None:
-        raise InputError(
-            f"{root}: folder exists and is not a demo dataset (no {MANIFEST_NAME}); choose another root"
-        )
+        raise InputError(f"{root}: folder exists and is not a demo dataset (no {MANIFEST_NAME}); choose another root")
 
     root.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))

@@ -1,4 +1,5 @@
 """Smooth random fields for the defect painters: Perlin gradient noise and its fractal sum."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,4 +50,3 @@ def fractal_noise(
         norm += amplitude
         amplitude *= persistence
     return total / norm
-

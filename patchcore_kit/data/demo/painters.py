@@ -14,9 +14,10 @@ Example:
     >>> defected.shape, mask.dtype, bool((defected[~mask] == tile[~mask]).all())
     ((96, 96, 3), dtype('bool'), True)
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage

@@ -11,6 +11,7 @@ with a real held-out object), while both sets still see every side of the photog
 photograph that changes from left to right (the tissue section does) does not put one kind of
 texture in training and another in the test set.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,9 +32,7 @@ _TEXTURES = {
     "brick": ("brick", (72, 30, 22), (242, 204, 174), "skimage.data.brick (CC0Textures Bricks25, CC0)"),
     "grass": ("grass", (18, 40, 10), (208, 232, 132), "skimage.data.grass (DeviantArt linolafett, CC0)"),
     "gravel": ("gravel", (40, 37, 34), (232, 224, 210), "skimage.data.gravel (CC0Textures Gravel04, CC0)"),
-    "tissue": (
-        "immunohistochemistry", None, None, "skimage.data.immunohistochemistry (CMMI, no known restrictions)"
-    ),
+    "tissue": ("immunohistochemistry", None, None, "skimage.data.immunohistochemistry (CMMI, no known restrictions)"),
 }
 DEMO_CATEGORIES: tuple[str, ...] = tuple(_TEXTURES)
 
@@ -46,7 +45,8 @@ _SCALE_JITTER = 0.10
 _MAX_ROTATION_DEGREES = 8.0
 _BRIGHTNESS_JITTER = 0.08
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def texture_image(category: str) -> np.ndarray:
     """The full photograph of a demo category as uint8 RGB ``(H, W, 3)`` (read-only, cached)."""
     if category not in _TEXTURES:
@@ -86,8 +86,7 @@ def region_cells(shape: tuple[int, ...], region: str) -> list[tuple[float, float
         edges = [int(round(k * length / GRID)) for k in range(GRID + 1)]
         low_gap, high_gap = GAP // 2, GAP - GAP // 2
         return [
-            (float(edges[k] + (low_gap if k > 0 else 0)),
-             float(edges[k + 1] - 1 - (high_gap if k < GRID - 1 else 0)))
+            (float(edges[k] + (low_gap if k > 0 else 0)), float(edges[k + 1] - 1 - (high_gap if k < GRID - 1 else 0)))
             for k in range(GRID)
         ]
 
@@ -163,4 +162,3 @@ def _uniform_within(rng: np.random.Generator, low: float, high: float) -> float:
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.round(array), 0, 255).astype(np.uint8)
-
