@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -168,3 +169,22 @@ def test_optional_imports_are_guarded(module):
         for node in ast.walk(tree):
             if isinstance(node, ast.Import) and any(alias.name.split(".")[0] == module for alias in node.names):
                 pytest.fail(f"{path.name}:{node.lineno} imports {module} without an ImportError guard")
+
+
+# --- the wheel carries the files the code reads at run time ------------------------------------------
+@pytest.mark.slow
+def test_the_wheel_ships_the_report_template(tmp_path):
+    """An installed kit writes its HTML pages from ``report/templates/page.html``: the wheel must hold it."""
+    import subprocess
+    import zipfile
+
+    source = tmp_path / "source"  # the package and its build files only: the wheel is built from scratch
+    shutil.copytree(ROOT / "patchcore_kit", source / "patchcore_kit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "--wheel-dir", str(tmp_path / "wheel"), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("patchcore_kit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "patchcore_kit/report/templates/page.html" in names, sorted(n for n in names if "report" in n)
+    assert "patchcore_kit/data/demo/painters.py" in names  # the sub-packages are found too
