@@ -9,7 +9,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
-from patchcore_kit import evaluate, experiments, features
+from patchcore_kit import evaluate, experiments, extractor, features
 from patchcore_kit.data import load_dataset
 from patchcore_kit.errors import InputError
 from patchcore_kit.experiments import COLUMNS, run_sweep, sample_efficiency, summarize
@@ -82,7 +82,7 @@ def test_second_sweep_runs_no_backbone(split, cache_dir, count_backbone, monkeyp
     def no_backbone(*args, **kwargs):
         raise AssertionError("the backbone was loaded although every image is cached")
 
-    monkeypatch.setattr(features, "load_backbone", no_backbone)
+    monkeypatch.setattr(extractor, "load_backbone", no_backbone)
     before = count_backbone["images"]
     second = sample_efficiency(split, cache_dir=cache_dir, **SWEEP)
     assert count_backbone["images"] == before

@@ -1,4 +1,4 @@
-"""features.py: the patch-embedding recipe against direct loops, and the on-disk feature cache."""
+"""features, extractor, feature_cache, weights: the patch-embedding recipe against direct loops, and the on-disk feature cache."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from patchcore_kit import features
+from patchcore_kit import weights as weights_module
 from patchcore_kit.errors import InputError, WeightsUnavailableError
 from patchcore_kit.features import (
     FeatureExtractor,
@@ -253,7 +253,7 @@ def test_weights_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
     weights = tmp_path / "w.pth"
     hashed = []
     real_sha256 = hashlib.sha256
-    monkeypatch.setattr(features, "hashlib", SimpleNamespace(sha256=lambda *a: hashed.append(1) or real_sha256(*a)))
+    monkeypatch.setattr(weights_module, "hashlib", SimpleNamespace(sha256=lambda *a: hashed.append(1) or real_sha256(*a)))
 
     def write(data: bytes, mtime: int) -> None:
         weights.write_bytes(data)

@@ -37,7 +37,7 @@ def no_backbone(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the backbone was loaded before the input was checked")
 
-    monkeypatch.setattr("patchcore_kit.features.load_backbone", refuse)
+    monkeypatch.setattr("patchcore_kit.extractor.load_backbone", refuse)
 
 
 @pytest.fixture
