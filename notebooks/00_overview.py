@@ -58,7 +58,7 @@
 #
 # Every notebook runs on the built-in demo data (texture photographs with painted defects, made in
 # seconds, no download). Point `DATA_ROOT` (or the environment variable `PATCHCORE_KIT_DATASET`)
-# at MVTec AD or Magnetic Tile Defects to use real data; `patchcore_kit.notebook.notebook_dataset`
+# at MVTec AD or Magnetic Tile Defects to use real data; `patchcore_kit.lessons.notebook_dataset`
 # turns these settings into a train/test split, the same way in every notebook. The widgets in
 # 02–04 are thin wiring over plain functions in `patchcore_kit.widgets`, which you can call
 # yourself.
@@ -80,11 +80,11 @@ N_TRAIN = 10 if FAST else 40
 import numpy as np
 
 from patchcore_kit import viz
-from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.images import display_image
-from patchcore_kit.notebook import expect, notebook_dataset
+from patchcore_kit.lessons import expect, notebook_dataset
 from patchcore_kit.patchcore import PatchCore
+from patchcore_kit.paths import feature_cache_dir
 
 # %%
 split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
@@ -102,7 +102,7 @@ split
 
 # %%
 model = PatchCore(backbone="efficientnet_lite0", image_size=IMAGE_SIZE, coreset_ratio=0.1,
-                  feature_cache=default_data_dir() / "feature_cache")
+                  feature_cache=feature_cache_dir())
 result = evaluate(model, split)
 print(f"memory bank: {len(model.memory_bank_)} of {model.n_patches_} patches; "
       f"image AUROC {result.metrics['image_auroc']:.3f}")

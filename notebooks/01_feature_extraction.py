@@ -44,7 +44,7 @@
 # and `FORMAT` to `"mvtec"`, `"mtd"` or `"folder"` — or set the environment variables
 # `PATCHCORE_KIT_DATASET`, `PATCHCORE_KIT_FORMAT`, `PATCHCORE_KIT_CATEGORY`. `FAST` (set by
 # `PATCHCORE_KIT_FAST=1`, as the test suite does) shrinks images and counts so that the whole
-# notebook runs in seconds. `notebook_dataset` (from `patchcore_kit.notebook`, shared by all
+# notebook runs in seconds. `notebook_dataset` (from `patchcore_kit.lessons`, shared by all
 # notebooks) builds the demo data or loads yours, and keeps a seeded draw of `N_TRAIN` training
 # images.
 
@@ -69,19 +69,19 @@ from sklearn.decomposition import PCA
 from patchcore_kit import viz
 from patchcore_kit.backbones import STAGES, load_backbone
 from patchcore_kit.data import read_sample_mask
-from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.evaluate import ground_truth_masks
 from patchcore_kit.exercises import check_aggregation, check_nearest_distance, check_patch_embedding
 from patchcore_kit.features import FeatureExtractor, aggregate_local, align_to, flatten_patches, patch_embeddings
-from patchcore_kit.receptive_fields import receptive_field_maps
 from patchcore_kit.images import display_image, image_tensor, resize_mask, to_pil_list
+from patchcore_kit.lessons import expect, notebook_dataset
 from patchcore_kit.metrics import image_auroc, pixel_auroc
 from patchcore_kit.neighbours import nearest_neighbours
-from patchcore_kit.notebook import expect, notebook_dataset
 from patchcore_kit.patchcore import PatchCore
+from patchcore_kit.paths import feature_cache_dir
+from patchcore_kit.receptive_fields import receptive_field_maps
 
 # %%
-FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
+FEATURE_CACHE = feature_cache_dir()  # backbone maps are computed once per image
 split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
 assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
 ON_DEMO = DATA_ROOT is None  # data-dependent checks: strict on the demo data, warnings on yours

@@ -67,25 +67,23 @@ import time
 
 import numpy as np
 import pandas as pd
+import torch
+from matplotlib.figure import Figure
 
 from patchcore_kit import viz
-import torch
-
-from patchcore_kit.coreset import (coreset_size, covering_radius, greedy_coreset, projection_distortion,
-                                   random_coreset)
-from patchcore_kit.data.demo import default_data_dir
+from patchcore_kit.coreset import coreset_size, covering_radius, greedy_coreset, projection_distortion, random_coreset
 from patchcore_kit.evaluate import ground_truth_masks
 from patchcore_kit.exercises import check_covering_radius, check_greedy_coreset, check_random_projection
 from patchcore_kit.features import border_ring
 from patchcore_kit.images import display_image
+from patchcore_kit.lessons import expect, notebook_dataset
 from patchcore_kit.metrics import image_auroc, pixel_auroc
-from patchcore_kit.notebook import expect, notebook_dataset
 from patchcore_kit.patchcore import PatchCore
+from patchcore_kit.paths import feature_cache_dir, umap_cache_dir
 from patchcore_kit.widgets import coreset_explorer, coreset_state, patch_positions, render_coreset_view
-from matplotlib.figure import Figure
 
 # %%
-FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
+FEATURE_CACHE = feature_cache_dir()  # backbone maps are computed once per image
 split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
 assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
 ON_DEMO = DATA_ROOT is None  # data-dependent checks: strict on the demo data, warnings on yours
@@ -216,7 +214,7 @@ assert bank.shape == (len(split.train) * grid[0] * grid[1], bank.shape[1])
 # %%
 images = np.stack([display_image(path, IMAGE_SIZE) for path in split.train_paths])
 state = coreset_state(bank, grid, images, max_ratio=max(RATIOS), n_shown=N_SHOWN,
-                      cache_dir=default_data_dir() / "umap_cache", umap_params=UMAP_PARAMS)
+                      cache_dir=umap_cache_dir(), umap_params=UMAP_PARAMS)
 ten_percent = PatchCore(coreset_ratio=0.1, **settings).fit(split.train_paths)
 assert np.array_equal(ten_percent.coreset_indices_, state.coreset(0.1))
 assert np.all(np.diff(state.radii) <= 1e-4)  # each pick can only shrink the radius
@@ -412,7 +410,7 @@ table.round(3)
 def bank_state(**changes):
     model = PatchCore(sampler="none", **settings, **changes).fit(split.train_paths)
     return coreset_state(model.memory_bank_, model.feature_shape_, images, max_ratio=max(RATIOS), n_shown=N_SHOWN,
-                         cache_dir=default_data_dir() / "umap_cache", umap_params=UMAP_PARAMS)
+                         cache_dir=umap_cache_dir(), umap_params=UMAP_PARAMS)
 
 
 variants = {"layer2+3, p = 3, mean, border zeros (default)": state,

@@ -86,7 +86,7 @@
 # The demo data (two categories) unless `DATA_ROOT` / `PATCHCORE_KIT_DATASET` points at MVTec AD
 # (`FORMAT = "mvtec"`, with one or more comma-separated `CATEGORY`s), MTD (`"mtd"`) or a folder
 # (`"folder"`). Every category gets its own sweep; `notebook_datasets` (from
-# `patchcore_kit.notebook`) builds the demo data or loads yours, one split per category.
+# `patchcore_kit.lessons`) builds the demo data or loads yours, one split per category.
 # Finished rows are stored in `RESULTS_DIR`: running the notebook again *loads* them instead of
 # fitting again, and an interrupted sweep continues where it stopped. `FAST`
 # (`PATCHCORE_KIT_FAST=1`) runs a tiny sweep for the test suite.
@@ -112,23 +112,22 @@ RECOMPUTE = FAST
 
 # %%
 # %matplotlib inline
-import json
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from patchcore_kit.data.demo import default_data_dir
-from patchcore_kit.exercises import check_gaussian, check_mahalanobis, check_spade_image_scores
 from patchcore_kit import viz
 from patchcore_kit.claims import check_claims, status
+from patchcore_kit.exercises import check_gaussian, check_mahalanobis, check_spade_image_scores
 from patchcore_kit.experiments import category_summary, sample_efficiency, summarize
-from patchcore_kit.notebook import notebook_datasets
+from patchcore_kit.lessons import notebook_datasets
+from patchcore_kit.paths import feature_cache_dir, sweeps_dir
 from patchcore_kit.widgets import render_sweep, sweep_explorer
 
 # %%
-FEATURE_CACHE = default_data_dir() / "feature_cache"  # shared by every method and every sweep
-RESULTS_DIR = default_data_dir() / "sweeps" / ("fast" if FAST else "full")
+FEATURE_CACHE = feature_cache_dir()  # shared by every method and every sweep
+RESULTS_DIR = sweeps_dir() / ("fast" if FAST else "full")
 datasets = notebook_datasets(DATA_ROOT, FORMAT, CATEGORY, fast=FAST)  # whole pools: the sweep draws from them
 assert datasets and all(split.train and split.test_labels.any() for split in datasets.values())
 {name: split.summary()["train"] for name, split in datasets.items()}  # training pool per dataset

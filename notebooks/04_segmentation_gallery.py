@@ -84,20 +84,19 @@ import time
 
 import numpy as np
 import pandas as pd
-
-from patchcore_kit import viz
-from patchcore_kit.data.demo import default_data_dir
 import torch
 from scipy.stats import spearmanr
 
+from patchcore_kit import viz
 from patchcore_kit.exercises import check_anomaly_map, check_eq7_weight, check_pro_curve
+from patchcore_kit.lessons import expect, notebook_dataset
 from patchcore_kit.metrics import image_auroc
-from patchcore_kit.notebook import expect, notebook_dataset
 from patchcore_kit.patchcore import image_scores_for
+from patchcore_kit.paths import feature_cache_dir
 from patchcore_kit.widgets import GalleryState, gallery_explorer, gallery_metrics, render_gallery
 
 # %%
-FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
+FEATURE_CACHE = feature_cache_dir()  # backbone maps are computed once per image
 split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
 assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find
 ON_DEMO = DATA_ROOT is None  # data-dependent checks: strict on the demo data, warnings on yours

@@ -59,15 +59,15 @@ import numpy as np
 import pandas as pd
 
 from patchcore_kit import viz
-from patchcore_kit.data.demo import default_data_dir
+from patchcore_kit.lessons import expect, notebook_dataset
 from patchcore_kit.metrics import image_auroc, pixel_auroc
-from patchcore_kit.notebook import expect, notebook_dataset
 from patchcore_kit.patchcore import PatchCore
+from patchcore_kit.paths import feature_cache_dir
 from patchcore_kit.thresholds import budget_threshold, decision_counts, quantile_threshold
 from patchcore_kit.widgets import DecisionState, decision_table, errors_explorer, render_errors
 
 # %%
-FEATURE_CACHE = default_data_dir() / "feature_cache"  # backbone maps are computed once per image
+FEATURE_CACHE = feature_cache_dir()  # backbone maps are computed once per image
 ON_DEMO = DATA_ROOT is None  # data-dependent checks stop the notebook on the demo data, warn on yours
 split = notebook_dataset(DATA_ROOT, FORMAT, CATEGORY, fast=FAST, n_train=N_TRAIN)
 assert 0 < len(split.train) <= N_TRAIN and split.test_labels.any()  # nominal training images, defects to find

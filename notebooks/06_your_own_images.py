@@ -76,12 +76,12 @@ import pandas as pd
 from patchcore_kit import viz
 from patchcore_kit.data import list_images, load_dataset
 from patchcore_kit.data.base import list_subfolders
-from patchcore_kit.data.demo import default_data_dir
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.images import display_image
+from patchcore_kit.lessons import demo_image_folder, development_split, expect
 from patchcore_kit.metrics import image_auroc
-from patchcore_kit.notebook import demo_image_folder, development_split, expect
 from patchcore_kit.patchcore import PatchCore
+from patchcore_kit.paths import feature_cache_dir, own_images_runs_dir
 from patchcore_kit.report import write_model_report
 from patchcore_kit.thresholds import budget_threshold, decision_counts
 
@@ -96,8 +96,8 @@ from patchcore_kit.thresholds import budget_threshold, decision_counts
 # %%
 ON_DEMO = IMAGE_FOLDER is None
 folder = demo_image_folder("brick", fast=FAST, n_defective=2 if FAST else 4) if ON_DEMO else Path(IMAGE_FOLDER)
-FEATURE_CACHE = default_data_dir() / "feature_cache"
-output = Path(OUTPUT) if OUTPUT else default_data_dir() / "own_images_runs" / folder.name
+FEATURE_CACHE = feature_cache_dir()
+output = Path(OUTPUT) if OUTPUT else own_images_runs_dir() / folder.name
 defect_folders = [f.name for f in list_subfolders(folder) if f.name != NOMINAL]
 counts = {NOMINAL: len(list_images(folder / NOMINAL))} | {d: len(list_images(folder / d)) for d in defect_folders}
 HAS_DEFECTS = bool(defect_folders)

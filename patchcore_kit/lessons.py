@@ -1,4 +1,7 @@
-"""The notebooks' data: the built-in demo data, or your own MVTec AD, MTD or image folder.
+"""What the lessons (the numbered notebooks in ``notebooks/``) share: their data and their checks.
+
+(Named ``lessons``, not ``notebook``: a module ``notebook.py`` beside the folder ``notebooks/``
+read as if it were one of them, and ``lessons`` pairs with :mod:`patchcore_kit.exercises`.)
 
 Every notebook in ``notebooks/`` starts the same way. Its parameters cell reads a few switches
 from the environment (``PATCHCORE_KIT_FAST``, ``PATCHCORE_KIT_DATASET``, ``PATCHCORE_KIT_FORMAT``,
@@ -7,11 +10,11 @@ with :func:`notebook_dataset`: without a dataset folder it builds the demo data 
 mode, as the test suite runs it) and loads it; with one it loads that folder in the given format.
 Either way the training pool can be cut to a seeded draw of ``n_train`` images.
 
-This module holds the notebooks' conventions (where the demo data goes, how small FAST is), not a
-dataset format; the formats themselves live in :mod:`patchcore_kit.data`.
+This module holds the notebooks' conventions (which demo data, how small FAST is), not a dataset
+format; the formats live in :mod:`patchcore_kit.data`, the default folders in :mod:`patchcore_kit.paths`.
 
 Example:
-    >>> from patchcore_kit.notebook import notebook_dataset
+    >>> from patchcore_kit.lessons import notebook_dataset
     >>> split = notebook_dataset(None, "mvtec", "brick", fast=True, n_train=10)   # doctest: +SKIP
     >>> split.name, len(split.train)                                              # doctest: +SKIP
     ('mvtec/brick', 10)
@@ -27,8 +30,9 @@ from typing import Iterable
 import numpy as np
 
 from .data import Split, load_dataset
-from .data.demo import build_demo_dataset, default_data_dir
+from .data.demo import build_demo_dataset
 from .errors import InputError
+from .paths import demo_data_dir, own_images_demo_dir
 
 __all__ = ["FAST_DEMO", "demo_root", "notebook_dataset", "notebook_datasets", "demo_image_folder",
            "development_split", "expect"]
@@ -40,10 +44,11 @@ FAST_DEMO = {"n_train": 10, "n_test_good": 4, "n_test_per_defect": 2, "image_siz
 def demo_root(categories: Iterable[str], fast: bool = False) -> Path:
     """Build (or reuse) the notebooks' demo data holding ``categories``; return its folder.
 
-    The full-size data go to ``<data dir>/demo`` and the FAST data to ``<data dir>/demo_fast``
-    (:func:`~patchcore_kit.paths.default_data_dir`), so a FAST run never replaces the full one.
+    The full-size data go to ``<data dir>/demo`` and the FAST data to a folder named after their
+    size (:func:`~patchcore_kit.paths.demo_data_dir`), so a FAST run never replaces the full one,
+    nor the FAST demo report's smaller build.
     """
-    folder = default_data_dir() / ("demo_fast" if fast else "demo")
+    folder = demo_data_dir(FAST_DEMO if fast else None)
     return build_demo_dataset(folder, categories=list(categories), progress=False, **(FAST_DEMO if fast else {}))
 
 
@@ -103,12 +108,13 @@ def demo_image_folder(category: str = "brick", fast: bool = False, n_defective: 
     """The demo data laid out like a student's own photographs: ``good/`` and one folder per defect.
 
     Copies the demo category's nominal images (training and test) into ``<data dir>/own_images_demo
-    [_fast]/<category>/good/`` and its defective test images into ``.../<defect type>/`` (at most
+    [_<size>]/<category>/good/`` (:func:`~patchcore_kit.paths.own_images_demo_dir`) and its defective
+    test images into ``.../<defect type>/`` (at most
     ``n_defective`` per type), the ``folder`` format of :func:`~patchcore_kit.data.load_dataset`.
     Notebook 06 reads it when no folder of your own is given. Made once; reused after.
     """
     source = demo_root([category], fast=fast) / category
-    target = default_data_dir() / ("own_images_demo_fast" if fast else "own_images_demo") / category
+    target = own_images_demo_dir(FAST_DEMO if fast else None) / category
     done = target / ".complete"
     if done.is_file():
         return target

@@ -8,7 +8,9 @@ import pytest
 from patchcore_kit import InputError
 from patchcore_kit.data import load_dataset
 from patchcore_kit.data.demo import MANIFEST_NAME
-from patchcore_kit.notebook import FAST_DEMO, notebook_dataset, notebook_datasets
+from patchcore_kit.lessons import FAST_DEMO, notebook_dataset, notebook_datasets
+
+FAST_FOLDER = "demo_128px_10-4-2"  # the FAST demo's own folder, named after its size (paths.demo_data_dir)
 
 
 @pytest.fixture
@@ -20,7 +22,7 @@ def data_dir(tmp_path, monkeypatch):
 
 def test_without_a_folder_the_fast_demo_data_is_built_and_loaded(data_dir):
     split = notebook_dataset(None, "mvtec", "gravel", fast=True, n_train=4)
-    root = data_dir / "demo_fast"
+    root = data_dir / FAST_FOLDER
     manifest = json.loads((root / MANIFEST_NAME).read_text())
     assert manifest["categories"] == ["gravel"]
     assert manifest["parameters"]["image_size"] == FAST_DEMO["image_size"]
@@ -42,7 +44,7 @@ def test_several_categories_are_built_at_once_and_named_for_display(data_dir):
     datasets = notebook_datasets(None, "mvtec", "gravel, grass", fast=True)
     assert list(datasets) == ["demo / gravel", "demo / grass"]
     assert [split.name for split in datasets.values()] == ["mvtec/gravel", "mvtec/grass"]
-    manifest = json.loads((data_dir / "demo_fast" / MANIFEST_NAME).read_text())
+    manifest = json.loads((data_dir / FAST_FOLDER / MANIFEST_NAME).read_text())
     assert sorted(manifest["categories"]) == ["grass", "gravel"]
 
 
@@ -72,12 +74,12 @@ def test_bad_settings_are_named(data_dir):
         notebook_datasets(None, "mvtec", " , ", fast=True)
     with pytest.raises(InputError, match="unknown demo categories"):
         notebook_dataset(None, "mvtec", "widget", fast=True)
-    assert not (data_dir / "demo_fast").exists()
+    assert not (data_dir / FAST_FOLDER).exists()
 
 
 def test_development_split_halves_every_defect_type_and_keeps_the_training_pool(tmp_path, monkeypatch):
-    from patchcore_kit.notebook import demo_image_folder, development_split
     from patchcore_kit.data import load_dataset
+    from patchcore_kit.lessons import demo_image_folder, development_split
 
     monkeypatch.setenv("PATCHCORE_KIT_DATA", str(tmp_path))
     folder = demo_image_folder("brick", fast=True, n_defective=2)
@@ -94,7 +96,7 @@ def test_development_split_halves_every_defect_type_and_keeps_the_training_pool(
 
 
 def test_expect_stops_on_the_demo_and_warns_on_your_own_data():
-    from patchcore_kit.notebook import expect
+    from patchcore_kit.lessons import expect
 
     assert expect(True, "fine")
     with pytest.raises(AssertionError, match="odd"):

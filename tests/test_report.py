@@ -11,7 +11,6 @@ import io
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,7 +37,8 @@ def test_demo_writes_the_report_files_and_builds_data_where_configured(fast_demo
     assert fast_demo["page"] == output / "report.html"
     for name in ("report.html", "metrics.json", "metrics.csv"):
         assert (output / name).is_file(), name
-    assert (fast_demo["base"] / "data" / "demo_fast" / "demo_manifest.json").is_file()
+    # the FAST report's data in a folder of its own size, apart from the FAST notebooks' (128 px)
+    assert (fast_demo["base"] / "data" / "demo_64px_6-3-1" / "demo_manifest.json").is_file()
     figures = {p.name for p in (output / "figures").glob("*.png")}
     assert {"metrics_table.png", "sample_efficiency.png", "scores_brick.png", "gallery_tissue_good.png"} <= figures
     assert len(figures) == 2 + 2 * (1 + 7)  # table, curve; per category a histogram and 7 galleries
@@ -162,3 +162,20 @@ def test_model_report_shows_settings_thresholds_and_the_test_gallery(tmp_path):
     assert text.count("<img") == 2 and (tmp_path / "out" / "figures" / "gallery.png").is_file()
     nominal_only = report.write_model_report(tmp_path / "nominal", model)  # no test set: scores only
     assert nominal_only.read_text().count("<img") == 1
+
+
+def test_each_demo_size_has_its_own_data_folder(tmp_path, monkeypatch):
+    # Two callers sharing a folder would rebuild each other's data on every run (issue 13).
+    import inspect
+
+    from patchcore_kit.data.demo import build_demo_dataset
+    from patchcore_kit.lessons import FAST_DEMO
+    from patchcore_kit.paths import DEMO_SIZE_KEYS, demo_data_dir
+
+    monkeypatch.setenv("PATCHCORE_KIT_DATA", str(tmp_path))
+    defaults = {k: p.default for k, p in inspect.signature(build_demo_dataset).parameters.items() if k in DEMO_SIZE_KEYS}
+    assert report.FULL.build_sizes() == defaults  # so the full report shares data/demo with the notebooks
+    folders = [demo_data_dir(), demo_data_dir(report.FAST.build_sizes()), demo_data_dir(FAST_DEMO)]
+    assert [f.name for f in folders] == ["demo", "demo_64px_6-3-1", "demo_128px_10-4-2"]
+    with pytest.raises(ValueError, match="n_test_good"):
+        demo_data_dir({"image_size": 64, "n_train": 6})

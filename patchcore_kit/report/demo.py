@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..evaluate import evaluate
 from ..experiments import sample_efficiency
 from ..patchcore import PatchCore
-from ..paths import default_data_dir, default_demo_root
+from ..paths import demo_data_dir
 from .files import format_table, write_figures, write_metrics
 from .page import render_html
 from .results import DEMO_MODEL, FAST, FULL, CategoryResult
@@ -38,7 +38,7 @@ def run_demo(
     """Build (or reuse) the demo data, fit and evaluate PatchCore per category, write the report.
 
     ``output`` defaults to ``runs/demo``; ``root`` to the demo data folder
-    (:func:`~patchcore_kit.data.demo.default_demo_root`, or ``demo_fast`` beside it when ``fast``).
+    (:func:`~patchcore_kit.paths.demo_data_dir`: ``demo``, or a folder named after the FAST size).
     ``image_size`` is what the model sees (default 224, fast 64). Prints the metrics table and
     the report's path; returns the path of ``report.html``.
     """
@@ -49,7 +49,9 @@ def run_demo(
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: exists and is not a folder; choose another report folder")
     if root is None:
-        root = default_data_dir() / "demo_fast" if fast else default_demo_root()
+        # FULL is the generator's default size (tests/test_report.py checks it), so it shares ``demo``
+        # with the notebooks; FAST gets a folder of its own size.
+        root = demo_data_dir(size.build_sizes() if fast else None)
     figures = output / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     cache = output / "feature_cache"
@@ -57,10 +59,7 @@ def run_demo(
     root = build_demo_dataset(
         root,
         size.categories,
-        n_train=size.n_train,
-        n_test_good=size.n_test_good,
-        n_test_per_defect=size.n_test_per_defect,
-        image_size=size.data_size,
+        **size.build_sizes(),
         seed=seed,
         progress=progress,
     )

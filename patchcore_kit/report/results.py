@@ -30,6 +30,15 @@ class DemoSize:
     shots: tuple[int, ...]  # training-set sizes of the sample-efficiency curve (plus all)
     gallery: int  # images per defect type in the galleries
 
+    def build_sizes(self) -> dict[str, int]:
+        """The sizes of the demo build, as :func:`~patchcore_kit.paths.demo_data_dir` names folders by."""
+        return {
+            "image_size": self.data_size,
+            "n_train": self.n_train,
+            "n_test_good": self.n_test_good,
+            "n_test_per_defect": self.n_test_per_defect,
+        }
+
 
 FULL = DemoSize(("brick", "grass", "gravel", "tissue"), 40, 10, 4, 256, 224, (1, 2, 5, 10), 4)
 FAST = DemoSize(("brick", "tissue"), 6, 3, 1, 64, 64, (1, 2), 1)
