@@ -23,8 +23,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/patchcore-kit demo
 
+# Style first (seconds), then every example in a docstring, then the tests on two workers (pytest-xdist).
 test: $(STAMP)
-	$(PY) -m pytest -ra
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -ra --doctest-modules patchcore_kit
+	$(PY) -m pytest -ra -n 2 tests
 
 # Each benchmark rewrites its committed output in docs/benchmarks/ (about 45 minutes in all). The
 # coreset benchmark runs on one torch thread, the fairer reference for the plain loop (docs/benchmarks.md).

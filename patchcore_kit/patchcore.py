@@ -53,7 +53,7 @@ def eq7_weight(distances) -> torch.Tensor:
     >>> round(eq7_weight(torch.tensor([2.0, 2.0, 2.0])).item(), 4)   # all equally far: 1 - 1/3
     0.6667
     >>> round(eq7_weight(torch.tensor([2.0, 9.0, 9.0])).item(), 4)   # m* isolated: score kept
-    0.9982
+    0.9995
     """
     distances = torch.as_tensor(distances, dtype=torch.float64)  # float32 would round 1 - 1e-8 to 1
     if distances.shape[-1] <= 1:

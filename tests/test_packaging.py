@@ -113,7 +113,11 @@ def test_environment_yml_lists_every_pyproject_dependency():
 
 def test_pyproject_lists_every_environment_yml_dependency():
     conda, pip, python = conda_requirements()
-    declared = {**pyproject_requirements(), **pyproject_optional()}
+    # environment.yml may also carry a tool of the test extra (ruff), with the same specifier
+    test_extra = requirements(PYPROJECT["project"]["optional-dependencies"]["test"])
+    for name in set(conda) & set(test_extra):
+        assert conda[name] == test_extra[name], f"{name}: pyproject says {test_extra[name]!r}, environment.yml {conda[name]!r}"
+    declared = {**pyproject_requirements(), **pyproject_optional(), **test_extra}
     extra = set(conda) | set(pip)
     assert extra <= set(declared), f"only in environment.yml: {extra - set(declared)}"
     assert not set(conda) & set(pip), "a package listed twice (conda and pip)"
