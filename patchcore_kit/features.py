@@ -196,4 +196,3 @@ def top_patch_on_border(patch_scores: torch.Tensor, width: int = 1) -> float:
 def flatten_patches(embeddings: torch.Tensor) -> torch.Tensor:
     """``(B, D, H, W)`` -> ``(B*H*W, D)``: one row per patch, image by image, row-major."""
     return embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
-

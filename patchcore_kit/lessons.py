@@ -19,13 +19,14 @@ Example:
     >>> split.name, len(split.train)                                              # doctest: +SKIP
     ('mvtec/brick', 10)
 """
+
 from __future__ import annotations
 
 import dataclasses
 import shutil
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -34,8 +35,15 @@ from .data.demo import build_demo_dataset
 from .errors import InputError
 from .paths import demo_data_dir, own_images_demo_dir
 
-__all__ = ["FAST_DEMO", "demo_root", "notebook_dataset", "notebook_datasets", "demo_image_folder",
-           "development_split", "expect"]
+__all__ = [
+    "FAST_DEMO",
+    "demo_root",
+    "notebook_dataset",
+    "notebook_datasets",
+    "demo_image_folder",
+    "development_split",
+    "expect",
+]
 
 #: The demo data in FAST mode: a few small images per category, built in seconds.
 FAST_DEMO = {"n_train": 10, "n_test_good": 4, "n_test_per_defect": 2, "image_size": 128}
@@ -61,9 +69,15 @@ def _categories(categories: str | Iterable[str]) -> list[str]:
     return names
 
 
-def notebook_datasets(root: str | Path | None = None, format: str = "mvtec",
-                      categories: str | Iterable[str] = "brick", *, fast: bool = False,
-                      n_train: int | None = None, seed: int = 0) -> dict[str, Split]:
+def notebook_datasets(
+    root: str | Path | None = None,
+    format: str = "mvtec",
+    categories: str | Iterable[str] = "brick",
+    *,
+    fast: bool = False,
+    n_train: int | None = None,
+    seed: int = 0,
+) -> dict[str, Split]:
     """The notebook's dataset(s) by display name: one per category for MVTec AD, else one.
 
     ``root=None`` means the demo data, built with all ``categories`` at once (FAST size when
@@ -76,8 +90,10 @@ def notebook_datasets(root: str | Path | None = None, format: str = "mvtec",
     format = str(format).lower()
     if format != "mvtec":
         if root is None:
-            raise InputError(f"format {format!r} needs a dataset folder (PATCHCORE_KIT_DATASET); "
-                             "the demo data is in the MVTec AD layout: use format 'mvtec'")
+            raise InputError(
+                f"format {format!r} needs a dataset folder (PATCHCORE_KIT_DATASET); "
+                "the demo data is in the MVTec AD layout: use format 'mvtec'"
+            )
         splits = [load_dataset(root, format, seed=seed)]
         names = [splits[0].name]
     else:
@@ -92,8 +108,15 @@ def notebook_datasets(root: str | Path | None = None, format: str = "mvtec",
     return dict(zip(names, splits))
 
 
-def notebook_dataset(root: str | Path | None = None, format: str = "mvtec", category: str = "brick", *,
-                     fast: bool = False, n_train: int | None = None, seed: int = 0) -> Split:
+def notebook_dataset(
+    root: str | Path | None = None,
+    format: str = "mvtec",
+    category: str = "brick",
+    *,
+    fast: bool = False,
+    n_train: int | None = None,
+    seed: int = 0,
+) -> Split:
     """The notebook's one dataset: :func:`notebook_datasets` with a single ``category``.
 
     >>> split = notebook_dataset(fast=True, n_train=5)   # 5 of the FAST demo's brick images  # doctest: +SKIP
@@ -151,8 +174,10 @@ def development_split(split: Split, fraction: float = 0.5, seed: int = 0) -> tup
         n_dev = int(np.floor(fraction * len(samples))) if len(samples) > 1 else 0
         development += [samples[i] for i in sorted(order[:n_dev])]
         test += [samples[i] for i in sorted(order[n_dev:])]
-    return (dataclasses.replace(split, name=f"{split.name} (development)", test=development),
-            dataclasses.replace(split, name=f"{split.name} (test)", test=test))
+    return (
+        dataclasses.replace(split, name=f"{split.name} (development)", test=development),
+        dataclasses.replace(split, name=f"{split.name} (test)", test=test),
+    )
 
 
 def expect(condition: bool, message: str, strict: bool = True) -> bool:

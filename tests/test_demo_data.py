@@ -1,4 +1,5 @@
 """The built-in demo dataset: defects that match their masks, the MVTec layout, seeding and caching."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,9 @@ from PIL import Image
 
 from patchcore_kit import paths
 from patchcore_kit.data import demo
-from patchcore_kit.data.demo import build as demo_build, tiles as demo_tiles
 from patchcore_kit.data.demo import DEFECT_TYPES, DEFECTS, DEMO_CATEGORIES, MANIFEST_NAME, build_demo_dataset
+from patchcore_kit.data.demo import build as demo_build
+from patchcore_kit.data.demo import tiles as demo_tiles
 from patchcore_kit.errors import InputError
 
 TINY = dict(n_train=3, n_test_good=2, n_test_per_defect=2, image_size=64, progress=False)
@@ -252,9 +254,7 @@ def test_a_valid_build_is_reused_without_rewriting(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamps
 
 
-@pytest.mark.parametrize(
-    "change", [{"n_train": 3}, {"seed": 1}, {"image_size": 48}, {"categories": ("brick",)}]
-)
+@pytest.mark.parametrize("change", [{"n_train": 3}, {"seed": 1}, {"image_size": 48}, {"categories": ("brick",)}])
 def test_a_build_with_other_parameters_is_replaced(tmp_path, change):
     root = build_demo_dataset(tmp_path / "demo", categories=("gravel",), **SMALLEST)
     (root / "gravel" / "marker.txt").write_text("from the old build")

@@ -1,4 +1,5 @@
 """features, extractor, feature_cache, weights: the patch-embedding recipe against direct loops, and the on-disk feature cache."""
+
 from __future__ import annotations
 
 import hashlib
@@ -207,7 +208,8 @@ def test_cache_is_keyed_by_content_and_size_not_stages(images, tmp_path, png_wri
     }
     assert len(keys) == 3
     assert FeatureExtractor("efficientnet_lite0", ("layer2",), image_size=SIZE, cache_dir=cache)._cache_key(
-        images[0]) == extractor._cache_key(images[0])
+        images[0]
+    ) == extractor._cache_key(images[0])
     bigger = FeatureExtractor("efficientnet_lite0", image_size=SIZE + 32, cache_dir=cache).layer_maps(images[:1])
     assert bigger[0].shape[-1] == (SIZE + 32) // 8
 
@@ -242,8 +244,9 @@ def test_cache_is_keyed_by_the_weights_file_content_not_its_path(images, tmp_pat
 
     # The built-in weights keep a stable key (the one earlier caches were written under).
     assert weights_key(None) == "None"
-    builtin_keys = {FeatureExtractor("efficientnet_lite0", image_size=SIZE, cache_dir=cache)._cache_key(images[0])
-                    for _ in range(2)}
+    builtin_keys = {
+        FeatureExtractor("efficientnet_lite0", image_size=SIZE, cache_dir=cache)._cache_key(images[0]) for _ in range(2)
+    }
     assert len(builtin_keys) == 1 and builtin_keys.isdisjoint({replaced._cache_key(images[0])})
     with pytest.raises(WeightsUnavailableError, match="gone.pth"):
         FeatureExtractor("efficientnet_lite0", weights=tmp_path / "gone.pth", cache_dir=cache)._cache_key(images[0])
@@ -253,7 +256,9 @@ def test_weights_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
     weights = tmp_path / "w.pth"
     hashed = []
     real_sha256 = hashlib.sha256
-    monkeypatch.setattr(weights_module, "hashlib", SimpleNamespace(sha256=lambda *a: hashed.append(1) or real_sha256(*a)))
+    monkeypatch.setattr(
+        weights_module, "hashlib", SimpleNamespace(sha256=lambda *a: hashed.append(1) or real_sha256(*a))
+    )
 
     def write(data: bytes, mtime: int) -> None:
         weights.write_bytes(data)
@@ -325,8 +330,9 @@ def test_features_match_a_direct_backbone_call(images):
 def test_one_pass_over_all_stages_serves_every_subset(images, tmp_path):
     """A sweep's extraction pass stores layer1..layer4 once; each method then reads its own stages."""
     cache = tmp_path / "cache"
-    everything = FeatureExtractor("efficientnet_lite0", ("layer1", "layer2", "layer3", "layer4"), image_size=SIZE,
-                                  cache_dir=cache)
+    everything = FeatureExtractor(
+        "efficientnet_lite0", ("layer1", "layer2", "layer3", "layer4"), image_size=SIZE, cache_dir=cache
+    )
     counter = ForwardCounter(everything)
     full = everything.layer_maps(images)
     assert counter.calls == 1 and counter.images == 3

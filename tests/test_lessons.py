@@ -1,4 +1,5 @@
 """The notebooks' data helper: demo data unless a folder is given, one split per category, a seeded draw."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The demo report end to end (FAST mode: tiny data, seconds) and its small helpers."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -86,8 +87,9 @@ def test_metrics_csv_matches_the_json(fast_demo):
     document = json.loads((fast_demo["output"] / "metrics.json").read_text())
     assert list(table.index) == list(report.FAST.categories)
     for category in table.index:  # the CSV keeps 6 significant digits (float_format %.6g)
-        assert table.loc[category, "image_auroc"] == pytest.approx(document["categories"][category]["image_auroc"],
-                                                                   rel=1e-5)
+        assert table.loc[category, "image_auroc"] == pytest.approx(
+            document["categories"][category]["image_auroc"], rel=1e-5
+        )
 
 
 def test_terminal_output_has_the_table_and_the_report_path(fast_demo):
@@ -134,8 +136,15 @@ def test_data_uri_embeds_png_as_is_or_as_jpeg(tmp_path):
 
 def test_format_table_prints_missing_values_as_a_dash():
     table = pd.DataFrame(
-        {"image_auroc": [0.91234], "pixel_auroc": [None], "aupro": [0.5], "n_train": [40], "n_test": [34],
-         "fit_s": [12.345], "score_s": [1.0]},
+        {
+            "image_auroc": [0.91234],
+            "pixel_auroc": [None],
+            "aupro": [0.5],
+            "n_train": [40],
+            "n_test": [34],
+            "fit_s": [12.345],
+            "score_s": [1.0],
+        },
         index=pd.Index(["brick"], name="category"),
     )
     text = report.format_table(table)
@@ -148,14 +157,22 @@ def test_model_report_shows_settings_thresholds_and_the_test_gallery(tmp_path):
     from patchcore_kit.evaluate import evaluate
     from patchcore_kit.patchcore import PatchCore
 
-    root = build_demo_dataset(tmp_path / "demo", categories=("gravel",), n_train=4, n_test_good=2,
-                              n_test_per_defect=1, image_size=64, progress=False)
+    root = build_demo_dataset(
+        tmp_path / "demo",
+        categories=("gravel",),
+        n_train=4,
+        n_test_good=2,
+        n_test_per_defect=1,
+        image_size=64,
+        progress=False,
+    )
     split = load_dataset(root, "mvtec", "gravel")
     model = PatchCore(image_size=64, coreset_ratio=0.5, feature_cache=str(tmp_path / "cache"))
     evaluation = evaluate(model, split)
     settings = pd.DataFrame({"patch size": [1, 3], "development image AUROC": [0.7, 0.8]})
-    page = report.write_model_report(tmp_path / "out", model, evaluation, settings, title="my parts",
-                                     notes=["chosen on development data"])
+    page = report.write_model_report(
+        tmp_path / "out", model, evaluation, settings, title="my parts", notes=["chosen on development data"]
+    )
     text = page.read_text()
     assert page == tmp_path / "out" / "report.html"
     assert "my parts" in text and "development image AUROC" in text and "pixel threshold" in text
@@ -173,7 +190,9 @@ def test_each_demo_size_has_its_own_data_folder(tmp_path, monkeypatch):
     from patchcore_kit.paths import DEMO_SIZE_KEYS, demo_data_dir
 
     monkeypatch.setenv("PATCHCORE_KIT_DATA", str(tmp_path))
-    defaults = {k: p.default for k, p in inspect.signature(build_demo_dataset).parameters.items() if k in DEMO_SIZE_KEYS}
+    defaults = {
+        k: p.default for k, p in inspect.signature(build_demo_dataset).parameters.items() if k in DEMO_SIZE_KEYS
+    }
     assert report.FULL.build_sizes() == defaults  # so the full report shares data/demo with the notebooks
     folders = [demo_data_dir(), demo_data_dir(report.FAST.build_sizes()), demo_data_dir(FAST_DEMO)]
     assert [f.name for f in folders] == ["demo", "demo_64px_6-3-1", "demo_128px_10-4-2"]
