@@ -31,7 +31,11 @@ def plot_sample_efficiency(
     they are another dataset and backbone, a yardstick rather than a target. ``reference=None``
     leaves them out.
 
-    >>> fig = plot_sample_efficiency(pd.read_csv("docs/sample_efficiency/results.csv"))  # doctest: +SKIP
+    >>> rows = pd.DataFrame({"method": ["patchcore"] * 4 + ["padim"] * 4, "shots": [1, 1, 10, 10] * 2,
+    ...                      "seed": [0, 1] * 4, "image_auroc": [.7, .8, .9, .95, .6, .65, .8, .85]})
+    >>> fig = plot_sample_efficiency(rows)
+    >>> [label.get_text().split()[0] for label in fig.axes[0].get_xticklabels()]   # + the paper's star
+    ['1', '10', 'full']
     """
     if spread not in ("sd", "range"):
         raise ValueError(f"spread must be 'sd' or 'range', got {spread!r}")

@@ -144,11 +144,13 @@ def build_demo_dataset(
     build is never touched.
 
     Example:
-        >>> root = build_demo_dataset("/tmp/demo", categories=("gravel",), n_train=8,
-        ...                           n_test_good=2, n_test_per_defect=1, image_size=64,
-        ...                           progress=False)   # doctest: +SKIP
+        >>> import tempfile
+        >>> root = build_demo_dataset(Path(tempfile.mkdtemp()) / "demo", categories=("gravel",), n_train=2,
+        ...                           n_test_good=1, n_test_per_defect=1, image_size=32, progress=False)
         >>> from patchcore_kit.data import load_mvtec
-        >>> load_mvtec(root, "gravel")                     # doctest: +SKIP
+        >>> split = load_mvtec(root, "gravel")
+        >>> len(split.train), len(split.test), split.has_masks   # 1 nominal + one of each of the 6 defects
+        (2, 7, True)
     """
     root = Path(root).expanduser() if root is not None else default_demo_root()
     categories = tuple(dict.fromkeys(categories))  # unique, order kept
