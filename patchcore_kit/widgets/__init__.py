@@ -7,8 +7,8 @@ render functions directly; the ``*_explorer`` functions only connect ipywidgets 
 
 * 02, the coreset (:mod:`.coreset`): :func:`coreset_state` -> :func:`render_coreset_view` <- :func:`coreset_explorer`
 * 03, the sweep (:mod:`.sweep`): result tables -> :func:`render_sweep` <- :func:`sweep_explorer`
-* 04, the gallery (:mod:`.gallery`): :class:`GalleryState` -> :func:`render_gallery`, :func:`gallery_metrics`
-  <- :func:`gallery_explorer`
+* 04, the gallery (:mod:`.gallery`, :mod:`.gallery_figure`): :class:`GalleryState` -> :func:`render_gallery`,
+  :func:`gallery_metrics`, :class:`GalleryFigure` (one figure updated in place) <- :func:`gallery_explorer`
 * 05, decisions (:mod:`.decisions`): :class:`DecisionState` -> :func:`render_errors`, :func:`decision_table`
   <- :func:`errors_explorer`
 
@@ -24,14 +24,16 @@ from .coreset import CoresetState, coreset_state, patch_positions, render_corese
 from .decisions import DecisionState, decision_table, render_errors
 from .explorers import coreset_explorer, errors_explorer, figure_png, gallery_explorer, sweep_explorer
 from .fits import MemoisedFits
-from .gallery import GalleryState, gallery_metrics, render_gallery
+from .gallery import GalleryState, gallery_metrics, gallery_panels, render_gallery
+from .gallery_figure import GalleryFigure
 from .sweep import render_sweep
 from .umap_cache import umap_embedding
 
 __all__ = [
     "CoresetState", "coreset_state", "patch_positions", "render_coreset_view", "coreset_explorer",
     "render_sweep", "sweep_explorer",
-    "MemoisedFits", "GalleryState", "render_gallery", "gallery_metrics", "gallery_explorer",
+    "MemoisedFits", "GalleryState", "render_gallery", "gallery_metrics", "gallery_panels", "GalleryFigure",
+    "gallery_explorer",
     "DecisionState", "decision_table", "render_errors", "errors_explorer",
     "figure_png", "umap_embedding",
 ]

@@ -6,6 +6,9 @@ and :func:`gallery_metrics` measures every type.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -49,7 +52,8 @@ class GalleryState(MemoisedFits):
         self.masks = ground_truth_masks(split, self.image_size)
         self.labels = split.test_labels
         self.defect_types = np.asarray(split.test_defect_types, dtype=str)
-
+        self._normalised: dict = {}  # per fit: maps / map_scale, kept for re-drawing
+        self._metrics: dict = {}  # per fit (pixel metrics) and per fit and b (image AUROC)
 
     def map_scale(self, coreset_ratio: float, num_neighbors: int = 1, **settings) -> float:
         """What :meth:`normalised_maps` divides by: the calibrated pixel threshold, else the test maximum."""
@@ -59,14 +63,91 @@ class GalleryState(MemoisedFits):
         return max(float(self.result(coreset_ratio, num_neighbors, **settings)[1].max()), 1e-12)
 
     def normalised_maps(self, coreset_ratio: float, num_neighbors: int, **settings) -> np.ndarray:
-        """Anomaly maps divided by :meth:`map_scale`: with calibration 1.0 is the nominal pixel threshold."""
-        maps = self.result(coreset_ratio, num_neighbors, **settings)[1]
-        return maps / self.map_scale(coreset_ratio, num_neighbors, **settings)
+        """Anomaly maps divided by :meth:`map_scale`: with calibration 1.0 is the nominal pixel threshold.
+
+        Neither the maps nor the scale depend on b, so the division is done once per fit and kept
+        (read-only: copy before changing it).
+        """
+        key = self._key(coreset_ratio, settings)
+        if key not in self._normalised:
+            maps = self.result(coreset_ratio, num_neighbors, **settings)[1]
+            normalised = maps / self.map_scale(coreset_ratio, num_neighbors, **settings)
+            normalised.flags.writeable = False
+            self._normalised[key] = normalised
+        return self._normalised[key]
+
+    def defect_metrics(self, coreset_ratio: float, num_neighbors: int, **settings) -> dict[str, dict]:
+        """:func:`~patchcore_kit.metrics.per_defect_metrics` of this fit and b, measured once and kept.
+
+        Pixel AUROC and AUPRO depend on the maps alone, so they are measured once per fit; image
+        AUROC once per fit and b.
+        """
+        key = self._key(coreset_ratio, settings)
+        scores, maps = self.result(coreset_ratio, num_neighbors, **settings)
+        if key not in self._metrics:
+            self._metrics[key] = per_defect_metrics(self.labels, self.defect_types, scores, self.masks,
+                                                    maps if self.masks is not None else None)
+        if (key, num_neighbors) not in self._metrics:
+            image = per_defect_metrics(self.labels, self.defect_types, scores)
+            self._metrics[key, num_neighbors] = {
+                defect: {**row, "image_auroc": image[defect]["image_auroc"]} for defect, row in self._metrics[key].items()
+            }
+        return self._metrics[key, num_neighbors]
+
+    def warm(self, ratios: Sequence[float], neighbours: Sequence[int], **settings) -> GalleryState:
+        """Fit, score, normalise and measure every ratio and b up front: the controls then only re-draw."""
+        super().warm(ratios, neighbours, **settings)
+        for ratio in ratios:
+            self.normalised_maps(ratio, neighbours[0], **settings)
+            for k in neighbours:
+                self.defect_metrics(ratio, k, **settings)
+        return self
 
     @property
     def defect_choices(self) -> list[str]:
         kinds = {str(d) for d in self.defect_types}
         return sorted(kinds - {"good"}) + (["good"] if "good" in kinds else [])
+
+    def default_threshold(self) -> float:
+        """1.0 (the calibrated pixel threshold) with calibration, else half the test set's largest value."""
+        return 1.0 if self.calibrated else 0.5
+
+
+@dataclass
+class GalleryPanels:
+    """What one gallery shows: the chosen test images (indices), their titles, maps and masks."""
+
+    chosen: np.ndarray
+    titles: list[str]
+    maps: np.ndarray  # normalised
+    masks: np.ndarray | None
+    threshold: float
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.maps > self.threshold
+
+
+def gallery_panels(state: GalleryState, defect_type: str, threshold: float | None = None, coreset_ratio: float = 0.1,
+                   num_neighbors: int = 9, max_images: int = 4, **settings) -> GalleryPanels:
+    """The first ``max_images`` test images of ``defect_type``, from the stored results of this fit and b."""
+    threshold = state.default_threshold() if threshold is None else float(threshold)
+    scores, _ = state.result(coreset_ratio, num_neighbors, **settings)
+    maps = state.normalised_maps(coreset_ratio, num_neighbors, **settings)
+    chosen = np.flatnonzero(state.defect_types == defect_type)[:max_images]
+    if len(chosen) == 0:
+        raise ValueError(f"no test images of defect type {defect_type!r}; choose from {state.defect_choices}")
+    rank = np.argsort(np.argsort(-scores)) + 1
+    titles = [f"{defect_type} #{i}\nscore {scores[i]:.2f}, rank {rank[i]}/{len(scores)}" for i in chosen]
+    masks = None if state.masks is None else state.masks[chosen]
+    return GalleryPanels(chosen, titles, maps[chosen], masks, threshold)
+
+
+def gallery_scale(state: GalleryState) -> tuple[float, float, str]:
+    """The colour bar's range and label: 0..2 thresholds with calibration, else 0..1 of the test maximum."""
+    if state.calibrated:
+        return 0.0, 2.0, "anomaly score / nominal pixel threshold"
+    return 0.0, 1.0, "anomaly score / test-set maximum"
 
 
 def render_gallery(state: GalleryState, defect_type: str, threshold: float | None = None, coreset_ratio: float = 0.1,
@@ -80,36 +161,27 @@ def render_gallery(state: GalleryState, defect_type: str, threshold: float | Non
     itself; the colour bar runs from 0 to 2); without calibration it is a fraction of the test
     set's largest value (default 0.5). Titles give the image score and its rank among all test
     images (1 = most anomalous). ``settings`` (patch_size, layers, ...) choose the fit.
+
+    A new figure each call; :class:`~patchcore_kit.widgets.gallery_figure.GalleryFigure` keeps one
+    and updates it in place (what the explorer does).
     """
-    if threshold is None:
-        threshold = 1.0 if state.calibrated else 0.5
-    scores, _ = state.result(coreset_ratio, num_neighbors, **settings)
-    maps = state.normalised_maps(coreset_ratio, num_neighbors, **settings)
-    chosen = np.flatnonzero(state.defect_types == defect_type)[:max_images]
-    if len(chosen) == 0:
-        raise ValueError(f"no test images of defect type {defect_type!r}; choose from {state.defect_choices}")
-    rank = np.argsort(np.argsort(-scores)) + 1
-    titles = [f"{defect_type} #{i}\nscore {scores[i]:.2f}, rank {rank[i]}/{len(scores)}" for i in chosen]
-    masks = None if state.masks is None else state.masks[chosen]
-    high = 2.0 if state.calibrated else 1.0
-    label = "anomaly score / nominal pixel threshold" if state.calibrated else "anomaly score / test-set maximum"
-    return plot_gallery(state.images[chosen], masks, maps[chosen], thresholded=maps[chosen] > threshold,
-                        titles=titles, cmap=cmap, vmin=0.0, vmax=high, panel_size=2.4, colorbar_label=label,
-                        threshold=threshold)
+    panels = gallery_panels(state, defect_type, threshold, coreset_ratio, num_neighbors, max_images, **settings)
+    low, high, label = gallery_scale(state)
+    return plot_gallery(state.images[panels.chosen], panels.masks, panels.maps, thresholded=panels.flagged,
+                        titles=panels.titles, cmap=cmap, vmin=low, vmax=high, panel_size=2.4, colorbar_label=label,
+                        threshold=panels.threshold)
 
 
 def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbors: int = 9,
                     threshold: float | None = None, **settings) -> pd.DataFrame:
     """Per defect type: image AUROC, pixel AUROC, AUPRO (threshold-free) and IoU at ``threshold``.
 
-    IoU pools the pixels of all images of a type: |predicted ∩ truth| / |predicted ∪ truth|, with
-    the prediction ``normalised map > threshold`` (default as in :func:`render_gallery`).
+    IoU pools the pixels of all images of a type (:func:`~patchcore_kit.metrics.mask_iou`), with
+    the prediction ``normalised map > threshold`` (default as in :func:`render_gallery`). The
+    threshold-free metrics are measured once per fit and b (:meth:`GalleryState.defect_metrics`).
     """
-    if threshold is None:
-        threshold = 1.0 if state.calibrated else 0.5
-    scores, maps = state.result(coreset_ratio, num_neighbors, **settings)
-    table = pd.DataFrame(per_defect_metrics(state.labels, state.defect_types, scores, state.masks,
-                                            maps if state.masks is not None else None)).T
+    threshold = state.default_threshold() if threshold is None else threshold
+    table = pd.DataFrame(state.defect_metrics(coreset_ratio, num_neighbors, **settings)).T
     if state.masks is not None:
         predicted = state.normalised_maps(coreset_ratio, num_neighbors, **settings) > threshold
         iou = {defect: mask_iou(state.masks[state.defect_types == defect],
@@ -118,4 +190,3 @@ def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbo
     table = table.rename(columns={**METRIC_LABELS, "n_images": "images"})
     table.index.name = "defect type"
     return table.astype(float).round(3).astype({"images": int})
-
