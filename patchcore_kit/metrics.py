@@ -138,6 +138,26 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float 
     return _area_up_to(fpr, pro, fpr_limit) / fpr_limit
 
 
+def mask_iou(masks: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Intersection over union of ``predicted`` and ground-truth ``masks``, pooled over all pixels.
+
+    ``masks`` and ``predicted`` are boolean, (N, H, W) or one (H, W) pair: the pixels of all images
+    count together, |predicted ∩ truth| / |predicted ∪ truth|. ``None`` when both are empty (no
+    union to measure).
+
+    >>> truth = np.array([[True, True, False, False]])
+    >>> mask_iou(truth, np.array([[False, True, True, False]]))
+    0.3333333333333333
+    >>> mask_iou(~truth & truth, ~truth & truth) is None
+    True
+    """
+    masks, predicted = np.asarray(masks, dtype=bool), np.asarray(predicted, dtype=bool)
+    if masks.shape != predicted.shape:
+        raise InputError(f"masks, predicted: expected the same shape, got {masks.shape} and {predicted.shape}")
+    union = np.count_nonzero(masks | predicted)
+    return float(np.count_nonzero(masks & predicted) / union) if union else None
+
+
 def per_defect_metrics(
     labels: Sequence[int],
     defect_types: Sequence[str],

@@ -39,7 +39,6 @@ OVERSIZED = {
     "baselines.py": "issue #14 (wt-i14-compute may split baselines.py)",
     "cli.py": "issue #13 (wt-i13-contract: cli.py -> cli/ package)",
     "experiments.py": "issue #14 (wt-i14-dask: experiments.py split)",
-    "widgets.py": "issue #13 (wt-i14-widgets: widgets.py split)",
 }
 
 

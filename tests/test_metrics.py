@@ -312,3 +312,18 @@ def test_per_defect_metrics_names_bad_input():
         per_defect_metrics(
             [0, 1], ["good", "a"], [0.1, 0.2], np.zeros((3, 2, 2), bool), np.zeros((3, 2, 2))
         )
+
+
+def test_mask_iou_pools_the_pixels_of_all_images():
+    from patchcore_kit.metrics import mask_iou
+
+    truth = np.zeros((2, 4, 4), dtype=bool)
+    truth[0, :2, :2] = True  # 4 pixels in the first image
+    predicted = np.zeros_like(truth)
+    predicted[0, :2, :1] = True  # 2 of them found
+    predicted[1, 3, 3] = True  # and a false pixel in the other image
+    assert mask_iou(truth, predicted) == pytest.approx(2 / 5)  # pooled, not a mean of per-image IoUs (0.5, 0)
+    assert mask_iou(truth, truth) == 1.0 and mask_iou(truth, ~truth) == 0.0
+    assert mask_iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) is None  # nothing to measure
+    with pytest.raises(InputError, match="same shape"):
+        mask_iou(truth, predicted[0])

@@ -27,7 +27,7 @@ from ..paper import PAPER_MVTEC_REFERENCE
 from .coreset import plot_coreset_curves, plot_coreset_embedding, plot_coverage_2d, plot_patch_picks
 from .efficiency import plot_sample_efficiency, plot_sample_efficiency_panels, plot_shots_curve
 from .features import pca_rgb, plot_feature_maps, plot_patch_pca, plot_receptive_fields, position_colours
-from .overlays import mask_outline, overlay_anomaly_map, paint_mask, plot_gallery
+from .overlays import gallery_views, mask_outline, overlay_anomaly_map, paint_mask, plot_gallery
 from .scores import plot_decision_costs, plot_metrics_table, plot_score_histogram
 from .style import METHOD_LABELS, METRIC_LABELS, method_colours, metric_colour
 
@@ -46,6 +46,7 @@ __all__ = [
     "plot_coverage_2d",
     "plot_decision_costs",
     "plot_feature_maps",
+    "gallery_views",
     "plot_gallery",
     "plot_metrics_table",
     "plot_patch_pca",

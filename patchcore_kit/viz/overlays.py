@@ -89,6 +89,35 @@ _GALLERY_ROWS = {
 }
 
 
+def gallery_views(
+    image,
+    mask=None,
+    flagged=None,
+    truth_colour=(0.0, 0.9, 0.2),
+    prediction_colour=(0.9, 0.1, 0.1),
+    outline_thickness: int = 1,
+) -> dict[str, np.ndarray]:
+    """One column of :func:`plot_gallery` as arrays: ``{"image", "overlay", "thresholded"}``.
+
+    ``image`` with the ground-truth outline of ``mask``; a grey copy (under the heat map) with the
+    same outline; and, when ``flagged`` (a boolean mask) is given, the image with ``flagged`` tinted
+    and outlined. A gallery that updates in place draws the same arrays as a fresh one.
+    """
+    outline = None if mask is None or not np.any(mask) else mask_outline(mask, outline_thickness)
+    grey = _as_float_rgb(image).mean(axis=2)
+    views = {
+        "image": image if outline is None else paint_mask(image, outline, truth_colour),
+        "overlay": grey if outline is None else paint_mask(grey, outline, truth_colour),
+    }
+    if flagged is not None:
+        flagged = np.asarray(flagged, dtype=bool)
+        predicted = paint_mask(image, flagged, prediction_colour, alpha=0.45)
+        # the outline keeps the prediction visible on dark defects, where a tint is lost
+        predicted = paint_mask(predicted, mask_outline(flagged, outline_thickness), prediction_colour)
+        views["thresholded"] = predicted if outline is None else paint_mask(predicted, outline, truth_colour)
+    return views
+
+
 def plot_gallery(
     images,
     masks,
@@ -146,18 +175,10 @@ def plot_gallery(
     )
     axes = figure.subplots(len(rows), len(images), squeeze=False)
     for column, (image, mask, anomaly_map) in enumerate(zip(images, masks, maps)):
-        outline = None if mask is None or not np.any(mask) else mask_outline(mask, outline_thickness)
-        grey = _as_float_rgb(image).mean(axis=2)
-        views = {
-            "image": image if outline is None else paint_mask(image, outline, truth_colour),
-            "overlay": grey if outline is None else paint_mask(grey, outline, truth_colour),
-        }
-        if thresholded is not None:
-            flagged = np.asarray(thresholded[column], dtype=bool)
-            predicted = paint_mask(image, flagged, prediction_colour, alpha=0.45)
-            # the outline keeps the prediction visible on dark defects, where a tint is lost
-            predicted = paint_mask(predicted, mask_outline(flagged, outline_thickness), prediction_colour)
-            views["thresholded"] = predicted if outline is None else paint_mask(predicted, outline, truth_colour)
+        views = gallery_views(
+            image, mask, None if thresholded is None else thresholded[column], truth_colour, prediction_colour,
+            outline_thickness,
+        )
         for row, view in enumerate(rows):
             ax = axes[row, column]
             ax.imshow(
