@@ -15,6 +15,7 @@ the maps equal the unfused backbone's within float rounding (tested). CPU only.
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from typing import Sequence
@@ -60,7 +61,8 @@ def export_stages(backbone: Backbone, layers: Sequence[str], height: int, width:
 
     The size is fixed: the stride-2 convolutions' "same" padding depends on it.
     """
-    model = _Stages(backbone, layers).to(memory_format=torch.contiguous_format).eval()
+    # a copy: .to() would change the layout of ``backbone``'s own weights
+    model = copy.deepcopy(_Stages(backbone, layers)).to(memory_format=torch.contiguous_format).eval()
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # the tracer warns that the padding amounts become constants: intended (one size per export)
