@@ -14,7 +14,9 @@ each part is from it.
 
 Before / after, measured side by side in this run: the backbone as loaded (``fuse=False``, what the
 kit ran before) against the fused inference copy it runs now (``patchcore_kit.fuse``), on the same
-image tensors; image loading (decode + resize) is timed apart, as the fusion does not touch it. The
+image tensors; image loading (decode + resize) is timed apart, as the fusion does not touch it; and, when
+``onnxruntime`` is installed, the same fused stages run by ONNX Runtime
+(``load_backbone(..., fuse=True, runtime="onnxruntime")``, its one-off export timed apart). The
 exact search against faiss HNSW (``search="hnsw"``), on the same patches; and ``model.score`` with
 each.
 
@@ -27,7 +29,6 @@ import copy
 import statistics
 import time
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -39,6 +40,7 @@ from patchcore_kit.base import upsample_and_smooth
 from patchcore_kit.data import load_dataset
 from patchcore_kit.features import flatten_patches
 from patchcore_kit.images import image_tensor, to_pil_list
+from patchcore_kit.onnx_backbone import onnxruntime_available
 from patchcore_kit.patchcore import PatchCore, reweighted_image_scores
 
 
@@ -50,6 +52,15 @@ def matmul_gflops(seconds: float = 3.0, size: int = 2048) -> float:
         a @ b
         runs += 1
     return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
+
+
+# Figures committed before this run (other loads, so compare their ratios, not their seconds):
+# "nothing gets slower" is read against these.
+EARLIER = {
+    "bench_inference.txt before #14 (load 4, 32.1 GFLOP/s)": "backbone incl. loading, unfused 0.294 s / image, 19.4x",
+    "bench_inference_reduced.txt (load 14-16, 22.3 GFLOP/s)": "forward unfused 1.169 (53.6x), fused 0.548 (25.1x); "
+                                                             "incl. loading 1.330 / 0.708",
+}
 
 
 def main() -> None:
@@ -92,11 +103,19 @@ def main() -> None:
     # The parts, on the same images. Before/after pairs alternate batch by batch: the backbone as
     # loaded (``fuse=False``, what the kit ran before) and the fused copy the kit runs now; the exact
     # search and HNSW.
-    extractor, index, approx_index = model._extractor(), model._bank_index(), approx._bank_index()
+    index, approx_index = model._bank_index(), approx._bank_index()
     reference = load_backbone(model.backbone, model.weights)  # unfused
-    fused = extractor.backbone
-    parts = {name: [] for name in ("image loading", "forward, unfused (before)", "forward, fused (after)",
-                                   "embedding", "nearest neighbour, exact", "nearest neighbour, HNSW",
+    fused = load_backbone(model.backbone, model.weights, fuse=True)  # the torch runtime, whatever the environment says
+    backbones = {"forward, unfused (before)": reference, "forward, fused (after)": fused}
+    onnx_first = None
+    if onnxruntime_available():
+        onnx_backbone = load_backbone(model.backbone, model.weights, fuse=True, runtime="onnxruntime")
+        with Timer() as t:  # export + session, once per process, stage list and image size
+            onnx_backbone(image_tensor(to_pil_list(test[:1]), model.image_size), model.layers)
+        onnx_first = t.seconds
+        backbones["forward, fused, onnxruntime"] = onnx_backbone
+    differences = {name: 0.0 for name in backbones}
+    parts = {name: [] for name in ("image loading", *backbones, "embedding", "nearest neighbour, exact", "nearest neighbour, HNSW",
                                    "re-weighting + maps")}
     h, w = model.feature_shape_
     for _ in range(args.rounds):
@@ -106,12 +125,15 @@ def main() -> None:
             with Timer() as t:
                 images = image_tensor(to_pil_list(batch), model.image_size)
             parts["image loading"].append(t.seconds / n)
-            with Timer() as t:
-                reference(images, model.layers)
-            parts["forward, unfused (before)"].append(t.seconds / n)
-            with Timer() as t:
-                maps = fused(images, model.layers)
-            parts["forward, fused (after)"].append(t.seconds / n)
+            outputs = {}
+            for name, backbone in backbones.items():  # alternating on the same images
+                with Timer() as t:
+                    outputs[name] = backbone(images, model.layers)
+                parts[name].append(t.seconds / n)
+            for name, got in outputs.items():  # largest difference from the unfused maps, relative to their range
+                for a, b in zip(outputs["forward, unfused (before)"], got):
+                    differences[name] = max(differences[name], ((b - a).abs().max() / a.abs().max()).item())
+            maps = outputs["forward, fused (after)"]
             with Timer() as t:
                 flat = flatten_patches(model.embed(maps))
             parts["embedding"].append(t.seconds / n)
@@ -137,8 +159,7 @@ def main() -> None:
         reference(image, model.layers)
     backbone_flops = counter.get_total_flops()
     nn_flops = 2 * h * w * bank * dim
-    flops = {"forward, unfused (before)": backbone_flops, "forward, fused (after)": backbone_flops,
-             "nearest neighbour, exact": nn_flops}
+    flops = {**{name: backbone_flops for name in backbones}, "nearest neighbour, exact": nn_flops}
     gflops_after = matmul_gflops()
     gflops = max(gflops_before, gflops_after)  # the faster one gives the lower (stricter) bound
     print(f"measured float32 matmul (2048 × 2048, {torch.get_num_threads()} threads): {gflops_before:.1f} GFLOP/s before "
@@ -147,16 +168,18 @@ def main() -> None:
     def row(name: str, seconds: float, flop: float | None) -> None:
         if flop:
             bound = flop / gflops / 1e9
-            print(f"{name:34} {seconds:10.3f} {flop / 1e9:14.2f} {bound:13.3f} {seconds / bound:16.1f}x")
+            print(f"{name:36} {seconds:10.3f} {flop / 1e9:14.2f} {bound:13.3f} {seconds / bound:16.1f}x")
         else:
-            print(f"{name:34} {seconds:10.3f} {'':>14} {'':>13} {'':>17}")
+            print(f"{name:36} {seconds:10.3f} {'':>14} {'':>13} {'':>17}")
 
-    print(f"{'part':34} {'s / image':>10} {'GFLOP / image':>14} {'FLOP-bound s':>13} {'measured / bound':>17}")
+    print(f"{'part':36} {'s / image':>10} {'GFLOP / image':>14} {'FLOP-bound s':>13} {'measured / bound':>17}")
     for name, seconds in parts.items():
         row(name, seconds, flops.get(name))
     load_s = parts["image loading"]
     row("backbone incl. loading, before", load_s + parts["forward, unfused (before)"], backbone_flops)
     row("backbone incl. loading, after", load_s + parts["forward, fused (after)"], backbone_flops)
+    if onnx_first is not None:
+        row("backbone incl. loading, onnxruntime", load_s + parts["forward, fused, onnxruntime"], backbone_flops)
     row("total (model.score), exact", per_image["exact"], backbone_flops + nn_flops)
     row("total (model.score), HNSW", per_image["hnsw"], None)
     print(f"\n{len(test)} test images, batch {model.batch_size}, {args.rounds} rounds; each part's figure is the median over "
@@ -165,6 +188,16 @@ def main() -> None:
           f"of unfused; nearest neighbour: HNSW {parts['nearest neighbour, exact'] / parts['nearest neighbour, HNSW']:.1f}x "
           f"the speed of exact (HNSW index built once per bank in {build.seconds:.1f} s); model.score: HNSW "
           f"{per_image['exact'] / per_image['hnsw']:.1f}x the speed of exact")
+    if onnx_first is not None:
+        print(f"backbone forward: onnxruntime {parts['forward, unfused (before)'] / parts['forward, fused, onnxruntime']:.2f}x "
+              f"the speed of unfused, {parts['forward, fused (after)'] / parts['forward, fused, onnxruntime']:.2f}x that of "
+              f"fused torch; its one-off export + session: {onnx_first:.1f} s")
+    else:
+        print("onnxruntime not installed: its row is left out (pip install 'patchcore-kit[onnx]')")
+    print("largest map difference from the unfused backbone (max |difference| / max |map|): "
+          + ", ".join(f"{name.removeprefix('forward, ')} {value:.1e}" for name, value in differences.items()
+                      if name != "forward, unfused (before)"))
+    print("earlier committed figures: " + "; ".join(f"{where}: {what}" for where, what in EARLIER.items()))
     print("FLOP-bound s = the part's floating-point operations / the measured matmul speed: the time its arithmetic "
           "alone would take at full matrix-product speed (backbone FLOPs from torch.utils.flop_counter, "
           "nearest neighbour = 2 × patches × bank entries × dims; HNSW computes far fewer distances, so it has no such bound). "

@@ -249,21 +249,47 @@ def _out_channels(stage: nn.Module) -> int:
     return norms[-1].num_features
 
 
-def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = None, fuse: bool = False) -> Backbone:
+RUNTIMES = ("torch", "onnxruntime")
+#: Environment variable naming the runtime of the inference copy when ``runtime`` is not given.
+RUNTIME_VARIABLE = "PATCHCORE_KIT_BACKBONE_RUNTIME"
+
+
+def backbone_runtime(runtime: str | None = None) -> str:
+    """``runtime``, else ``$PATCHCORE_KIT_BACKBONE_RUNTIME``, else ``"torch"``; checked."""
+    chosen = runtime if runtime is not None else (os.environ.get(RUNTIME_VARIABLE) or "torch")
+    if chosen not in RUNTIMES:
+        source = "runtime" if runtime is not None else RUNTIME_VARIABLE
+        raise InputError(f"{source}={chosen!r}: unknown backbone runtime; choose from {list(RUNTIMES)}")
+    return chosen
+
+
+def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = None, fuse: bool = False,
+                  runtime: str | None = None) -> Backbone:
     """The named backbone with ImageNet weights (or ``weights``: a file path or URL).
 
     ``fuse=True`` returns the inference copy of :func:`patchcore_kit.fuse.fuse_backbone` (batch norm
     folded into the convolutions, static padding, channels-last), what :class:`FeatureExtractor`
     runs; ``fuse=False`` keeps the network's modules and weights exactly as loaded (the reference).
+
+    ``runtime`` (inference copy only): ``"torch"`` (default) or ``"onnxruntime"``, the same fused
+    stages run by ONNX Runtime on the CPU (:mod:`patchcore_kit.onnx_backbone`, about twice as
+    fast; needs the ``onnx`` extra). Not given: ``$PATCHCORE_KIT_BACKBONE_RUNTIME``, else torch.
     """
+    if not fuse and runtime not in (None, "torch"):
+        raise InputError(f"runtime={runtime!r} runs the fused inference copy: pass fuse=True")
+    chosen = backbone_runtime(runtime) if fuse else "torch"  # a bad name fails before any loading
     if name in OFFLINE_BACKBONES:
         backbone = _efficientnet_lite(name, weights)
     elif name in RESNETS:
         backbone = _torchvision_resnet(name, weights)
     else:
         raise InputError(f"unknown backbone {name!r}; choose from {list(BACKBONES)}")
-    if fuse:
-        from .fuse import fuse_backbone
+    if not fuse:
+        return backbone
+    from .fuse import fuse_backbone
 
-        return fuse_backbone(backbone)
-    return backbone
+    if chosen == "onnxruntime":
+        from .onnx_backbone import OnnxBackbone
+
+        return OnnxBackbone(fuse_backbone(backbone))
+    return fuse_backbone(backbone)

@@ -11,7 +11,8 @@ way, computing the amounts and copying the map with ``F.pad`` on every call. For
 convolution with an odd kernel that padding is symmetric, ``(k - 1) / 2`` on each side, whatever
 the input size, so it becomes the convolution's own zero padding (no copy). Only a stride-2
 convolution's padding depends on the input's size (it is lopsided for even sizes); the few of those
-keep an explicit pad.
+get a kernel one tap larger with a zero first row or column, which turns the lopsided padding into
+a symmetric one (:class:`SamePadConv`).
 
 :func:`fuse_backbone` returns a new :class:`~patchcore_kit.backbones.Backbone` with the same stages;
 its weights are laid out channels-last, the layout the CPU convolution kernels (oneDNN) prefer, and
@@ -63,11 +64,15 @@ def _fused_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d | None, padding: int = 0) 
 
 
 class SamePadConv(nn.Module):
-    """TensorFlow "same" padding, batch norm folded in, then an optional activation.
+    """TensorFlow "same" padding, batch norm folded in, then an optional activation; no padding copy.
 
-    Stride 1: the padding is symmetric and fixed, so it is the convolution's own. Stride 2: the
-    amounts depend on the input's size (lopsided for even sizes), so they are padded explicitly,
-    as the original does (only 5 such convolutions in EfficientNet-Lite).
+    Stride 1: the padding is symmetric and fixed, so it is the convolution's own. Stride 2 (only 5
+    such convolutions in EfficientNet-Lite): the amounts depend on the input's size, and for an
+    even size they are lopsided, one more after than before (``(p, p + 1)``). A kernel one tap
+    larger whose first row (column) is zero, padded ``p + 1`` on both sides, reads exactly the same
+    pixels with the same weights: the lopsided padding becomes the convolution's own too, with no
+    ``F.pad`` copy (and an exported ONNX graph keeps its convolutions in one layout). The zero taps
+    add exact zeros.
     """
 
     def __init__(self, conv: nn.Conv2d, norm: nn.BatchNorm2d | None, activation: nn.Module | None):
@@ -79,17 +84,30 @@ class SamePadConv(nn.Module):
         self.kernel, self.stride_ = kh, stride
         self.static = stride == (1, 1)
         self.conv = _fused_conv(conv, norm, padding=(kh - 1) // 2 if self.static else 0)
+        if not self.static:  # the kernel widened by a zero first row / column / both, for lopsided padding
+            weight = self.conv.weight.detach()
+            for rows, columns in ((1, 0), (0, 1), (1, 1)):
+                widened = F.pad(weight, (columns, 0, rows, 0))
+                self.register_buffer(f"weight_{rows}{columns}", widened)
         self.activation = activation
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size, stride in ((x.shape[-1], self.stride_[1]), (x.shape[-2], self.stride_[0])):
-            total = max((-(-size // stride) - 1) * stride + self.kernel - size, 0)
-            pads += [total // 2, total - total // 2]
-        return F.pad(x, pads) if any(pads) else x
+    def _padding(self, size: int, stride: int) -> tuple[int, int]:
+        """(padding before, 1 if the padding after is one larger) along one axis, TensorFlow's "same"."""
+        # int(): plain Python arithmetic even while torch.onnx traces the size (the amounts become
+        # constants of the exported graph, which is made for one image size)
+        size = int(size)
+        total = max((-(-size // stride) - 1) * stride + self.kernel - size, 0)
+        before, after = total // 2, total - total // 2
+        return (before + 1, 1) if after > before else (before, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x if self.static else self._pad(x))
+        if self.static:
+            x = self.conv(x)
+        else:
+            (pad_h, rows), (pad_w, columns) = (self._padding(x.shape[-2], self.stride_[0]),
+                                               self._padding(x.shape[-1], self.stride_[1]))
+            weight = getattr(self, f"weight_{rows}{columns}") if rows or columns else self.conv.weight
+            x = F.conv2d(x, weight, self.conv.bias, self.stride_, (pad_h, pad_w), 1, self.conv.groups)
         return self.activation(x) if self.activation is not None else x
 
 

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("datasets", {"data"}),
     (
         "backbone and features",
-        {"backbones", "fuse", "weights", "feature_cache", "extractor", "features", "receptive_fields"},
+        {"backbones", "fuse", "onnx_backbone", "weights", "feature_cache", "extractor", "features", "receptive_fields"},
     ),
     ("estimators and their files", {"coreset", "base", "modelfile", "patchcore", "baselines"}),
     ("evaluation, sweeps and tuning", {"evaluate", "experiments", "tuning"}),

@@ -292,7 +292,7 @@ def test_stage_channel_table_matches_the_networks(lite0):
 def test_fused_backbone_matches_the_unfused_one(name, tmp_path):
     """Batch norm folded, static padding, channels-last: the same maps within float rounding.
 
-    An odd size (65 × 97) takes the stride-2 convolutions' lopsided "same" padding both ways; the
+    Even sizes take the stride-2 convolutions' lopsided "same" padding, odd ones the symmetric; the
     ResNet uses seeded random weights (no download), the Lite models their real ImageNet weights.
     """
     from patchcore_kit.fuse import fuse_backbone
@@ -311,7 +311,8 @@ def test_fused_backbone_matches_the_unfused_one(name, tmp_path):
     assert fused.fused and not reference.fused and fused.channels == reference.channels
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert load_backbone(name, weights=weights, fuse=True).fused
-    for x in (X, torch.randn(2, 3, 65, 97, generator=torch.Generator().manual_seed(1))):
+    odd = torch.randn(2, 3, 65, 97, generator=torch.Generator().manual_seed(1))
+    for x in (X, odd, odd[..., :96]):  # even, odd, and odd × even: the lopsided padding on each axis
         expected, got = reference(x, list(STAGES)), fused(x, list(STAGES))
         for a, b in zip(expected, got):
             assert b.is_contiguous() and b.shape == a.shape
@@ -323,3 +324,46 @@ def test_feature_extractor_runs_the_fused_backbone():
     from patchcore_kit.features import FeatureExtractor
 
     assert FeatureExtractor("efficientnet_lite0").backbone.fused
+
+
+# --- the same fused stages run by ONNX Runtime (optional: the onnx extra) ------------------------
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+def test_onnxruntime_backbone_matches_the_unfused_one(name, tmp_path):
+    """ONNX Runtime runs the fused stages: the unfused maps within float rounding, at two image
+    sizes (the odd one takes the lopsided stride-2 padding), for several stage lists."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import pickle
+
+    from patchcore_kit.onnx_backbone import OnnxBackbone
+
+    weights = None
+    if name == "resnet18":
+        weights = tmp_path / "resnet18.pth"
+        torch.save(random_resnet18_state(), weights)
+    reference = load_backbone(name, weights=weights)
+    fast = load_backbone(name, weights=weights, fuse=True, runtime="onnxruntime")
+    assert isinstance(fast, OnnxBackbone) and fast.fused and fast.channels == reference.channels
+    odd = torch.randn(3, 3, 65, 97, generator=torch.Generator().manual_seed(1))  # exported at batch 1
+    cases = [(odd, ["layer3", "layer1"])] + ([(X, ["layer2", "layer3"])] if name == "efficientnet_lite0" else [])
+    for x, layers in cases:
+        expected, got = reference(x, layers), fast(x, layers)
+        for a, b in zip(expected, got):
+            assert b.is_contiguous() and b.shape == a.shape and b.dtype == a.dtype
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+    assert fast._sessions and pickle.loads(pickle.dumps(fast))._sessions == {}  # rebuilt, never pickled
+
+
+def test_backbone_runtime_is_chosen_by_argument_or_environment(monkeypatch):
+    from patchcore_kit.backbones import RUNTIME_VARIABLE, backbone_runtime
+
+    monkeypatch.delenv(RUNTIME_VARIABLE, raising=False)
+    assert backbone_runtime() == "torch" and backbone_runtime("onnxruntime") == "onnxruntime"
+    monkeypatch.setenv(RUNTIME_VARIABLE, "onnxruntime")
+    assert backbone_runtime() == "onnxruntime" and backbone_runtime("torch") == "torch"
+    monkeypatch.setenv(RUNTIME_VARIABLE, "tensorrt")
+    with pytest.raises(InputError, match="PATCHCORE_KIT_BACKBONE_RUNTIME='tensorrt'"):
+        load_backbone("efficientnet_lite0", fuse=True)
+    assert not load_backbone("efficientnet_lite0").fused  # the reference ignores the variable
+    with pytest.raises(InputError, match="fuse=True"):
+        load_backbone("efficientnet_lite0", runtime="onnxruntime")

