@@ -1,6 +1,7 @@
 """The ``patchcore-kit sweep`` command: every category's sweep, their average, the figure and the claims."""
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +11,7 @@ from ..atomic import open_text, save_figure, write_text
 from ..backbones import DEFAULT_LAYERS
 from ..data import load_dataset
 from .grid import ALL, DEFAULT_SHOTS, METRICS, sweep_categories
+from .scheduler import PROCESSES, DaskCells
 from .spade_table import SPADE_TABLE_GB
 from .summary import category_summary
 from .sweep import sample_efficiency
@@ -34,6 +36,8 @@ def run_sweep(
     batch_size: int = 8,
     baseline_stages: str = "paper",
     spade_table_gb: float = SPADE_TABLE_GB,
+    scheduler="serial",
+    workers: int | None = None,
     **method_params: dict,
 ) -> Path:
     """The ``patchcore-kit sweep`` command: the sweep, its category average, the figure and the claims.
@@ -44,6 +48,9 @@ def run_sweep(
     (:func:`~patchcore_kit.claims.check_claims`) and ``sample_efficiency.png`` (three panels:
     image AUROC, pixel AUROC, AUPRO). The cache defaults to ``output/feature_cache``, shared by all
     categories, so an interrupted sweep resumes without running the backbone again.
+
+    ``scheduler`` and ``workers`` as for :func:`sample_efficiency`; the categories run one after
+    another (each its extraction pass here, then its cells as tasks), one LocalCluster for all.
     """
     from ..claims import check_claims, claims_markdown, status  # the claims read the summary, nothing else
     from ..viz import plot_sample_efficiency_panels  # viz sits above experiments; only this entry point draws
@@ -53,22 +60,25 @@ def run_sweep(
     categories = sweep_categories(root, format, category)
     cache = cache_dir if cache_dir is not None else output / "feature_cache"
     tables, names = [], []
-    for name in categories:
-        split = load_dataset(root, format, name)
-        folder = output / name if category == ALL else output
-        if len(categories) > 1:
-            print(f"--- {split.name} ({len(tables) + 1} of {len(categories)})")
-        table = sample_efficiency(
-            split, shots, methods, seeds, backbone=backbone, image_size=image_size, cache_dir=cache,
-            results_path=folder / "results.csv", summary_path=folder / "summary.json", progress=progress,
-            layers=layers, weights=weights, device=device, batch_size=batch_size, baseline_stages=baseline_stages,
-            spade_table_gb=spade_table_gb, **method_params,
-        )
-        # Every row the category's results.csv holds, not only this call's: a sweep run in pieces
-        # (say SPADE on fewer seeds, into the same folder) is summarised as a whole.
-        every_row = pd.read_csv(folder / "results.csv") if (folder / "results.csv").is_file() else table
-        tables.append(every_row.assign(category=split.name))
-        names.append(split.name)
+    with ExitStack() as stack:
+        if scheduler == PROCESSES and len(categories) > 1:  # one LocalCluster for every category
+            scheduler = stack.enter_context(DaskCells(scheduler, workers)).client()
+        for name in categories:
+            split = load_dataset(root, format, name)
+            folder = output / name if category == ALL else output
+            if len(categories) > 1:
+                print(f"--- {split.name} ({len(tables) + 1} of {len(categories)})")
+            table = sample_efficiency(
+                split, shots, methods, seeds, backbone=backbone, image_size=image_size, cache_dir=cache,
+                results_path=folder / "results.csv", summary_path=folder / "summary.json", progress=progress,
+                layers=layers, weights=weights, device=device, batch_size=batch_size, baseline_stages=baseline_stages,
+                spade_table_gb=spade_table_gb, scheduler=scheduler, workers=workers, **method_params,
+            )
+            # Every row the category's results.csv holds, not only this call's: a sweep run in pieces
+            # (say SPADE on fewer seeds, into the same folder) is summarised as a whole.
+            every_row = pd.read_csv(folder / "results.csv") if (folder / "results.csv").is_file() else table
+            tables.append(every_row.assign(category=split.name))
+            names.append(split.name)
     results = pd.concat(tables, ignore_index=True)
     summary = category_summary(results)
     with open_text(output / "summary.csv", newline="") as handle:

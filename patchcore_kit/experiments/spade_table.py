@@ -57,15 +57,20 @@ class SpadePairTable:
 
     @classmethod
     def for_sweep(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float) -> "SpadePairTable | None":
-        if model.k != 1 or budget_gb <= 0:
+        if not cls.fits(model, split, draws, budget_gb):
             return None
+        return cls(model, split, _unique(p for draw in draws for p in draw))
+
+    @classmethod
+    def fits(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float) -> bool:
+        """Whether :meth:`for_sweep` builds a table for ``draws`` (k = 1 and within the budget)."""
+        if model.k != 1 or budget_gb <= 0:
+            return False
         pool = _unique(p for draw in draws for p in draw)
         probe = model._extractor().layer_maps(split.test_paths[:1])
         _, positions = model.features(probe)
         need = cls.needed_bytes(len(split.test), len(pool), positions.shape[1], positions.shape[2])
-        if need > budget_gb * 2**30:
-            return None
-        return cls(model, split, pool)
+        return need <= budget_gb * 2**30
 
     def _fill(self, wanted: torch.Tensor) -> None:
         """Compute the missing pairs of ``wanted`` ``(T, N)`` (bool), one training image at a time."""

@@ -5,7 +5,7 @@ import json
 import platform
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -19,10 +19,11 @@ from ..errors import InputError
 from ..evaluate import ground_truth_masks
 from ..features import weights_key
 from ..images import as_hw
-from .cell import evaluate_once, extraction_pass
-from .grid import (BASELINE_STAGES, COLUMNS, DEFAULT_SHOTS, METHODS, _as_split, _check_grid, _unique,
+from .cell import SweepCells, extraction_pass
+from .grid import (BASELINE_STAGES, COLUMNS, DEFAULT_SHOTS, _as_split, _check_grid, _unique,
                    method_stages, resolve_shots)
 from .rows import _append_row, _earlier_runs, _read_done_rows, _write_json
+from .scheduler import DaskCells, check_scheduler, is_serial
 from .spade_table import SPADE_TABLE_GB, SpadePairTable
 
 
@@ -46,6 +47,8 @@ def sample_efficiency(
     summary_path: str | Path | None = None,
     baseline_stages: str = "paper",
     spade_table_gb: float = SPADE_TABLE_GB,
+    scheduler="serial",
+    workers: int | None = None,
     **method_params: dict,
 ) -> pd.DataFrame:
     """Fit and score every method for every ``(shots, seed)``; one row per fit.
@@ -67,6 +70,12 @@ def sample_efficiency(
         take; above it (or with 0, or SPADE's k > 1) SPADE is fitted and scored row by row.
     cache_dir : the feature cache (kept for later sweeps); None uses a temporary one.
     results_path : CSV that every finished row is appended to; rows already in it are skipped.
+    scheduler : where the cells run (:mod:`~patchcore_kit.experiments.scheduler`): ``"serial"``
+        (here, one after another), ``"processes"`` (a Dask LocalCluster of ``workers`` single-threaded
+        processes, default one per core), a Dask scheduler address ``"tcp://host:8786"``, a scheduler
+        file, or a ``dask.distributed.Client``. Every cell is one task; the rows equal the serial
+        run's (in the order they finish in ``results_path``; the returned table is sorted). A cluster
+        needs ``cache_dir`` and the dataset on storage every worker reads.
     summary_path : JSON with the settings and timings (default: ``results_path`` with ``.json``).
     **method_params : per-method constructor parameters, e.g.
         ``patchcore={"coreset_ratio": 0.01}, padim={"n_features": 80}``.
@@ -84,6 +93,7 @@ def sample_efficiency(
         raise InputError(f"{split.root or split.name}: baseline_stages must be one of {BASELINE_STAGES}, "
                          f"got {baseline_stages!r}")
     _check_grid(split, methods, shots, seeds, method_params)
+    check_scheduler(scheduler, workers, cache_dir, split.root or split.name)
     results_path = Path(results_path) if results_path is not None else None
     if summary_path is None and results_path is not None:
         summary_path = results_path.with_suffix(".json")
@@ -108,18 +118,21 @@ def sample_efficiency(
         "train_pool": len(split.train), "test_images": len(split.test),
         "rows": len(plan), "rows_resumed": len(plan) - len(todo), "status": "running",
         "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+        "scheduler": {"scheduler": scheduler if isinstance(scheduler, str) else "client"},
         "earlier_runs": _earlier_runs(summary_path) if done else [],
     }
     _write_json(summary_path, summary)
 
     rows = {key: done[key] for key in plan if key in done}
-    with (tempfile.TemporaryDirectory(prefix="patchcore_kit_features_") if cache_dir is None else nullcontext(cache_dir)) as cache:
+    with ExitStack() as stack:
+        cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="patchcore_kit_features_")
+                                    if cache_dir is None else nullcontext(cache_dir))
+        # A scheduler address is tried here, before the extraction pass; closed on any exit (first).
+        dask = None if is_serial(scheduler) else stack.enter_context(DaskCells(scheduler, workers))
         shared = dict(backbone=backbone, image_size=image_size, weights=weights,
                       device=device, batch_size=batch_size, feature_cache=str(cache))
         params = {m: {**method_stages(m, baseline_stages, layers), **method_params.get(m, {})} for m in methods}
-
-        def make(method: str, seed: int):
-            return METHODS[method](**shared, seed=seed, calibrate=False, progress=False, **params[method])
+        make = SweepCells(split, shared, params, masks=None).make
 
         if todo:
             # One backbone pass over every stage any method reads: each cache entry then holds them all.
@@ -129,26 +142,32 @@ def sample_efficiency(
             summary["feature_pass"] = extraction_pass(train_images + split.test_paths, {**shared, "layers": stages},
                                                       progress)
             _write_json(summary_path, summary)  # kept even if the sweep is interrupted later
-            masks = ground_truth_masks(split, image_size)  # read once for every fit
+            cells = SweepCells(split, shared, params, masks=ground_truth_masks(split, image_size))  # masks read once
             spade_draws = [split.with_shots(n, seed).train_paths for (m, n, seed) in todo if m == "spade"]
-            spade_table = SpadePairTable.for_sweep(make("spade", 0), split, spade_draws, spade_table_gb) if spade_draws else None
+            use_table = bool(spade_draws) and SpadePairTable.fits(make("spade", 0), split, spade_draws, spade_table_gb)
+            serial_table = use_table and dask is None  # on Dask each task builds its own (scheduler.py)
+            spade_table = SpadePairTable(make("spade", 0), split, _unique(p for d in spade_draws for p in d)) if serial_table else None
             summary["spade_table"] = None if spade_table is None else spade_table.stats
-        bar = tqdm(total=len(todo), desc="sweep", unit="fit", disable=not progress)
-        for method, n, seed in todo:
-            bar.set_postfix_str(f"{method} {n}-shot seed {seed}")
-            drawn = split.with_shots(n, seed)
-            if method == "spade" and spade_table is not None:
-                measured = spade_table.evaluate(drawn, masks)
-                summary["spade_table"] = spade_table.stats
-            else:
-                measured = evaluate_once(make(method, seed), drawn, masks)
-            row = {"method": method, "shots": n, "full": n == len(split.train), "seed": seed, **measured}
-            rows[(method, n, seed)] = row
+
+        def record(row: dict) -> None:
+            rows[(row["method"], row["shots"], row["seed"])] = row
             _append_row(results_path, row)
             summary["elapsed_s"] = time.perf_counter() - wall_start  # what an interruption leaves behind
             _write_json(summary_path, summary)
+
+        bar = stack.enter_context(tqdm(total=len(todo), desc="sweep", unit="fit", disable=not progress))
+        if dask is not None and todo:
+            summary["spade_table"] = dask.run(cells, todo, use_table, stages, record, bar)
+            summary["scheduler"] = dask.description
+        for method, n, seed in todo if dask is None else ():
+            bar.set_postfix_str(f"{method} {n}-shot seed {seed}")
+            if method == "spade" and spade_table is not None:
+                measured = spade_table.evaluate(split.with_shots(n, seed), cells.masks)
+                summary["spade_table"] = spade_table.stats
+                record(cells.row((method, n, seed), measured))
+            else:
+                record(cells.run((method, n, seed)))
             bar.update()
-        bar.close()
 
     table = pd.DataFrame([rows[key] for key in plan], columns=list(COLUMNS))
     table["full"] = table.shots == len(split.train)  # also for rows resumed from a file
