@@ -94,7 +94,7 @@ def test_second_sweep_runs_no_backbone(split, cache_dir, count_backbone, monkeyp
 
 def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, monkeypatch):
     results = tmp_path / "results.csv"
-    original = sweep_module.evaluate_once
+    original = sweep_cell.evaluate_once
     calls = {"n": 0}
 
     def crash_after_three(*args, **kwargs):
@@ -103,7 +103,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, 
         calls["n"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "evaluate_once", crash_after_three)
+    monkeypatch.setattr(sweep_cell, "evaluate_once", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         sample_efficiency(split, cache_dir=cache_dir, results_path=results, **SWEEP)
     assert len(pd.read_csv(results)) == 3
