@@ -33,7 +33,15 @@ def rows_of(path) -> pd.DataFrame:
 
 
 def children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    """This process's worker processes (multiprocessing's resource tracker, started once and kept, aside)."""
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                found.add(child.pid)
+        except psutil.NoSuchProcess:  # ended while we looked
+            pass
+    return found
 
 
 def test_dask_sweep_equals_the_serial_sweep_row_by_row(split, tmp_path):

@@ -134,7 +134,7 @@ class DaskCells:
     @property
     def description(self) -> dict:
         kind = self.scheduler if isinstance(self.scheduler, str) else "client"
-        workers = len(self._client.scheduler_info(n_workers=-1)["workers"]) if self._client is not None else None
+        workers = len(self._client.nthreads()) if self._client is not None else None
         return {"scheduler": kind, "workers": workers}
 
     def client(self):
