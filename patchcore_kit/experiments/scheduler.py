@@ -145,7 +145,7 @@ class DaskCells:
             workers = self.workers or cores
             # One thread per worker process: cells are independent, so processes, not threads, share the cores.
             self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=logging.CRITICAL)
+                                         dashboard_address=":0", silence_logs=logging.CRITICAL)
             self._client = Client(self._cluster, set_as_default=False)
         return self._client
 
