@@ -40,16 +40,42 @@ The package, one job per module:
 ...                           cache_dir="runs/cache", results_path="runs/sweep/results.csv")  # doctest: +SKIP
 >>> table.groupby(["method", "shots"]).image_auroc.mean()                                      # doctest: +SKIP
 """
+
 from .cell import evaluate_once, extraction_pass
 from .command import run_sweep
-from .grid import (ALL, BASELINE_STAGES, COLUMNS, DEFAULT_SHOTS, METHODS, METRICS, SHARED_PADIM_FEATURES,
-                   method_stages, resolve_shots, sweep_categories)
+from .grid import (
+    ALL,
+    BASELINE_STAGES,
+    COLUMNS,
+    DEFAULT_SHOTS,
+    METHODS,
+    METRICS,
+    SHARED_PADIM_FEATURES,
+    method_stages,
+    resolve_shots,
+    sweep_categories,
+)
 from .spade_table import SPADE_TABLE_GB, SpadePairTable
 from .summary import category_summary, summarize
 from .sweep import sample_efficiency
 
 __all__ = [
-    "ALL", "BASELINE_STAGES", "COLUMNS", "DEFAULT_SHOTS", "METHODS", "METRICS", "SHARED_PADIM_FEATURES",
-    "SPADE_TABLE_GB", "SpadePairTable", "category_summary", "evaluate_once", "extraction_pass", "method_stages",
-    "resolve_shots", "run_sweep", "sample_efficiency", "summarize", "sweep_categories",
+    "ALL",
+    "BASELINE_STAGES",
+    "COLUMNS",
+    "DEFAULT_SHOTS",
+    "METHODS",
+    "METRICS",
+    "SHARED_PADIM_FEATURES",
+    "SPADE_TABLE_GB",
+    "SpadePairTable",
+    "category_summary",
+    "evaluate_once",
+    "extraction_pass",
+    "method_stages",
+    "resolve_shots",
+    "run_sweep",
+    "sample_efficiency",
+    "summarize",
+    "sweep_categories",
 ]

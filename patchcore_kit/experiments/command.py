@@ -1,9 +1,9 @@
 """The ``patchcore-kit sweep`` command: every category's sweep, their average, the figure and the claims."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 

@@ -2,8 +2,8 @@
 that refuse a bad grid before any work."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..backbones import DEFAULT_LAYERS
 from ..baselines import SPADE, NearestImage, PaDiM

@@ -112,7 +112,7 @@ class DaskCells:
         self._client = None
         self._cluster = None
 
-    def __enter__(self) -> "DaskCells":
+    def __enter__(self) -> DaskCells:
         if not isinstance(self.scheduler, str):
             self._client = self.scheduler  # the caller's Client: used, never closed here
         elif self.scheduler != PROCESSES:

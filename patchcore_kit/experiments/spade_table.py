@@ -56,7 +56,7 @@ class SpadePairTable:
         return 4 * test_images * positions * (pool_images + channels)
 
     @classmethod
-    def for_sweep(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float) -> "SpadePairTable | None":
+    def for_sweep(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float) -> SpadePairTable | None:
         if not cls.fits(model, split, draws, budget_gb):
             return None
         return cls(model, split, _unique(p for draw in draws for p in draw))

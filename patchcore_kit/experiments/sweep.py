@@ -5,9 +5,9 @@ import json
 import platform
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -20,8 +20,7 @@ from ..evaluate import ground_truth_masks
 from ..features import weights_key
 from ..images import as_hw
 from .cell import SweepCells, extraction_pass
-from .grid import (BASELINE_STAGES, COLUMNS, DEFAULT_SHOTS, _as_split, _check_grid, _unique,
-                   method_stages, resolve_shots)
+from .grid import BASELINE_STAGES, COLUMNS, DEFAULT_SHOTS, _as_split, _check_grid, _unique, method_stages, resolve_shots
 from .rows import _append_row, _earlier_runs, _read_done_rows, _write_json
 from .scheduler import DaskCells, check_scheduler, is_serial
 from .spade_table import SPADE_TABLE_GB, SpadePairTable
