@@ -435,7 +435,8 @@ def cmd_sweep(args) -> int:
         seeds=tuple(args.seeds), backbone=args.backbone, image_size=args.image_size,
         output=claim_output_folder(output), cache_dir=args.feature_cache, progress=_show_progress(),
         layers=tuple(args.layers), weights=args.weights, device=args.device, batch_size=args.batch_size,
-        baseline_stages=args.baseline_stages, spade_table_gb=args.spade_table_gb, **_sweep_method_params(args),
+        baseline_stages=args.baseline_stages, spade_table_gb=args.spade_table_gb, scheduler=args.scheduler,
+        workers=args.workers, **_sweep_method_params(args),
     )
     return 0
 
@@ -515,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--spade-table-gb", type=float, default=4.0,
                        help="memory SPADE's shared pair table may take (0: score SPADE row by row)")
     sweep.add_argument("--feature-cache", default=None)
+    sweep.add_argument("--scheduler", default="serial", metavar="{serial,processes,ADDRESS}",
+                       help="where the cells run: serial (here), processes (a Dask LocalCluster) or a Dask "
+                            "scheduler's address (tcp://host:8786) or scheduler file; a cluster needs "
+                            "--feature-cache and the data on storage every worker reads")
+    sweep.add_argument("--workers", type=int, default=None, help="--scheduler processes: worker processes "
+                       "(default: one per core)")
     _settings_option(sweep)
     sweep.add_argument("--output", type=Path, required=True)
     _run_options(sweep)

@@ -13,6 +13,8 @@ from patchcore_kit import evaluate, experiments, extractor, features
 from patchcore_kit.data import load_dataset
 from patchcore_kit.errors import InputError
 from patchcore_kit.experiments import COLUMNS, run_sweep, sample_efficiency, summarize
+from patchcore_kit.experiments import cell as sweep_cell
+from patchcore_kit.experiments import sweep as sweep_module
 from patchcore_kit.viz import PAPER_MVTEC_REFERENCE, plot_sample_efficiency
 
 SIZE = 32  # tiny images and maps keep every sweep at a few seconds
@@ -92,7 +94,7 @@ def test_second_sweep_runs_no_backbone(split, cache_dir, count_backbone, monkeyp
 
 def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, monkeypatch):
     results = tmp_path / "results.csv"
-    original = experiments.evaluate_once
+    original = sweep_cell.evaluate_once
     calls = {"n": 0}
 
     def crash_after_three(*args, **kwargs):
@@ -101,7 +103,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, 
         calls["n"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(experiments, "evaluate_once", crash_after_three)
+    monkeypatch.setattr(sweep_cell, "evaluate_once", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         sample_efficiency(split, cache_dir=cache_dir, results_path=results, **SWEEP)
     assert len(pd.read_csv(results)) == 3
@@ -134,8 +136,8 @@ def test_sweep_measures_with_evaluate_functions(split, cache_dir, monkeypatch):
         calls["metrics"].append((kwargs, result))
         return result
 
-    monkeypatch.setattr(experiments, "ground_truth_masks", masks_spy)
-    monkeypatch.setattr(experiments, "compute_metrics", metrics_spy)
+    monkeypatch.setattr(sweep_module, "ground_truth_masks", masks_spy)
+    monkeypatch.setattr(sweep_cell, "compute_metrics", metrics_spy)
     table = sample_efficiency(split, cache_dir=cache_dir, **dict(SWEEP, methods=("patchcore",), seeds=(0,)))
     assert calls["masks"] == 1  # read once for the whole sweep
     assert [kwargs for kwargs, _ in calls["metrics"]] == [{"per_defect": False}] * 2  # no per-defect work per fit

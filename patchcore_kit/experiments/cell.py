@@ -1,0 +1,90 @@
+"""One cell of the sweep (fit, score, measure), and the one extraction pass that fills the cache.
+
+:class:`SweepCells` holds what every cell of one sweep shares (the split, the extractor settings,
+each method's parameters, the test masks). It is small and picklable, so the serial loop and a
+Dask worker run a cell with the same code: ``cells.run(method, shots, seed)`` -> one results row.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import Split
+from ..evaluate import compute_metrics
+from ..features import FeatureExtractor
+from .grid import METHODS, _unique
+from .spade_table import SpadePairTable
+
+#: One cell of the grid: (method, shots, seed).
+Cell = tuple[str, int, int]
+
+
+def evaluate_once(model, split: Split, masks: np.ndarray | None) -> dict:
+    """Fit ``model`` on ``split.train``, score ``split.test``: metrics and seconds for one row.
+
+    ``masks`` are :func:`~patchcore_kit.evaluate.ground_truth_masks` of the test set, read once
+    for the whole sweep; the metrics are :func:`~patchcore_kit.evaluate.compute_metrics`'.
+    """
+    start = time.perf_counter()
+    model.fit(split.train_paths)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    scores, maps = model.score(split.test_paths)
+    infer_s = time.perf_counter() - start
+    return {**compute_metrics(split, scores, maps, masks, per_defect=False), "fit_s": fit_s, "infer_s": infer_s}
+
+
+def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict:
+    """Run the backbone once over ``images`` into the cache; how long it took and how much was new.
+
+    ``settings`` are the shared extractor settings (backbone, layers, image_size, weights,
+    device, batch_size, feature_cache). ``computed`` counts images that were not cached yet: the
+    seconds are one real extraction pass only when ``computed == images``.
+    """
+    extractor = FeatureExtractor(
+        settings["backbone"], settings["layers"], settings["image_size"], weights=settings["weights"],
+        device=settings["device"], batch_size=settings["batch_size"], cache_dir=settings["feature_cache"],
+        progress=progress,
+    )
+    computed = sum(not extractor.is_cached(image) for image in images)
+    start = time.perf_counter()
+    for _ in extractor.iter_layer_maps(images, desc="features (one pass)"):
+        pass
+    return {"seconds": time.perf_counter() - start, "images": len(images), "computed": computed}
+
+
+
+@dataclass
+class SweepCells:
+    """What every cell of one sweep shares; ``run`` computes one row from the feature cache.
+
+    ``shared`` are the extractor settings every method gets (backbone, image_size, weights, device,
+    batch_size, feature_cache), ``params`` each method's own (stages included), ``masks`` the
+    test set's :func:`~patchcore_kit.evaluate.ground_truth_masks`, read once for the sweep.
+    """
+
+    split: Split
+    shared: dict
+    params: dict
+    masks: np.ndarray | None
+
+    def make(self, method: str, seed: int):
+        return METHODS[method](**self.shared, seed=seed, calibrate=False, progress=False, **self.params[method])
+
+    def row(self, cell: Cell, measured: dict) -> dict:
+        method, n, seed = cell
+        return {"method": method, "shots": n, "full": n == len(self.split.train), "seed": seed, **measured}
+
+    def run(self, cell: Cell) -> dict:
+        """Fit the cell's method on its draw and score the test set: its results row."""
+        method, n, seed = cell
+        return self.row(cell, evaluate_once(self.make(method, seed), self.split.with_shots(n, seed), self.masks))
+
+    def run_spade_with_table(self, cells: list[Cell]) -> tuple[list[dict], dict]:
+        """SPADE's ``cells``, in order, from one :class:`SpadePairTable` over their draws; rows and its stats."""
+        draws = [self.split.with_shots(n, seed) for _, n, seed in cells]
+        table = SpadePairTable(self.make("spade", 0), self.split, _unique(p for d in draws for p in d.train_paths))
+        rows = [self.row(cell, table.evaluate(drawn, self.masks)) for cell, drawn in zip(cells, draws)]
+        return rows, table.stats
