@@ -56,6 +56,7 @@ from .errors import InputError
 from .evaluate import compute_metrics, ground_truth_masks
 from .features import FeatureExtractor, weights_key
 from .images import as_hw
+from .metrics import PixelGroundTruth
 from .patchcore import PatchCore
 
 METHODS = {"patchcore": PatchCore, "padim": PaDiM, "spade": SPADE, "nearest_image": NearestImage}
@@ -179,6 +180,7 @@ def sample_efficiency(
                                                       progress)
             _write_json(summary_path, summary)  # kept even if the sweep is interrupted later
             masks = ground_truth_masks(split, image_size)  # read once for every fit
+            masks = None if masks is None else PixelGroundTruth(masks)  # regions labelled once, too
             spade_draws = [split.with_shots(n, seed).train_paths for (m, n, seed) in todo if m == "spade"]
             spade_table = SpadePairTable.for_sweep(make("spade", 0), split, spade_draws, spade_table_gb) if spade_draws else None
             summary["spade_table"] = None if spade_table is None else spade_table.stats
