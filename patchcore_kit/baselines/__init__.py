@@ -51,11 +51,11 @@ from .padim import (
     padim_feature_count,
     random_channels,
 )
-from .spade import SPADE, SPADE_GLOBAL_LAYER, SPADE_LAYERS, NearestImage, spade_image_scores
+from .spade import PIXEL_MATCHING, SPADE, SPADE_GLOBAL_LAYER, SPADE_LAYERS, NearestImage, spade_image_scores
 
 __all__ = [
     "PaDiM", "SPADE", "NearestImage", "PADIM_LAYERS", "PADIM_SHARE", "SPADE_LAYERS", "SPADE_GLOBAL_LAYER",
     "SPADE_CHUNK_BYTES", "aligned_features", "global_features", "positions_last", "random_channels",
     "gaussian_from_sums", "outer_products", "mahalanobis", "padim_feature_count", "knn_distance",
-    "nearest_in_each_image", "nearest_images", "spade_image_scores",
+    "nearest_in_each_image", "nearest_images", "spade_image_scores", "PIXEL_MATCHING",
 ]
