@@ -18,6 +18,7 @@ regions once and then gives both pixel metrics of a map stack from *one* sort of
 """
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -91,31 +92,37 @@ class PixelGroundTruth:
             return pixel_auroc(self.masks, maps), aupro(self.masks, maps, fpr_limit)
         if self.n_defective == 0 or self.n_nominal == 0:
             return None, None
-        keys = (_ordered_bits(maps.ravel()).astype(np.uint64) << np.uint64(32)) | self.region_of
+        keys = _ordered_bits(maps.ravel()).astype(np.uint64)
+        keys <<= np.uint64(32)
+        keys |= self.region_of
         keys.sort()
-        score_bits = (keys >> np.uint64(32)).astype(np.uint32)
-        region = (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
-        del keys
-        nominal_upto = np.cumsum(region == 0, dtype=np.int64)
-        # Ascending tie groups: where the score changes.
-        ends = np.append(np.flatnonzero(score_bits[1:] != score_bits[:-1]), score_bits.size - 1)
-        return self._auroc(ends, nominal_upto[ends]), self._aupro(score_bits, region, nominal_upto, fpr_limit)
+        halves = keys.view(np.uint32).reshape(-1, 2)  # each key's two 32-bit halves, no copy
+        score_bits = np.ascontiguousarray(halves[:, _HIGH])
+        region = halves[:, _LOW]
+        defective_at = np.flatnonzero(region)  # ascending positions of the defective pixels
+        return self._auroc(score_bits, defective_at), self._aupro(score_bits, region, defective_at, fpr_limit)
 
-    def _auroc(self, ends: np.ndarray, nominal_upto: np.ndarray) -> float:
-        # Per tie group: nominal pixels below it and up to its end, defective pixels in it. Each
-        # defective pixel counts the nominal pixels below it twice and the tied ones once
-        # (pixel_auroc's below + below_or_tied): the numerator is the same integer.
-        nominal_below = np.concatenate([[0], nominal_upto[:-1]])
-        defective = np.diff(ends, prepend=-1) - (nominal_upto - nominal_below)
-        count = int(np.dot(defective, nominal_below + nominal_upto))
+    def _auroc(self, score_bits: np.ndarray, defective_at: np.ndarray) -> float:
+        # Each defective pixel counts the nominal pixels below it twice and the tied ones once
+        # (pixel_auroc's below + below_or_tied): the numerator is the same integer. The nominal
+        # pixels before a position are the position minus the defective pixels before it.
+        values = score_bits[defective_at]
+        start = np.searchsorted(score_bits, values, side="left")  # its tie group's first pixel
+        end = np.searchsorted(score_bits, values, side="right")  # one past the group's last
+        below = start - np.searchsorted(defective_at, start, side="left")
+        upto = end - np.searchsorted(defective_at, end, side="left")
+        count = int(below.sum(dtype=np.int64)) + int(upto.sum(dtype=np.int64))
         return float(count / (2.0 * self.n_defective * self.n_nominal))
 
-    def _aupro(self, score_bits, region, nominal_upto, fpr_limit: float) -> float | None:
+    def _aupro(self, score_bits, region, defective_at, fpr_limit: float) -> float | None:
         if self.n_regions == 0:
             return None
-        # pro_curve's cut: the pixels scoring at least the k-th highest nominal score.
+        # pro_curve's cut: the pixels scoring at least the k-th highest nominal score. That pixel is
+        # nominal number n_nominal - k (from 0, ascending); before the i-th defective pixel lie
+        # defective_at[i] - i nominal ones, which tells how many defective pixels precede it.
         k = min(self.n_nominal, int(np.ceil(fpr_limit * self.n_nominal)) + 1)
-        kth = int(np.searchsorted(nominal_upto, self.n_nominal - k + 1))  # its ascending position
+        nth = self.n_nominal - k
+        kth = nth + int(np.searchsorted(defective_at - np.arange(defective_at.size), nth, side="right"))
         first = int(np.searchsorted(score_bits, score_bits[kth], side="left"))
         scores, region = score_bits[first:][::-1], region[first:][::-1]  # descending
         pro_step = np.zeros(self.n_regions + 1)
@@ -124,11 +131,17 @@ class PixelGroundTruth:
         return _area_up_to(fpr, pro, fpr_limit) / fpr_limit
 
 
+#: Which 32-bit half of a uint64 sort key holds the score bits, which the region (byte order).
+_HIGH, _LOW = (1, 0) if sys.byteorder == "little" else (0, 1)
+
+
 def _ordered_bits(scores: np.ndarray) -> np.ndarray:
     """float32 scores -> uint32 whose integer order is the scores' order (-0.0 equal to 0.0)."""
-    bits = (scores + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into 0.0
-    negative = (bits >> np.uint32(31)).astype(bool)
-    return np.where(negative, ~bits, bits | np.uint32(0x80000000))
+    bits = (scores + np.float32(0.0)).view(np.uint32)  # a new array; + 0.0 turns -0.0 into 0.0
+    flip = (bits.view(np.int32) >> 31).view(np.uint32)  # all ones for a negative score, else 0
+    flip |= np.uint32(0x80000000)
+    bits ^= flip  # negative: every bit flipped; positive: the sign bit set
+    return bits
 
 
 def _curve_from_ranking(scores, region_of, pro_step, n_nominal: int, max_fpr: float):
