@@ -10,7 +10,8 @@ alone would have cost had every fit extracted its own images (measured seconds p
 
 ``--grid small`` (default) is 3 methods × shots 1/5/20 × seed 0 = 9 fits; ``--grid full`` is the
 MTD figure's grid, shots 1 2 5 10 16 20 50 × seeds 0 1 2 = 63 fits. ``--spade-matching per_layer``
-runs SPADE as its reference code matches pixels (see ``baselines.spade``). ``--metrics-only``
+runs SPADE as its reference code matches pixels (see ``baselines.spade``); ``--compare-spade``
+measures both matchings side by side on one draw (5 shots, every 5th test image). ``--metrics-only``
 skips the sweep and times the metrics of one real map stack both ways (per call vs one sort).
 Today's figures (before this version) are printed beside the new ones.
 
@@ -70,6 +71,30 @@ def time_metrics(split) -> None:
         raise SystemExit("the one-sort metrics differ from the per-call ones")
 
 
+def compare_spade_matching(split, shots: int = 5, every: int = 5) -> None:
+    """SPADE's two pixel matchings on the same draw and test images: metrics and seconds per image."""
+    import dataclasses
+
+    from patchcore_kit.baselines import SPADE
+    from patchcore_kit.evaluate import compute_metrics
+
+    drawn = split.with_shots(shots, 0)
+    sub = dataclasses.replace(drawn, test=drawn.test[::every])
+    print(f"SPADE pixel matching, {shots} shots seed 0, every {every}th test image: {len(sub.test)} "
+          f"({int(sub.test_labels.sum())} anomalous)")
+    masks = ground_truth_masks(sub, 224)
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_spade_") as cache:
+        for matching in ("per_layer", "aligned"):
+            model = SPADE(feature_cache=cache, calibrate=False, pixel_matching=matching).fit(sub.train_paths)
+            model._extractor().layer_maps(sub.test_paths)  # the features are cached first: only the search is timed
+            with Timer() as scoring:
+                scores, maps = model.score(sub.test_paths)
+            m = compute_metrics(sub, scores, maps, masks, per_defect=False)
+            print(f"  {matching:10s} image AUROC {m['image_auroc']:.4f}  pixel AUROC {m['pixel_auroc']:.4f}  "
+                  f"AUPRO {m['aupro']:.4f}  | {scoring.seconds / len(sub.test):.3f} s/image wall, "
+                  f"{scoring.cpu_seconds / len(sub.test):.3f} s/image CPU", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", choices=sorted(GRIDS), default="small")
@@ -78,12 +103,17 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["patchcore", "padim", "spade"])
     parser.add_argument("--spade-matching", choices=("aligned", "per_layer"), default="aligned")
     parser.add_argument("--metrics-only", action="store_true")
+    parser.add_argument("--compare-spade", action="store_true", help="SPADE aligned vs per_layer, then stop")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     set_threads(args.threads)
     header("sample-efficiency sweep vs one extraction pass")
 
     split = load_dataset(mtd_root(), "mtd", seed=0)
+    if args.compare_spade:
+        compare_spade_matching(split)
+        footer()
+        return
     time_metrics(split)
     if args.metrics_only:
         footer()
