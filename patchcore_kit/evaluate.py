@@ -15,7 +15,7 @@ import numpy as np
 
 from .data.base import Split, read_sample_mask
 from .images import as_hw, resize_mask
-from .metrics import aupro, image_auroc, per_defect_metrics, pixel_auroc
+from .metrics import PixelGroundTruth, image_auroc, per_defect_metrics
 
 
 def ground_truth_masks(split: Split, image_size) -> np.ndarray | None:
@@ -49,22 +49,24 @@ class Evaluation:
 
 
 def compute_metrics(
-    split: Split, scores: np.ndarray, maps: np.ndarray, masks: np.ndarray | None, per_defect: bool = True
+    split: Split, scores: np.ndarray, maps: np.ndarray, masks: np.ndarray | PixelGroundTruth | None,
+    per_defect: bool = True,
 ) -> dict:
     """Image AUROC, pixel AUROC and AUPRO (None without masks), overall and per defect type.
 
+    ``masks``: the test masks, or a :class:`~patchcore_kit.metrics.PixelGroundTruth` of them,
+    which a sweep prepares once for all its fits (the defect regions are labelled only once).
     ``per_defect=False`` leaves out the ``"per_defect"`` entry (it measures every defect type
     again, which a sweep of many fits does not need).
     """
     labels = split.test_labels
-    metrics = {
-        "image_auroc": image_auroc(labels, scores),
-        "pixel_auroc": pixel_auroc(masks, maps) if masks is not None else None,
-        "aupro": aupro(masks, maps) if masks is not None else None,
-    }
+    truth = masks if isinstance(masks, PixelGroundTruth) or masks is None else PixelGroundTruth(masks)
+    pixel, pro = truth.metrics(maps) if truth is not None else (None, None)
+    metrics = {"image_auroc": image_auroc(labels, scores), "pixel_auroc": pixel, "aupro": pro}
     if per_defect:
         metrics["per_defect"] = per_defect_metrics(
-            labels, split.test_defect_types, scores, masks, maps if masks is not None else None
+            labels, split.test_defect_types, scores, None if truth is None else truth.masks,
+            maps if truth is not None else None,
         )
     return metrics
 

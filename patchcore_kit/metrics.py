@@ -11,9 +11,14 @@ Three numbers, as in the PatchCore paper and the MVTec AD benchmark:
 
 Pixel metrics need at least one defective pixel; without one they are ``None`` ("absent"),
 never zero. All curves are exact: no threshold grid, no subsampling.
+
+A sweep scores many models on one test set: :class:`PixelGroundTruth` labels the masks' defect
+regions once and then gives both pixel metrics of a map stack from *one* sort of its pixels
+(:meth:`PixelGroundTruth.metrics`), the same numbers as :func:`pixel_auroc` and :func:`aupro`.
 """
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -39,6 +44,117 @@ def image_auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
         kind = "anomalous" if labels[0] else "nominal"
         raise InputError(f"labels: all {labels.size} images are {kind}; AUROC needs both classes")
     return float(roc_auc_score(labels, scores))
+
+
+class PixelGroundTruth:
+    """The masks of a test set, prepared once for the pixel metrics of many anomaly-map stacks.
+
+    ``masks`` (N, H, W) bool (or 0/1; a single (H, W) mask works too). Holds each pixel's defect
+    region (8-connected components, numbered from 1; 0 = nominal) and each region's size: what
+    :func:`aupro` would label again for every map stack. :meth:`metrics` then sorts the pixels of
+    a map stack once and reads pixel AUROC and AUPRO off that one ranking, the same numbers as
+    :func:`pixel_auroc` and :func:`aupro` (exactly for pixel AUROC, an integer count; AUPRO sums
+    the same terms, in another order only within tied scores).
+
+    >>> truth = PixelGroundTruth(np.array([[[False, False, True, True]]]))
+    >>> truth.metrics(np.array([[[0.1, 0.4, 0.35, 0.8]]], dtype=np.float32))
+    (0.75, 0.5)
+    """
+
+    def __init__(self, masks: np.ndarray):
+        masks, _ = _check_pixel_inputs(masks, np.broadcast_to(np.float32(0.0), np.shape(masks)))
+        self.masks = masks
+        regions, self.n_regions = ndimage.label(masks, structure=_EIGHT_CONNECTED_PER_IMAGE)
+        self.pixels_per_region = np.bincount(regions.ravel(), minlength=self.n_regions + 1)
+        self.n_nominal = int(self.pixels_per_region[0])
+        self.n_defective = int(masks.size - self.n_nominal)
+        # Packed below the score bits of a sort key: the region numbers fit in 32 bits.
+        self.region_of = regions.ravel().astype(np.uint64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.masks.shape
+
+    def metrics(self, maps: np.ndarray, fpr_limit: float = 0.3) -> tuple[float | None, float | None]:
+        """``(pixel AUROC, AUPRO up to fpr_limit)`` of ``maps`` (N, H, W), from one sort of its pixels.
+
+        Each pixel becomes one 64-bit key, its score's bits (mapped so that integer order is
+        score order) above its region number, and the keys are sorted (one vectorised sort, no
+        argsort). Ascending, each tie group's nominal and defective counts give the Mann-Whitney
+        count of :func:`pixel_auroc`; descending from the top, the running false-positive and
+        per-region-overlap sums give :func:`pro_curve`. Maps that are not float32 go through
+        :func:`pixel_auroc` and :func:`aupro` (a float64 score and a region do not fit one key).
+        """
+        if not 0.0 < fpr_limit <= 1.0:
+            raise InputError(f"fpr_limit: expected a number in (0, 1], got {fpr_limit}")
+        _, maps = _check_pixel_inputs(self.masks, maps)
+        if maps.dtype != np.float32:
+            return pixel_auroc(self.masks, maps), aupro(self.masks, maps, fpr_limit)
+        if self.n_defective == 0 or self.n_nominal == 0:
+            return None, None
+        keys = _ordered_bits(maps.ravel()).astype(np.uint64)
+        keys <<= np.uint64(32)
+        keys |= self.region_of
+        keys.sort()
+        halves = keys.view(np.uint32).reshape(-1, 2)  # each key's two 32-bit halves, no copy
+        score_bits = np.ascontiguousarray(halves[:, _HIGH])
+        region = halves[:, _LOW]
+        defective_at = np.flatnonzero(region)  # ascending positions of the defective pixels
+        return self._auroc(score_bits, defective_at), self._aupro(score_bits, region, defective_at, fpr_limit)
+
+    def _auroc(self, score_bits: np.ndarray, defective_at: np.ndarray) -> float:
+        # Each defective pixel counts the nominal pixels below it twice and the tied ones once
+        # (pixel_auroc's below + below_or_tied): the numerator is the same integer. The nominal
+        # pixels before a position are the position minus the defective pixels before it.
+        values = score_bits[defective_at]
+        start = np.searchsorted(score_bits, values, side="left")  # its tie group's first pixel
+        end = np.searchsorted(score_bits, values, side="right")  # one past the group's last
+        below = start - np.searchsorted(defective_at, start, side="left")
+        upto = end - np.searchsorted(defective_at, end, side="left")
+        count = int(below.sum(dtype=np.int64)) + int(upto.sum(dtype=np.int64))
+        return float(count / (2.0 * self.n_defective * self.n_nominal))
+
+    def _aupro(self, score_bits, region, defective_at, fpr_limit: float) -> float | None:
+        if self.n_regions == 0:
+            return None
+        # pro_curve's cut: the pixels scoring at least the k-th highest nominal score. That pixel is
+        # nominal number n_nominal - k (from 0, ascending); before the i-th defective pixel lie
+        # defective_at[i] - i nominal ones, which tells how many defective pixels precede it.
+        k = min(self.n_nominal, int(np.ceil(fpr_limit * self.n_nominal)) + 1)
+        nth = self.n_nominal - k
+        kth = nth + int(np.searchsorted(defective_at - np.arange(defective_at.size), nth, side="right"))
+        first = int(np.searchsorted(score_bits, score_bits[kth], side="left"))
+        scores, region = score_bits[first:][::-1], region[first:][::-1]  # descending
+        pro_step = np.zeros(self.n_regions + 1)
+        pro_step[1:] = 1.0 / (self.pixels_per_region[1:] * self.n_regions)
+        fpr, pro = _curve_from_ranking(scores, region, pro_step, self.n_nominal, fpr_limit)
+        return _area_up_to(fpr, pro, fpr_limit) / fpr_limit
+
+
+#: Which 32-bit half of a uint64 sort key holds the score bits, which the region (byte order).
+_HIGH, _LOW = (1, 0) if sys.byteorder == "little" else (0, 1)
+
+
+def _ordered_bits(scores: np.ndarray) -> np.ndarray:
+    """float32 scores -> uint32 whose integer order is the scores' order (-0.0 equal to 0.0)."""
+    bits = (scores + np.float32(0.0)).view(np.uint32)  # a new array; + 0.0 turns -0.0 into 0.0
+    flip = (bits.view(np.int32) >> 31).view(np.uint32)  # all ones for a negative score, else 0
+    flip |= np.uint32(0x80000000)
+    bits ^= flip  # negative: every bit flipped; positive: the sign bit set
+    return bits
+
+
+def _curve_from_ranking(scores, region_of, pro_step, n_nominal: int, max_fpr: float):
+    """``(fpr, pro)`` of pixels ranked by descending score (ties adjacent), up to ``max_fpr``."""
+    fpr = np.cumsum(region_of == 0) / n_nominal
+    pro = np.cumsum(pro_step[region_of])
+    # The curve is read only after the last pixel of each group of tied scores, so the order
+    # within ties does not matter.
+    last_of_tie = np.append(np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1)
+    fpr = np.concatenate([[0.0], fpr[last_of_tie]])
+    pro = np.concatenate([[0.0], pro[last_of_tie]])
+    stop = np.searchsorted(fpr, max_fpr, side="right")  # fpr[:stop] <= max_fpr
+    return fpr[: stop + 1], pro[: stop + 1]
 
 
 def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
@@ -105,17 +221,8 @@ def pro_curve(
         keep = scores >= cut
         scores, region_of = scores[keep], region_of[keep]
 
-    order = np.argsort(scores)[::-1]  # descending; the order within ties does not matter ...
-    scores, region_of = scores[order], region_of[order]
-    fpr = np.cumsum(region_of == 0) / n_nominal
-    pro = np.cumsum(pro_step[region_of])
-    # ... because the curve is read only after the last pixel of each group of tied scores.
-    last_of_tie = np.append(np.flatnonzero(np.diff(scores)), scores.size - 1)
-    fpr = np.concatenate([[0.0], fpr[last_of_tie]])
-    pro = np.concatenate([[0.0], pro[last_of_tie]])
-
-    stop = np.searchsorted(fpr, max_fpr, side="right")  # fpr[:stop] <= max_fpr
-    return fpr[: stop + 1], pro[: stop + 1]
+    order = np.argsort(scores)[::-1]  # descending; the order within ties does not matter
+    return _curve_from_ranking(scores[order], region_of[order], pro_step, n_nominal, max_fpr)
 
 
 def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float | None:

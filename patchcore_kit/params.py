@@ -147,6 +147,8 @@ RULES: dict[str, Rule] = {
     "pretrain_dim": Rule("a whole number >= 1 or none", _or_none(_int_at_least(1)), _parse_optional_int),
     # added with approximate search (older model files lack it: they searched exactly)
     "search": Rule("one of exact, hnsw, ivf, auto", _one_of("exact", "hnsw", "ivf", "auto")),
+    # SPADE's pixel search (baselines.spade.PIXEL_MATCHING)
+    "pixel_matching": Rule("one of aligned, per_layer", _one_of("aligned", "per_layer")),
     # command-line only
     "shots": Rule("a whole number >= 1", _int_at_least(1), _parse_int),
 }

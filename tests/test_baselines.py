@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
 from patchcore_kit.base import upsample_and_smooth
+from patchcore_kit.errors import InputError
 from patchcore_kit.baselines import (
     PaDiM,
     SPADE,
@@ -265,6 +266,40 @@ def test_spade_paper_stages_pixels_from_layer123_global_from_layer4(k):
         gallery = f_train[nearest].reshape(-1, f_train.shape[-1])
         pair = np.linalg.norm(f_test[b][:, None] - gallery[None], axis=2)
         np.testing.assert_allclose(grid[b].reshape(-1).numpy(), np.sort(pair, axis=1)[:, :k].mean(1), rtol=1e-4, atol=1e-5)
+
+
+def direct_per_layer_grid(train, test, b, nearest, k):
+    """SPADE's reference code, written out: each layer searched at its own grid, every distance
+    grid resized (bilinear) to layer1's 4 x 4 and the three averaged."""
+    grids = []
+    for layer in range(3):
+        f_train = train[layer].permute(0, 2, 3, 1).double().numpy()
+        f_test = test[layer][b].permute(1, 2, 0).double().numpy()  # (h, w, C)
+        h, w = f_test.shape[:2]
+        gallery = f_train[nearest].reshape(-1, f_train.shape[-1])
+        pair = np.linalg.norm(f_test.reshape(-1, 1, f_test.shape[-1]) - gallery[None], axis=2)
+        grid = torch.from_numpy(np.sort(pair, axis=1)[:, :k].mean(1).reshape(1, 1, h, w)).float()
+        grids.append(F.interpolate(grid, size=(4, 4), mode="bilinear", align_corners=False)[0, 0].numpy())
+    return np.mean(grids, axis=0)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_spade_per_layer_matching_equals_the_reference_codes_loops(k):
+    train, test = paper_maps(7, seed=23), paper_maps(3, seed=24)
+    model = fit_on_maps(SPADE(top_k_images=4, k=k, image_size=IMAGE_SIZE, pixel_matching="per_layer"), train)
+    scores, grid = model._score_maps(test)
+    aligned_scores, aligned_grid = fit_on_maps(SPADE(top_k_images=4, k=k, image_size=IMAGE_SIZE), train)._score_maps(test)
+    np.testing.assert_array_equal(scores, aligned_scores)  # the image score does not depend on the matching
+    assert not np.allclose(grid.numpy(), aligned_grid.numpy())  # ... the maps do
+    g_train, g_test = train[3].double().mean((2, 3)).numpy(), test[3].double().mean((2, 3)).numpy()
+    for b in range(3):
+        nearest = np.argsort(np.linalg.norm(g_train - g_test[b], axis=1))[:4]
+        np.testing.assert_allclose(grid[b].numpy(), direct_per_layer_grid(train, test, b, nearest, k), rtol=1e-4, atol=1e-5)
+
+
+def test_spade_pixel_matching_is_checked():
+    with pytest.raises(InputError, match="pixel_matching must be one of aligned, per_layer"):
+        SPADE(pixel_matching="stacked")._check_params()
 
 
 def test_nearest_image_paper_stages_extracts_the_union_once():

@@ -281,18 +281,20 @@ def test_all_shots_are_the_whole_pool_marked_full(split, cache_dir):
         sample_efficiency(split, shots=("most",), progress=False)
 
 
-def test_spade_pair_table_equals_fitting_spade_on_each_draw(split, cache_dir):
+@pytest.mark.parametrize("pixel_matching", ["aligned", "per_layer"])
+def test_spade_pair_table_equals_fitting_spade_on_each_draw(split, cache_dir, pixel_matching):
     """Rows from the shared table are SPADE fitted on the draw and scored directly, and pairs are reused."""
     from patchcore_kit.baselines import SPADE
     from patchcore_kit.experiments import SpadePairTable
 
-    model = SPADE(image_size=SIZE, top_k_images=2, feature_cache=str(cache_dir), calibrate=False)
+    setting = dict(image_size=SIZE, top_k_images=2, feature_cache=str(cache_dir), calibrate=False,
+                   pixel_matching=pixel_matching)
+    model = SPADE(**setting)
     draws = [split.with_shots(n, seed).train_paths for n in (1, 2, 3, 4) for seed in (0, 1)]
     table = SpadePairTable.for_sweep(model, split, draws, budget_gb=1.0)
     for draw in draws:
         scores, maps = table.scores(draw)
-        direct_scores, direct_maps = SPADE(image_size=SIZE, top_k_images=2, feature_cache=str(cache_dir),
-                                           calibrate=False).fit(draw).score(split.test_paths)
+        direct_scores, direct_maps = SPADE(**setting).fit(draw).score(split.test_paths)
         np.testing.assert_allclose(scores, direct_scores, rtol=1e-6)
         np.testing.assert_allclose(maps, direct_maps, rtol=1e-5, atol=1e-6)
     stats = table.stats

@@ -8,6 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from patchcore_kit.errors import InputError
 from patchcore_kit.metrics import (
+    PixelGroundTruth,
     aupro,
     image_auroc,
     per_defect_metrics,
@@ -263,6 +264,65 @@ def test_aupro_refuses_a_limit_outside_zero_one(fpr_limit):
     masks, maps = hand_case()
     with pytest.raises(InputError, match="fpr_limit"):
         aupro(masks, maps, fpr_limit)
+
+
+# --- one sort for both pixel metrics (PixelGroundTruth) ---------------------------------------
+
+
+def real_shaped_case(seed, n_images=12, size=64):
+    """Smooth float32 maps (upsampled and blurred like the kit's) and blob-shaped defect regions."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n_images, size, size), dtype=bool)
+    for image in range(n_images // 3, n_images):
+        for _ in range(rng.integers(1, 3)):
+            cy, cx, r = rng.integers(8, size - 8), rng.integers(8, size - 8), rng.integers(2, 7)
+            yy, xx = np.ogrid[:size, :size]
+            masks[image] |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    coarse = rng.random((n_images, size // 8, size // 8))
+    maps = ndimage.zoom(coarse, (1, 8, 8), order=1) + 0.3 * ndimage.gaussian_filter(masks.astype(float), (0, 3, 3))
+    return masks, ndimage.gaussian_filter(maps, (0, 2, 2)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_sort_gives_the_per_call_metrics_on_real_shaped_maps(seed):
+    masks, maps = real_shaped_case(seed)
+    truth = PixelGroundTruth(masks)
+    pixel, pro = truth.metrics(maps)
+    assert pixel == pixel_auroc(masks, maps)  # the same integer count: bit for bit
+    assert pro == pytest.approx(aupro(masks, maps), abs=1e-12)
+    assert truth.metrics(maps, fpr_limit=1.0)[1] == pytest.approx(aupro(masks, maps, 1.0), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("fpr_limit", [0.05, 0.3, 1.0])
+def test_one_sort_matches_independent_counts_with_ties(seed, fpr_limit):
+    masks, maps = random_case(seed)
+    maps = (maps - 0.5).astype(np.float32)  # negative, zero and positive scores, many ties
+    maps[maps == 0] = np.float32(-0.0) if seed % 2 else np.float32(0.0)  # -0.0 ties with 0.0
+    pixel, pro = PixelGroundTruth(masks).metrics(maps, fpr_limit)
+    assert pixel == pixel_auroc(masks, maps)
+    assert pixel == pytest.approx(pairwise_auroc(masks, maps), abs=1e-12)
+    assert pro == pytest.approx(brute_force_aupro(masks, maps, fpr_limit), abs=1e-12)
+
+
+def test_one_sort_serves_many_map_stacks_and_float64_maps():
+    masks, maps = real_shaped_case(9)
+    truth = PixelGroundTruth(masks)
+    for scale in (1.0, -1.0, 1e-30, 1e30):  # a reversed ranking, tiny and huge scores
+        scaled = (maps.astype(np.float64) * scale).astype(np.float32)
+        assert truth.metrics(scaled) == (pixel_auroc(masks, scaled), pytest.approx(aupro(masks, scaled), abs=1e-12))
+    as_float64 = maps.astype(np.float64)
+    assert truth.metrics(as_float64) == (pixel_auroc(masks, as_float64), aupro(masks, as_float64))
+
+
+def test_one_sort_is_absent_without_regions_and_names_bad_input():
+    maps = np.random.default_rng(0).random((2, 4, 4)).astype(np.float32)
+    assert PixelGroundTruth(np.zeros((2, 4, 4), dtype=bool)).metrics(maps) == (None, None)
+    assert PixelGroundTruth(np.ones((2, 4, 4), dtype=bool)).metrics(maps) == (None, None)
+    with pytest.raises(InputError, match="same shape"):
+        PixelGroundTruth(np.zeros((2, 4, 4), dtype=bool)).metrics(maps[:1])
+    with pytest.raises(InputError, match="fpr_limit"):
+        PixelGroundTruth(np.zeros((2, 4, 4), dtype=bool)).metrics(maps, fpr_limit=0)
 
 
 # --- per defect type --------------------------------------------------------------------------

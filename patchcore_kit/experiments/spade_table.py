@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from ..base import upsample_and_smooth
-from ..baselines import SPADE, nearest_images, nearest_in_each_image
+from ..baselines import SPADE, nearest_images
+from ..baselines.spade import cat_positions, take_images
 from ..data import Split
 from ..evaluate import compute_metrics
 from .grid import _unique
@@ -21,7 +22,7 @@ class SpadePairTable:
 
     With k = 1, SPADE's anomaly map of test image t against a training set S is, per position,
     ``min over n in K(t, S) of d(t, n)``, where ``d(t, n)`` ``(P,)`` is the distance of each of t's
-    positions to its nearest position in training image n (:func:`nearest_in_each_image`) and
+    positions to its nearest position in training image n (:meth:`SPADE.pair_minima`) and
     ``K(t, S)`` the ``top_k_images`` images of S nearest to t by the global feature. ``d(t, n)``
     does not depend on S, so it is computed once, the first time a row needs the pair, and every
     later shot count and seed that picks image n for test image t reads it. Image scores, the
@@ -40,11 +41,10 @@ class SpadePairTable:
         extractor = model._extractor()
         test = [model.features(maps) for maps in extractor.iter_layer_maps(split.test_paths, desc="SPADE test")]
         self.test_global = torch.cat([g for g, _ in test])
-        self.test_positions = torch.cat([p for _, p in test])  # (T, P, C)
+        self.test_positions = cat_positions([p for _, p in test])  # (T, P, C), or one per layer
         self.pool_global = torch.cat([model.features(maps)[0] for maps in extractor.iter_layer_maps(self.pool)])
-        first = split.test_paths[0]
-        self.grid = tuple(extractor.layer_maps([first])[extractor.layers.index(model.layers[0])].shape[-2:])
-        t, p = self.test_positions.shape[:2]
+        self.shapes = model.pixel_shapes(extractor.layer_maps(split.test_paths[:1]))
+        t, p = len(self.test_global), sum(h * w for h, w in self.shapes)
         self.table = torch.full((t, len(self.pool), p), float("nan"))
         self.known = torch.zeros(t, len(self.pool), dtype=torch.bool)
         self.stats = {"used": True, "test_images": t, "pool_images": len(self.pool), "positions": p,
@@ -69,7 +69,9 @@ class SpadePairTable:
         pool = _unique(p for draw in draws for p in draw)
         probe = model._extractor().layer_maps(split.test_paths[:1])
         _, positions = model.features(probe)
-        need = cls.needed_bytes(len(split.test), len(pool), positions.shape[1], positions.shape[2])
+        layers = [positions] if isinstance(positions, torch.Tensor) else positions
+        need = cls.needed_bytes(len(split.test), len(pool), sum(x.shape[1] for x in layers),
+                                max(x.shape[2] for x in layers))
         return need <= budget_gb * 2**30
 
     def _fill(self, wanted: torch.Tensor) -> None:
@@ -83,7 +85,8 @@ class SpadePairTable:
             _, positions = self.model.features(maps)  # (b, P, C)
             for slot, n in enumerate(chunk):
                 tests = torch.nonzero(missing[:, n]).flatten()
-                distances = nearest_in_each_image(self.test_positions[tests], positions[slot : slot + 1])
+                distances = self.model.pair_minima(take_images(self.test_positions, tests),
+                                                   take_images(positions, slice(slot, slot + 1)))
                 self.table[tests, n] = distances[:, 0]
                 self.known[tests, n] = True
                 self.stats["pairs_computed"] += len(tests)
@@ -98,8 +101,8 @@ class SpadePairTable:
         self.stats["pairs_read"] += int(wanted.sum())
         self._fill(wanted)
         rows = torch.arange(len(chosen))[:, None]
-        grids = self.table[rows, chosen].min(dim=1).values  # (T, P)
-        maps = upsample_and_smooth(grids.reshape(-1, *self.grid), self.model.image_size)
+        grids = self.model.grid_from_minima(self.table[rows, chosen].min(dim=1).values, self.shapes)  # (T, h, w)
+        maps = upsample_and_smooth(grids, self.model.image_size)
         return nearest_d.mean(dim=1).numpy().astype(np.float64), maps
 
     def evaluate(self, split: Split, masks: np.ndarray | None) -> dict:

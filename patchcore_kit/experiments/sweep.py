@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..evaluate import ground_truth_masks
 from ..features import weights_key
 from ..images import as_hw
+from ..metrics import PixelGroundTruth
 from .cell import SweepCells, extraction_pass
 from .grid import BASELINE_STAGES, COLUMNS, DEFAULT_SHOTS, _as_split, _check_grid, _unique, method_stages, resolve_shots
 from .rows import _append_row, _earlier_runs, _read_done_rows, _write_json
@@ -141,7 +142,8 @@ def sample_efficiency(
             summary["feature_pass"] = extraction_pass(train_images + split.test_paths, {**shared, "layers": stages},
                                                       progress)
             _write_json(summary_path, summary)  # kept even if the sweep is interrupted later
-            cells = SweepCells(split, shared, params, masks=ground_truth_masks(split, image_size))  # masks read once
+            masks = ground_truth_masks(split, image_size)  # read once, and their regions labelled once
+            cells = SweepCells(split, shared, params, masks=None if masks is None else PixelGroundTruth(masks))
             spade_draws = [split.with_shots(n, seed).train_paths for (m, n, seed) in todo if m == "spade"]
             use_table = bool(spade_draws) and SpadePairTable.fits(make("spade", 0), split, spade_draws, spade_table_gb)
             serial_table = use_table and dask is None  # on Dask each task builds its own (scheduler.py)

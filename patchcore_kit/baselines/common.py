@@ -1,0 +1,113 @@
+"""Kernels PaDiM, SPADE and 1-NN share: aligned pixel features, pooled global features, and the
+exact, block-wise nearest-neighbour searches SPADE's maps are made of.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..backbones import STAGES
+from ..features import patch_embeddings
+
+#: Bound on the distance block SPADE's pixel search holds at once (bytes): the search is chunked,
+#: and exact, whatever the gallery's size.
+SPADE_CHUNK_BYTES = 512 * 2**20
+
+#: Constructor parameters every baseline shares with PatchCore.
+_SHARED = ("image_size", "weights", "device", "batch_size", "seed", "threshold_quantile", "calibrate",
+           "feature_cache", "progress")
+
+
+def aligned_features(layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Layer maps resized to the first layer's grid and concatenated: ``(B, C, h, w)``.
+
+    This is :func:`~patchcore_kit.features.patch_embeddings` with ``patch_size=1``: no local
+    neighbourhood averaging, as in PaDiM and SPADE.
+    """
+    return patch_embeddings(layer_maps, patch_size=1)
+
+
+def global_features(layer_maps: Sequence[torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
+    """Global average pool of the deepest of ``layers``: one vector ``(B, C)`` per image."""
+    deepest = max(range(len(layers)), key=lambda i: STAGES.index(layers[i]))
+    return layer_maps[deepest].float().mean(dim=(2, 3))
+
+
+def positions_last(features: torch.Tensor) -> torch.Tensor:
+    """``(B, C, h, w)`` -> ``(B, h*w, C)``: one row per grid position, row-major."""
+    b, c, h, w = features.shape
+    return features.permute(0, 2, 3, 1).reshape(b, h * w, c)
+
+
+def _distance_blocks(n_rows: int, row_bytes: int, max_bytes: int) -> int:
+    """How many of ``n_rows`` rows of ``row_bytes`` each fit in ``max_bytes`` (at least one)."""
+    return max(1, min(n_rows, max_bytes // max(row_bytes, 1)))
+
+
+def knn_distance(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int = 1, max_bytes: int = SPADE_CHUNK_BYTES
+) -> torch.Tensor:
+    """Mean Euclidean distance of each query ``(Q, D)`` to its ``k`` nearest gallery rows: ``(Q,)``.
+
+    SPADE searches a new gallery for every test image, so there is no index worth building: one
+    fused ``addmm`` gives ``|g|² - 2 q·g`` for all pairs, and ``min`` (k=1) or ``topk`` picks the
+    nearest before ``|q|²`` is added and the square root taken, on ``Q × k`` numbers only. The
+    gallery is walked in blocks of at most ``max_bytes`` of distances, keeping the ``k`` best so far:
+    memory stays bounded and the answer is the same as in one block.
+    """
+    k = min(k, len(gallery))
+    step = _distance_blocks(len(gallery), 4 * len(queries), max_bytes)
+    best = None
+    for start in range(0, len(gallery), step):
+        block = gallery[start : start + step]
+        partial = torch.addmm((block * block).sum(1), queries, block.T, beta=1, alpha=-2)
+        if best is not None:
+            partial = torch.cat([best, partial], dim=1)
+        if k == 1:
+            best = partial.min(dim=1, keepdim=True).values
+        else:  # the first blocks may hold fewer than k rows
+            best = torch.topk(partial, min(k, partial.shape[1]), dim=1, largest=False).values
+    squared = best + (queries * queries).sum(1, keepdim=True)
+    return squared.clamp_min_(0.0).sqrt_().mean(dim=1)
+
+
+def nearest_in_each_image(
+    queries: torch.Tensor, train_positions: torch.Tensor, index: Sequence[int] | torch.Tensor | None = None,
+    max_bytes: int = SPADE_CHUNK_BYTES,
+) -> torch.Tensor:
+    """Distance of every query position to the nearest position of each training image.
+
+    ``queries`` ``(B, P, D)`` (test images' positions), ``train_positions`` ``(N, P', D)``, ``index``
+    the training images to compare with (default: all). Returns ``(B, n, P)``: for each test image,
+    each chosen training image and each test position, the Euclidean distance to that image's
+    nearest position. SPADE's k=1 anomaly map against a set of images is the minimum of these over
+    the set, so one such table serves every training set drawn from the same images (the sweep's
+    shot counts and seeds). Computed in blocks of at most ``max_bytes`` of distances, exactly.
+    """
+    index = torch.arange(len(train_positions)) if index is None else torch.as_tensor(index, dtype=torch.long)
+    b, p, d = queries.shape
+    flat = queries.reshape(-1, d)
+    query_norms = (flat * flat).sum(1, keepdim=True)
+    p_train = train_positions.shape[1]
+    # Blocks of training images, and of query rows when one image against all queries is too much.
+    rows = _distance_blocks(len(flat), 4 * p_train, max_bytes)
+    images = _distance_blocks(len(index), 4 * p_train * rows, max_bytes)
+    out = torch.empty(len(flat), len(index))
+    for first in range(0, len(index), images):
+        chosen = index[first : first + images]
+        gallery = train_positions[chosen].reshape(-1, d)
+        gallery_norms = (gallery * gallery).sum(1)
+        for row in range(0, len(flat), rows):
+            partial = torch.addmm(gallery_norms, flat[row : row + rows], gallery.T, beta=1, alpha=-2)
+            out[row : row + rows, first : first + len(chosen)] = partial.view(-1, len(chosen), p_train).min(dim=2).values
+    out = (out + query_norms).clamp_min_(0.0).sqrt_()
+    return out.view(b, p, len(index)).permute(0, 2, 1)
+
+
+def nearest_images(test_global: torch.Tensor, train_global: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances ``(B, K)`` and indices ``(B, K)`` of the ``K = min(top_k, N)`` nearest training images."""
+    # Without the matrix-product shortcut cdist takes for larger inputs, each distance is the same
+    # whatever else is in the batch: the chosen images never depend on how the test set is batched.
+    image_distances = torch.cdist(test_global, train_global, compute_mode="donot_use_mm_for_euclid_dist")
+    return torch.topk(image_distances, min(top_k, len(train_global)), dim=1, largest=False)
