@@ -5,7 +5,7 @@
 """
 from .errors import InputError, WeightsUnavailableError
 
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["PatchCore", "InputError", "WeightsUnavailableError", "load_settings", "tune", "__version__"]
 
 

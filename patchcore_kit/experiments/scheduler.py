@@ -86,7 +86,7 @@ def what_a_worker_sees(cells: SweepCells, stages: list[str]) -> dict:
     """Run on a worker: its kit version, and whether it reads the cache entry of the first test image."""
     import socket
 
-    from .. import __version__
+    from ..version import __version__
 
     settings = cells.shared
     extractor = FeatureExtractor(settings["backbone"], stages, settings["image_size"], weights=settings["weights"],
@@ -193,7 +193,7 @@ class DaskCells:
 
     @staticmethod
     def _check_workers(seen: dict, cells: SweepCells) -> None:
-        from .. import __version__
+        from ..version import __version__
 
         if seen["version"] != __version__:
             raise InputError(f"Dask worker on {seen['host']} runs patchcore_kit {seen['version']}, this process "
