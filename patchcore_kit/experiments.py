@@ -65,10 +65,10 @@ DEFAULT_SHOTS = (1, 2, 5, 10, 16, 20, 50)
 #: The shot count that means "the whole training pool".
 ALL = "all"
 BASELINE_STAGES = ("paper", "shared")
-#: Settings that decide the backbone features, or that ``baseline_stages`` decides; they are set
-#: once for the whole sweep so that all methods read the same cache entries.
-_SWEEP_WIDE = ("backbone", "layers", "global_layer", "image_size", "weights", "device", "batch_size",
-               "feature_cache", "seed", "calibrate", "progress")
+#: Settings set once for the whole sweep, so that all methods read one backbone's cache entries. A
+#: method's stages and image size may be its own (its tuned settings): ``method_params`` override
+#: ``baseline_stages`` and ``image_size`` for that method, and each image size gets its own pass.
+_SWEEP_WIDE = ("backbone", "weights", "device", "batch_size", "feature_cache", "seed", "calibrate", "progress")
 #: PaDiM's channel count in the "shared" setting: what the kit used before each paper's stages.
 SHARED_PADIM_FEATURES = 100
 #: Memory SPADE's shared pair table may take before the sweep scores SPADE row by row instead.
@@ -118,7 +118,9 @@ def sample_efficiency(
     results_path : CSV that every finished row is appended to; rows already in it are skipped.
     summary_path : JSON with the settings and timings (default: ``results_path`` with ``.json``).
     **method_params : per-method constructor parameters, e.g.
-        ``patchcore={"coreset_ratio": 0.01}, padim={"n_features": 80}``.
+        ``patchcore={"coreset_ratio": 0.01}, padim={"n_features": 80}``; ``layers``, ``global_layer``
+        and ``image_size`` here replace the sweep's for that method (each method at its own tuned
+        setting: ``padim={"layers": ("layer3", "layer4"), "image_size": (256, 224)}``).
 
     Returns a DataFrame with columns ``COLUMNS``; ``table.attrs["summary"]`` holds the settings,
     the seconds of the one feature-extraction pass and the wall time of the whole sweep.
@@ -168,17 +170,23 @@ def sample_efficiency(
         params = {m: {**method_stages(m, baseline_stages, layers), **method_params.get(m, {})} for m in methods}
 
         def make(method: str, seed: int):
-            return METHODS[method](**shared, seed=seed, calibrate=False, progress=False, **params[method])
+            return METHODS[method](**{**shared, **params[method]}, seed=seed, calibrate=False, progress=False)
 
+        size_of = {m: as_hw(make(m, 0).image_size) for m in methods}
         if todo:
-            # One backbone pass over every stage any method reads: each cache entry then holds them all.
-            stages = sorted({layer for m in methods for layer in make(m, 0)._extract_layers()}, key=STAGES.index)
+            # One backbone pass per image size over every stage its methods read: each cache entry then
+            # holds them all. (One size, one pass, unless a method's own settings chose another size.)
             summary["stages"] = {m: list(make(m, 0)._extract_layers()) for m in methods}
             train_images = _unique(p for (_, n, seed) in todo for p in split.with_shots(n, seed).train_paths)
-            summary["feature_pass"] = extraction_pass(train_images + split.test_paths, {**shared, "layers": stages},
-                                                      progress)
+            passes = []
+            for size in _unique(size_of.values()):
+                stages = sorted({layer for m in methods if size_of[m] == size for layer in make(m, 0)._extract_layers()},
+                                key=STAGES.index)
+                passes.append(extraction_pass(train_images + split.test_paths,
+                                              {**shared, "image_size": size, "layers": stages}, progress))
+            summary["feature_pass"] = {key: sum(p[key] for p in passes) for key in ("seconds", "images", "computed")}
             _write_json(summary_path, summary)  # kept even if the sweep is interrupted later
-            masks = ground_truth_masks(split, image_size)  # read once for every fit
+            by_size = {size: ground_truth_masks(split, size) for size in _unique(size_of.values())}  # read once
             spade_draws = [split.with_shots(n, seed).train_paths for (m, n, seed) in todo if m == "spade"]
             spade_table = SpadePairTable.for_sweep(make("spade", 0), split, spade_draws, spade_table_gb) if spade_draws else None
             summary["spade_table"] = None if spade_table is None else spade_table.stats
@@ -187,10 +195,10 @@ def sample_efficiency(
             bar.set_postfix_str(f"{method} {n}-shot seed {seed}")
             drawn = split.with_shots(n, seed)
             if method == "spade" and spade_table is not None:
-                measured = spade_table.evaluate(drawn, masks)
+                measured = spade_table.evaluate(drawn, by_size[size_of[method]])
                 summary["spade_table"] = spade_table.stats
             else:
-                measured = evaluate_once(make(method, seed), drawn, masks)
+                measured = evaluate_once(make(method, seed), drawn, by_size[size_of[method]])
             row = {"method": method, "shots": n, "full": n == len(split.train), "seed": seed, **measured}
             rows[(method, n, seed)] = row
             _append_row(results_path, row)
@@ -512,6 +520,9 @@ def run_sweep(
         summary.to_csv(handle, index=False, float_format="%.6g")
     dataset = format if format in ("mvtec", "mtd") else None
     claims = check_claims(summary, dataset=dataset)
+    # Baselines given their own stages (tuned settings) are not on the "paper" or "shared" stages: say so.
+    if any("layers" in method_params.get(m, {}) for m in ("padim", "spade", "nearest_image")):
+        baseline_stages = "their own settings"
     settings = {"categories": names, "backbone": backbone, "image_size": image_size, "layers": list(layers),
                 "baseline_stages": baseline_stages, "seeds": list(seeds), "methods": list(methods)}
     write_text(output / "claims.md", claims_markdown(claims, settings))
