@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # torch/torchvision pinned to the releases this project is tested with (CPU use; the wheel is generic).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test setup benchmarks mtd mtd-settings tune-mtd clean
+.PHONY: demo test setup benchmarks mtd mtd-settings tune-mtd tune-mtd-baselines clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ tune-mtd: $(STAMP)
 	  --grid docs/tuning/grid_mtd.yaml --output runs/tune_mtd
 	$(VENV)/bin/patchcore-kit evaluate $(MTD) --format mtd --shots 100 --seed 0 \
 	  --settings runs/tune_mtd/settings.json --output runs/mtd_tuned
+
+# PaDiM and SPADE at their own development-fold settings, same protocol (docs/tuning.md, issue #10).
+tune-mtd-baselines: $(STAMP)
+	$(VENV)/bin/patchcore-kit tune $(MTD) --format mtd --shots 100 --seed 0 --validation real --method padim \
+	  --grid docs/tuning/grid_mtd_padim_stretch.yaml --feature-cache runs/cache_mtd_tune --output runs/tune_mtd_padim
+	$(VENV)/bin/patchcore-kit tune $(MTD) --format mtd --shots 100 --seed 0 --validation real --method spade \
+	  --grid docs/tuning/grid_mtd_spade.yaml --feature-cache runs/cache_mtd_tune --output runs/tune_mtd_spade
+	for m in padim spade; do $(VENV)/bin/patchcore-kit evaluate $(MTD) --format mtd --shots 100 --seed 0 \
+	  --settings runs/tune_mtd_$$m/settings.json --feature-cache runs/cache_mtd_tune --output runs/mtd_tuned_$$m; done
 
 clean:
 	rm -rf runs .pytest_cache

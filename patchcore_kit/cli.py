@@ -9,7 +9,9 @@
     patchcore-kit tune ROOT --format ... [--validation {real,synthetic}] [--grid FILE] --output DIR
 
 evaluate, fit and sweep take ``--settings DIR/settings.json`` (what ``tune`` chose); options given
-on the command line still win over it.
+on the command line still win over it. A settings file records its method: ``evaluate`` builds
+PatchCore, PaDiM or SPADE from it; ``sweep --settings patchcore=A.json padim=B.json spade=C.json``
+runs every method at its own setting (a plain path goes to the method its file records).
 
 Every user error (bad file, missing folder, unknown backbone) is printed as one line naming the file
 and the problem, with exit status 2 and no traceback, and everything that can be checked before the
@@ -110,15 +112,72 @@ def _settings_option(parser: argparse.ArgumentParser) -> None:
                         help="settings.json written by 'patchcore-kit tune' (explicit options win over it)")
 
 
-def _settings_defaults(path: Path) -> dict:
+def _settings_defaults(path: Path, method: str) -> dict:
     """A tune's chosen parameters as argparse defaults: the settings fill in, explicit flags override."""
     from .tuning import load_settings
 
-    params = load_settings(path)
+    params = load_settings(path, method)
     defaults = dict(params)
     if "layers" in defaults:
         defaults["layers"] = list(defaults["layers"])
     return defaults
+
+
+_METHOD_NAMES = ("patchcore", "padim", "spade")
+#: Model options only PatchCore has: given with another method's settings they would be ignored.
+_PATCHCORE_ONLY = ("patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio", "sampler",
+                   "num_neighbors", "projection_dim", "search")
+
+
+def _settings_files(items) -> dict[str, Path]:
+    """``--settings`` as ``{method: path}``: a plain path is for the method its file records, and
+    ``METHOD=PATH`` must name the method the file holds (else one error naming both)."""
+    from .tuning import load_settings, read_settings
+    from .tuning.settings import settings_method
+
+    files: dict[str, Path] = {}
+    for item in items if isinstance(items, list) else [items]:
+        text, said = str(item), None
+        head, sep, tail = text.partition("=")
+        if sep and head in _METHOD_NAMES:
+            said, text = head, tail
+        path = Path(text)
+        method = settings_method(read_settings(path), path)
+        if said is not None:
+            load_settings(path, said)  # a PaDiM file given as patchcore=...: the standard message
+        if method in files:
+            raise InputError(f"--settings: two settings files for {method} ({files[method]} and {path}); give one")
+        files[method] = path
+    return files
+
+
+def _model_method(args) -> str:
+    """The estimator an evaluate/fit run builds: the settings file's method, else PatchCore."""
+    files = getattr(args, "settings_files", None) or {}
+    return next(iter(files), "patchcore")
+
+
+def _refuse_patchcore_options(args, method: str, path: Path) -> None:
+    """A PatchCore-only flag given with another method's settings is refused, not silently ignored."""
+    defaults = build_parser().subcommands[args.command]
+    for name in _PATCHCORE_ONLY:
+        if hasattr(args, name) and getattr(args, name) != defaults.get_default(name):
+            raise InputError(f"--{name.replace('_', '-')} is a PatchCore option, but {path} holds {method} settings; "
+                             f"leave it out (or use a PatchCore tune's settings)")
+
+
+def _baseline_from_settings(args, method: str, calibrate: bool = True):
+    """PaDiM or SPADE from its settings file; the options every estimator shares come from the
+    command line (which the settings filled in, so an explicit flag wins as for PatchCore)."""
+    from .tuning import load_settings
+    from .tuning.run import estimator_class
+
+    path = args.settings_files[method]
+    _refuse_patchcore_options(args, method, path)
+    params = load_settings(path, method)
+    params.update(backbone=args.backbone, layers=tuple(args.layers), image_size=args.image_size, weights=args.weights)
+    return estimator_class(method)(**params, device=args.device, batch_size=args.batch_size, seed=args.seed,
+                                   feature_cache=args.feature_cache, calibrate=calibrate, progress=_show_progress())
 
 
 def _show_progress() -> bool:
@@ -214,12 +273,14 @@ def cmd_evaluate(args) -> int:
     # Everything that can be refused is refused before the first backbone pass.
     output = check_output_folder(args.output, args.overwrite, datasets=[args.root])
     _check_cache(args, [args.root])
-    _check_memory(args, args.backbone, args.layers, args.image_size, n_train=len(split.train), n_test=len(split.test),
-                  pixel_metrics=split.has_masks, batch_size=args.batch_size, target_dim=args.target_dim,
-                  coreset_ratio=args.coreset_ratio, sampler=args.sampler, aggregation=args.aggregation,
-                  patch_size=args.patch_size)
+    method = _model_method(args)
+    if method == "patchcore":  # the memory estimate knows PatchCore's bank; PaDiM and SPADE are far smaller at 224 px
+        _check_memory(args, args.backbone, args.layers, args.image_size, n_train=len(split.train),
+                      n_test=len(split.test), pixel_metrics=split.has_masks, batch_size=args.batch_size,
+                      target_dim=args.target_dim, coreset_ratio=args.coreset_ratio, sampler=args.sampler,
+                      aggregation=args.aggregation, patch_size=args.patch_size)
     split_hash = split.split_hash()
-    model = _model_from_args(args, calibrate=False)
+    model = _model_from_args(args, calibrate=False) if method == "patchcore" else _baseline_from_settings(args, method, False)
     start = time.perf_counter()
     result = evaluate(model, split)  # reads (and checks) every mask before fitting
     metrics = {
@@ -232,19 +293,13 @@ def cmd_evaluate(args) -> int:
         "n_train": len(split.train),
         "n_test": len(split.test),
         "split_hash": split_hash,
+        "method": method,
         "backbone": args.backbone,
         "layers": list(args.layers),
         "image_size": args.image_size,
-        "patch_size": args.patch_size,
-        "aggregation": args.aggregation,
-        "border": args.border,
-        "pretrain_dim": args.pretrain_dim,
-        "target_dim": args.target_dim,
-        "coreset_ratio": args.coreset_ratio,
-        "num_neighbors": args.num_neighbors,
+        **_model_metrics(args, model, method),
         "seed": args.seed,
         "shots": args.shots,
-        "memory_bank": list(model.memory_bank_.shape),
         "seconds": {**result.seconds, "total": time.perf_counter() - start},
         "machine": {"python": platform.python_version(), "processor": platform.machine()},
     }
@@ -267,6 +322,17 @@ def cmd_evaluate(args) -> int:
               f"scored): image AUROC {_format_metric(held['image_auroc'])}")
     print(f"wrote {display(output / 'metrics.json')}, scores.csv, split.csv")
     return 0
+
+
+def _model_metrics(args, model, method: str) -> dict:
+    """The model's own settings for ``metrics.json``: PatchCore's options and bank, or a baseline's params."""
+    if method != "patchcore":
+        return {key: getattr(model, key) for key in model._param_names
+                if key not in ("backbone", "layers", "image_size", "weights", "device", "batch_size", "seed",
+                               "threshold_quantile", "calibrate", "feature_cache", "progress")}
+    return {"patch_size": args.patch_size, "aggregation": args.aggregation, "border": args.border,
+            "pretrain_dim": args.pretrain_dim, "target_dim": args.target_dim, "coreset_ratio": args.coreset_ratio,
+            "num_neighbors": args.num_neighbors, "memory_bank": list(model.memory_bank_.shape)}
 
 
 def _held_out_figure(settings_path: Path, split, result) -> dict | None:
@@ -325,6 +391,11 @@ def cmd_fit(args) -> int:
     from .outputs import check_output_file
 
     _check_model_args(args)
+    method = _model_method(args)
+    if method != "patchcore":
+        label = {"padim": "PaDiM", "spade": "SPADE"}[method]
+        raise InputError(f"{args.settings}: holds {label} settings; fit saves PatchCore models only ({label} has no "
+                         f"model file): use 'evaluate --settings' or {label}(**load_settings(path, {method!r})).fit(images)")
     images = _collect_images(args.images)
     check_output_file(args.output, _is_saved_model, "model file", "model.safetensors", args.overwrite,
                       inputs=[*images, *args.images])
@@ -405,7 +476,30 @@ _SWEEP_PATCHCORE = ("patch_size", "aggregation", "border", "pretrain_dim", "targ
 
 def _sweep_method_params(args) -> dict:
     patchcore = {name: getattr(args, name) for name in _SWEEP_PATCHCORE if getattr(args, name) is not None}
-    return {"patchcore": patchcore} if patchcore else {}
+    out = {"patchcore": patchcore} if patchcore else {}
+    out.update(_sweep_baseline_settings(args))
+    return out
+
+
+def _sweep_baseline_settings(args) -> dict:
+    """PaDiM's and SPADE's own settings files as the sweep's per-method parameters (stages, image size,
+    their own options). The backbone and its weights stay sweep-wide: one feature cache for all."""
+    from .tuning import load_settings
+
+    out = {}
+    for method, path in (getattr(args, "settings_files", None) or {}).items():
+        if method == "patchcore":
+            continue  # PatchCore's settings filled the sweep's own options (main)
+        params = load_settings(path, method)
+        for key in ("backbone", "weights"):
+            value = params.pop(key, None)
+            if value != getattr(args, key):
+                raise InputError(f"{path}: {method} settings use {key} {value!r}, the sweep {getattr(args, key)!r}; "
+                                 f"every method of a sweep reads one backbone (give --{key} or tune on it)")
+        if params.get("image_size") == args.image_size:
+            params.pop("image_size")  # the sweep's size: nothing per method
+        out[method] = params
+    return out
 
 
 def cmd_sweep(args) -> int:
@@ -448,18 +542,21 @@ def cmd_tune(args) -> int:
     fixed = {"backbone": args.backbone, "coreset_ratio": args.coreset_ratio, "num_neighbors": args.num_neighbors}
     grid = args.grid
     if any(value is not None for value in fixed.values()):  # command-line model options join the grid's fixed ones
-        from .tuning.grid import DEFAULT_GRID, read_grid_file
+        from .tuning.grid import method_grid, read_grid_file
 
-        grid = dict(DEFAULT_GRID if grid is None else read_grid_file(grid))
+        grid = dict(method_grid(args.method).default_grid if grid is None else read_grid_file(grid))
         grid["fixed"] = {**(grid.get("fixed") or {}), **{k: v for k, v in fixed.items() if v is not None}}
     settings = tune(
         args.root, args.format, args.category, shots=args.shots, seed=args.seed,
         output=claim_output_folder(check_output_folder(args.output, args.overwrite, datasets=[args.root])),
         grid=grid, validation=args.validation, folds=args.folds, groups=args.groups, metric=args.metric,
-        feature_cache=args.feature_cache, jobs=args.jobs, device=args.device, progress=True,
+        method=args.method, feature_cache=args.feature_cache, jobs=args.jobs, device=args.device, progress=True,
     )
     print(f"use it: patchcore-kit evaluate {args.root} --format {args.format} --settings {args.output / 'settings.json'} ...")
-    print(f"        PatchCore(**load_settings({str(args.output / 'settings.json')!r}))  [{settings['setting']}]")
+    from .tuning.grid import METHODS
+
+    label = METHODS[args.method].label
+    print(f"        {label}(**load_settings({str(args.output / 'settings.json')!r}, {args.method!r}))  [{settings['setting']}]")
     return 0
 
 
@@ -522,7 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "--feature-cache and the data on storage every worker reads")
     sweep.add_argument("--workers", type=int, default=None, help="--scheduler processes: worker processes "
                        "(default: one per core)")
-    _settings_option(sweep)
+    sweep.add_argument("--settings", nargs="+", default=None, metavar="[METHOD=]FILE",
+                       help="settings.json files written by 'patchcore-kit tune' (one per method, e.g. "
+                            "patchcore=A.json padim=B.json spade=C.json): each method runs at its own setting; "
+                            "PatchCore's fill the options above (explicit options win)")
     sweep.add_argument("--output", type=Path, required=True)
     _run_options(sweep)
     sweep.set_defaults(run=cmd_sweep)
@@ -546,7 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_options(tune)
     tune.add_argument("--shots", type=cli_type("shots"), default=None, help="each fold trains on N images drawn from the other folds")
     tune.add_argument("--seed", type=cli_type("seed"), default=0)
-    tune.add_argument("--grid", type=Path, default=None, help="YAML/JSON grid file (default: the built-in grid)")
+    tune.add_argument("--method", default="patchcore", choices=("patchcore", "padim", "spade"),
+                      help="the estimator whose settings are chosen; each has its own grid keys and default grid")
+    tune.add_argument("--grid", type=Path, default=None, help="YAML/JSON grid file (default: the method's built-in grid)")
     tune.add_argument("--validation", default="real", choices=("real", "synthetic"),
                       help="real: half the defective images per type; synthetic: defects painted on pool images")
     tune.add_argument("--folds", type=int, default=5, help="k development folds (default 5)")
@@ -577,11 +679,19 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if getattr(args, "settings", None) is not None:
             # Parse again with the settings as defaults: every option not given explicitly comes from them.
+            # A sweep takes them from PatchCore's file only (its options are PatchCore's); evaluate from
+            # whichever method the file is for.
             command = parser.subcommands[args.command]
-            defaults = _settings_defaults(args.settings)
+            files = _settings_files(args.settings)
+            if args.command == "sweep":
+                defaults = _settings_defaults(files["patchcore"], "patchcore") if "patchcore" in files else {}
+            else:
+                (method, path), = files.items()
+                defaults = _settings_defaults(path, method)
             known = {action.dest for action in command._actions}
             command.set_defaults(**{key: value for key, value in defaults.items() if key in known})
             args = parser.parse_args(argv)
+            args.settings_files = files
         return args.run(args)
     except (InputError, WeightsUnavailableError) as error:
         print(f"patchcore-kit: error: {error}", file=sys.stderr)

@@ -14,8 +14,12 @@ explanations are measured here, side by side, on the standard MTD split (seed 0,
 3. **The features, not the method.** PatchCore with the pre-#10 features (mean, border 'valid')
    vs the kit's default now; PaDiM and SPADE on PatchCore's stages ("shared", the first sweep)
    vs their own papers' stages.
+4. **Every method at its own development-fold setting.** PatchCore at the setting its MTD tune chose
+   (docs/tuning/mtd/), PaDiM and SPADE at the settings *their own* tunes chose
+   (``patchcore-kit tune --method padim|spade``, docs/tuning/mtd_padim/ and mtd_spade/): their rows
+   are built from those settings.json files (left out while a file is missing).
 
-Run: python scripts/mtd_puzzle.py [--root DIR] [--shots 5 20 50] [--seeds 0]
+Run: python scripts/mtd_puzzle.py [--root DIR] [--shots 5 20 50] [--seeds 0] [--only NAME_START ...]
 Writes docs/sample_efficiency/mtd_puzzle.csv (resumable).
 """
 from __future__ import annotations
@@ -37,8 +41,13 @@ from patchcore_kit.data.base import read_sample_mask
 from patchcore_kit.evaluate import compute_metrics, ground_truth_masks
 from patchcore_kit.features import flatten_patches
 from patchcore_kit.images import read_image, resize_mask
+from patchcore_kit.tuning import load_settings, read_settings
+from patchcore_kit.tuning.run import estimator_class
 
 SHARED = dict(layers=("layer2", "layer3"))
+#: The settings each baseline's own MTD tune chose (same protocol as PatchCore's: 100 shots, seed 0, 5 folds).
+OWN_SETTINGS = {"padim": Path("docs/tuning/mtd_padim/settings.json"), "spade": Path("docs/tuning/mtd_spade/settings.json")}
+LABELS = {"padim": "PaDiM", "spade": "SPADE"}
 
 
 class StandardisedPatchCore(PatchCore):
@@ -95,6 +104,18 @@ def run(model, split, aspect: str) -> dict:
     return {k: round(float(v), 4) for k, v in metrics.items()} | {"seconds": round(time.perf_counter() - start)}
 
 
+def own_settings(cache: str) -> dict:
+    """Rows for PaDiM and SPADE at their own development-fold settings, from their settings files."""
+    rows = {}
+    for method, path in OWN_SETTINGS.items():
+        if not path.is_file():
+            continue
+        params, chosen = load_settings(path, method), read_settings(path)["setting"]
+        make = (lambda p, m: lambda s: estimator_class(m)(**p, seed=s, calibrate=False, feature_cache=cache))(params, method)
+        rows[f"{LABELS[method]} at its own development-fold setting ({chosen})"] = (make, "stretch")
+    return rows
+
+
 def experiments(cache: str) -> dict:
     common = dict(calibrate=False, feature_cache=cache)
     return {
@@ -113,7 +134,7 @@ def experiments(cache: str) -> dict:
             lambda s: PaDiM(seed=s, layers=("layer3", "layer4"), n_features=None, **common), "stretch"),
         "SPADE on PatchCore's stages (first sweep)": (
             lambda s: SPADE(seed=s, global_layer=None, **SHARED, **common), "stretch"),
-    }
+    } | own_settings(cache)
 
 
 def main() -> None:
@@ -121,7 +142,7 @@ def main() -> None:
     parser.add_argument("--root", default=os.environ.get("PATCHCORE_KIT_MTD", "../shared/data/mtd"))
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 20, 50])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--only", nargs="*", default=None, help="run only the experiments whose names start so")
     parser.add_argument("--output", type=Path, default=Path("docs/sample_efficiency/mtd_puzzle.csv"))
     parser.add_argument("--cache", default="runs/cache_v2")
     args = parser.parse_args()
@@ -135,7 +156,7 @@ def main() -> None:
         for seed in args.seeds:
             draw = split.with_shots(shots, seed)
             for name, (make, aspect) in experiments(args.cache).items():
-                if (name, shots, seed) in done or (args.only and name not in args.only):
+                if (name, shots, seed) in done or (args.only and not name.startswith(tuple(args.only))):
                     continue
                 row = {"experiment": name, "shots": shots, "seed": seed, **run(make(seed), draw, aspect)}
                 print(row, flush=True)

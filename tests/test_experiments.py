@@ -176,7 +176,7 @@ def test_bad_sweeps_are_refused_before_any_work(split):
     with pytest.raises(InputError, match="only 4"):
         sample_efficiency(split, shots=(1, 50), progress=False)
     with pytest.raises(InputError, match="whole sweep"):
-        sample_efficiency(split, methods=("padim",), padim={"image_size": 64}, progress=False)
+        sample_efficiency(split, methods=("padim",), padim={"backbone": "resnet18"}, progress=False)
     with pytest.raises(InputError, match="must be a dict"):
         sample_efficiency(split, methods=("padim",), padim=16, progress=False)
     with pytest.raises(InputError, match="format"):

@@ -14,6 +14,7 @@ import numpy as np
 from ..data import Split
 from ..evaluate import compute_metrics
 from ..features import FeatureExtractor
+from ..images import as_hw
 from .grid import METHODS, _unique
 from .spade_table import SpadePairTable
 
@@ -68,10 +69,14 @@ class SweepCells:
     split: Split
     shared: dict
     params: dict
-    masks: np.ndarray | None
+    masks: dict | None  # test masks by image size (h, w): a method's own settings may choose its size
 
     def make(self, method: str, seed: int):
-        return METHODS[method](**self.shared, seed=seed, calibrate=False, progress=False, **self.params[method])
+        return METHODS[method](**{**self.shared, **self.params[method]}, seed=seed, calibrate=False, progress=False)
+
+    def masks_for(self, method: str):
+        """The test masks at ``method``'s image size (None for a dataset without masks)."""
+        return None if self.masks is None else self.masks[as_hw(self.make(method, 0).image_size)]
 
     def row(self, cell: Cell, measured: dict) -> dict:
         method, n, seed = cell
@@ -80,11 +85,11 @@ class SweepCells:
     def run(self, cell: Cell) -> dict:
         """Fit the cell's method on its draw and score the test set: its results row."""
         method, n, seed = cell
-        return self.row(cell, evaluate_once(self.make(method, seed), self.split.with_shots(n, seed), self.masks))
+        return self.row(cell, evaluate_once(self.make(method, seed), self.split.with_shots(n, seed), self.masks_for(method)))
 
     def run_spade_with_table(self, cells: list[Cell]) -> tuple[list[dict], dict]:
         """SPADE's ``cells``, in order, from one :class:`SpadePairTable` over their draws; rows and its stats."""
         draws = [self.split.with_shots(n, seed) for _, n, seed in cells]
         table = SpadePairTable(self.make("spade", 0), self.split, _unique(p for d in draws for p in d.train_paths))
-        rows = [self.row(cell, table.evaluate(drawn, self.masks)) for cell, drawn in zip(cells, draws)]
+        rows = [self.row(cell, table.evaluate(drawn, self.masks_for("spade"))) for cell, drawn in zip(cells, draws)]
         return rows, table.stats

@@ -21,8 +21,7 @@ ALL = "all"
 BASELINE_STAGES = ("paper", "shared")
 #: Settings that decide the backbone features, or that ``baseline_stages`` decides; they are set
 #: once for the whole sweep so that all methods read the same cache entries.
-_SWEEP_WIDE = ("backbone", "layers", "global_layer", "image_size", "weights", "device", "batch_size",
-               "feature_cache", "seed", "calibrate", "progress")
+_SWEEP_WIDE = ("backbone", "weights", "device", "batch_size", "feature_cache", "seed", "calibrate", "progress")
 #: PaDiM's channel count in the "shared" setting: what the kit used before each paper's stages.
 SHARED_PADIM_FEATURES = 100
 

@@ -82,14 +82,17 @@ def run_task(cells: SweepCells, group: list[Cell], with_spade_table: bool) -> tu
     return [cells.run(cell) for cell in group], None
 
 
-def what_a_worker_sees(cells: SweepCells, stages: list[str]) -> dict:
-    """Run on a worker: its kit version, and whether it reads the cache entry of the first test image."""
+def what_a_worker_sees(cells: SweepCells, probe: dict) -> dict:
+    """Run on a worker: its kit version, and whether it reads the cache entry of the first test image.
+
+    ``probe`` is one extraction pass's ``{"image_size", "layers"}`` (the cache key besides the backbone).
+    """
     import socket
 
     from ..version import __version__
 
     settings = cells.shared
-    extractor = FeatureExtractor(settings["backbone"], stages, settings["image_size"], weights=settings["weights"],
+    extractor = FeatureExtractor(settings["backbone"], probe["layers"], probe["image_size"], weights=settings["weights"],
                                  device=settings["device"], cache_dir=settings["feature_cache"])
     try:
         cached = extractor.is_cached(cells.split.test_paths[0])
@@ -163,7 +166,7 @@ class DaskCells:
             raise InputError(f"{address}: no Dask scheduler answers there within {CONNECT_TIMEOUT_S} s "
                              f"({error})") from None
 
-    def run(self, cells: SweepCells, todo: list[Cell], spade_table: bool, stages: list[str], record, bar) -> dict:
+    def run(self, cells: SweepCells, todo: list[Cell], spade_table: bool, probe: dict, record, bar) -> dict:
         """Send every cell as a task; ``record(row)`` each row as its task finishes (in this process).
 
         Returns the SPADE tables' counts summed over the tasks that used one (None when none did).
@@ -172,7 +175,7 @@ class DaskCells:
 
         client = self.client()
         shipped = client.scatter(cells, broadcast=True, hash=False)  # masks and split sent once per worker
-        self._check_workers(client.submit(what_a_worker_sees, shipped, stages, pure=False).result(), cells)
+        self._check_workers(client.submit(what_a_worker_sees, shipped, probe, pure=False).result(), cells)
         tasks = dask_tasks(todo, spade_table)
         futures = [client.submit(run_task, shipped, group, with_table, pure=False, priority=int(with_table))
                    for group, with_table in tasks]

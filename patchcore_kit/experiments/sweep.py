@@ -135,15 +135,23 @@ def sample_efficiency(
         make = SweepCells(split, shared, params, masks=None).make
 
         if todo:
-            # One backbone pass over every stage any method reads: each cache entry then holds them all.
-            stages = sorted({layer for m in methods for layer in make(m, 0)._extract_layers()}, key=STAGES.index)
+            # One backbone pass per image size over every stage its methods read: each cache entry then
+            # holds them all. (One size, one pass, unless a method's own settings chose another size.)
+            size_of = {m: as_hw(make(m, 0).image_size) for m in methods}
             summary["stages"] = {m: list(make(m, 0)._extract_layers()) for m in methods}
             train_images = _unique(p for (_, n, seed) in todo for p in split.with_shots(n, seed).train_paths)
-            summary["feature_pass"] = extraction_pass(train_images + split.test_paths, {**shared, "layers": stages},
-                                                      progress)
+            passes = []
+            for size in _unique(size_of.values()):
+                stages = sorted({layer for m in methods if size_of[m] == size for layer in make(m, 0)._extract_layers()},
+                                key=STAGES.index)
+                passes.append(extraction_pass(train_images + split.test_paths,
+                                              {**shared, "image_size": size, "layers": stages}, progress))
+            summary["feature_pass"] = {key: sum(p[key] for p in passes) for key in ("seconds", "images", "computed")}
             _write_json(summary_path, summary)  # kept even if the sweep is interrupted later
-            masks = ground_truth_masks(split, image_size)  # read once, and their regions labelled once
-            cells = SweepCells(split, shared, params, masks=None if masks is None else PixelGroundTruth(masks))
+            by_size = {size: ground_truth_masks(split, size) for size in _unique(size_of.values())}  # read once
+            masks = None if any(m is None for m in by_size.values()) else {  # regions labelled once, too
+                size: PixelGroundTruth(m) for size, m in by_size.items()}
+            cells = SweepCells(split, shared, params, masks=masks)
             spade_draws = [split.with_shots(n, seed).train_paths for (m, n, seed) in todo if m == "spade"]
             use_table = bool(spade_draws) and SpadePairTable.fits(make("spade", 0), split, spade_draws, spade_table_gb)
             serial_table = use_table and dask is None  # on Dask each task builds its own (scheduler.py)
@@ -158,12 +166,12 @@ def sample_efficiency(
 
         bar = stack.enter_context(tqdm(total=len(todo), desc="sweep", unit="fit", disable=not progress))
         if dask is not None and todo:
-            summary["spade_table"] = dask.run(cells, todo, use_table, stages, record, bar)
+            summary["spade_table"] = dask.run(cells, todo, use_table, {"image_size": size, "layers": stages}, record, bar)
             summary["scheduler"] = dask.description
         for method, n, seed in todo if dask is None else ():
             bar.set_postfix_str(f"{method} {n}-shot seed {seed}")
             if method == "spade" and spade_table is not None:
-                measured = spade_table.evaluate(split.with_shots(n, seed), cells.masks)
+                measured = spade_table.evaluate(split.with_shots(n, seed), cells.masks_for("spade"))
                 summary["spade_table"] = spade_table.stats
                 record(cells.row((method, n, seed), measured))
             else:

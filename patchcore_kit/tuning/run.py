@@ -7,8 +7,9 @@ Files in the output folder (each written atomically, so an interrupted tune resu
 * ``folds.csv`` — one row per (candidate, fold) as soon as it is scored: the resume log.
 * ``candidates.csv`` — one row per candidate: mean ± sd over folds, each fold, each defect type's
   mean, seconds (fits and scoring; the shared backbone pass is counted once, in ``features_s``).
-* ``settings.json`` — the chosen candidate's ``params`` (``PatchCore(**params)``), its figures, the
-  protocol, and which defective images the choice used (the held-out rest gives an honest figure).
+* ``settings.json`` — the ``method`` and the chosen candidate's ``params`` (``PatchCore(**params)``,
+  ``PaDiM(**params)`` or ``SPADE(**params)``), its figures, the protocol, and which defective images
+  the choice used (the held-out rest gives an honest figure).
 * ``synthetic/`` — the painted validation anomalies (``--validation synthetic``).
 """
 from __future__ import annotations
@@ -32,20 +33,30 @@ from ..evaluate import ground_truth_masks
 from ..features import FeatureExtractor
 from ..images import image_size_of
 from ..metrics import image_auroc, per_defect_metrics, pixel_auroc
-from ..patchcore import PatchCore
 from .folds import DEFAULT_FOLDS, check_shots, development_split, grouped_folds, regroup
-from .grid import candidate_name, load_grid, model_params
+from .grid import candidate_name, load_grid, method_grid, model_params
 from .validation import VALIDATIONS, real_anomalies, synthetic_anomalies
 
 METRICS = ("image_auroc", "pixel_auroc")
+
+
+def estimator_class(method: str):
+    """The estimator a tune of ``method`` fits: PatchCore, PaDiM or SPADE."""
+    from ..baselines import SPADE, PaDiM
+    from ..patchcore import PatchCore
+
+    method_grid(method)  # an unknown method is one clear error
+    return {"patchcore": PatchCore, "padim": PaDiM, "spade": SPADE}[method]
+
 #: PatchCore parameters that say how a run is executed, not what the model is: never part of settings.
 RUNTIME = ("device", "batch_size", "seed", "threshold_quantile", "calibrate", "feature_cache", "progress")
 
 
-def score_fold(params: dict, dev: Split, metric: str, feature_cache, seed: int, device: str, batch_size: int) -> dict:
+def score_fold(params: dict, dev: Split, metric: str, feature_cache, seed: int, device: str, batch_size: int,
+               method: str = "patchcore") -> dict:
     """Fit one candidate on a fold's training images and score its test images: one ``folds.csv`` row."""
     start = time.perf_counter()
-    model = PatchCore(**params, seed=seed, device=device, batch_size=batch_size, calibrate=False,
+    model = estimator_class(method)(**params, seed=seed, device=device, batch_size=batch_size, calibrate=False,
                       feature_cache=None if feature_cache is None else str(feature_cache))
     model.fit(dev.train_paths)
     labels, defects = dev.test_labels, dev.test_defect_types
@@ -66,8 +77,8 @@ def score_fold(params: dict, dev: Split, metric: str, feature_cache, seed: int, 
 
 
 def _score_task(task: tuple) -> tuple[str, int, dict]:
-    name, fold, params, dev, metric, cache, seed, device, batch_size = task
-    return name, fold, score_fold(params, dev, metric, cache, seed, device, batch_size)
+    name, fold, params, dev, metric, cache, seed, device, batch_size, method = task
+    return name, fold, score_fold(params, dev, metric, cache, seed, device, batch_size, method)
 
 
 def _worker_threads(threads: int) -> None:
@@ -87,27 +98,31 @@ def tune(
     folds: int = DEFAULT_FOLDS,
     groups: str | None = None,
     metric: str = "image_auroc",
+    method: str = "patchcore",
     feature_cache: str | Path | None = None,
     jobs: int = 1,
     device: str = "cpu",
     batch_size: int = 8,
     progress: bool = True,
 ) -> dict:
-    """Choose PatchCore settings for a dataset on development folds of its training pool.
+    """Choose a method's settings for a dataset on development folds of its training pool.
 
     ``data`` is a dataset folder (with ``format`` and, for MVTec AD, ``category``) or a loaded
-    :class:`Split`. Returns the settings dict also written to ``output/settings.json``;
-    ``PatchCore(**settings["params"])`` is the chosen model. See the module docstring for the files.
+    :class:`Split`. ``method`` is ``"patchcore"``, ``"padim"`` or ``"spade"``: each has its own grid
+    keys and default grid (:mod:`.grid`). Returns the settings dict also written to
+    ``output/settings.json``; ``PatchCore(**settings["params"])`` (or PaDiM, SPADE: ``settings["method"]``)
+    is the chosen model. See the module docstring for the files.
     """
     if validation not in VALIDATIONS:
         raise InputError(f"{validation!r}: unknown validation; choose one of {', '.join(VALIDATIONS)}")
     if metric not in METRICS:
         raise InputError(f"{metric!r}: unknown metric; choose one of {', '.join(METRICS)}")
+    estimator = estimator_class(method)  # an unknown method fails before the dataset is read
     split = data if isinstance(data, Split) else load_dataset(data, format, category=category, seed=seed)
     where = str(split.root or split.name)
     if groups is not None:
         split = Split(split.name, regroup(split.train, groups, where), split.test, split.has_masks, split.root)
-    candidates, fixed = load_grid(grid)  # bad grids fail before anything slow
+    candidates, fixed = load_grid(grid, method)  # bad grids fail before anything slow
     cut = grouped_folds(split.train, folds, seed, where)
     check_shots(split, cut, shots, where)
     output = Path(output)
@@ -136,19 +151,19 @@ def tune(
     for candidate in candidates:
         # Every parameter spelled out, the estimator's defaults too: a resume after a default changed
         # (issue #10 moved the border rule) rescores rather than reusing rows of another model.
-        params = {k: v for k, v in PatchCore(**model_params(candidate, fixed, aspects)).get_params().items()
+        params = {k: v for k, v in estimator(**model_params(candidate, fixed, aspects, method)).get_params().items()
                   if k not in RUNTIME}
         key = json.dumps(params, sort_keys=True, default=list)
         if key in names_seen:  # e.g. aspect keep on square images is stretch: scored once
             continue
-        names_seen[key] = name = candidate_name(candidate)
+        names_seen[key] = name = candidate_name(candidate, method)
         resolved.append((name, params, candidate))
 
     protocol = {
         "dataset": split.name, "root": str(split.root) if split.root else None, "format": format,
         "category": category, "split_hash": split.split_hash(), "folds": folds, "seed": seed, "shots": shots,
         "validation": validation, "groups": groups, "metric": metric,
-        "pool": len(split.train), "pool_groups": len({s.group for s in split.train}),
+        "pool": len(split.train), "pool_groups": len({s.group for s in split.train}), "method": method,
     }
     _check_protocol(output / "protocol.json", protocol)
     cache = Path(feature_cache) if feature_cache is not None else output / "feature_cache"
@@ -157,9 +172,9 @@ def tune(
     current = {name: _params_text(params) for name, params, _ in resolved}
     rows = [r for r in _read_rows(output / "folds.csv") if current.get(r["setting"]) == r.get("params")]
     done = {(r["setting"], int(r["fold"])) for r in rows}
-    features_s = _backbone_passes(resolved, devs, cache, device, batch_size, progress)
+    features_s = _backbone_passes(resolved, devs, cache, device, batch_size, progress, estimator)
 
-    tasks = [(name, index, params, devs[index], metric, cache, seed, device, batch_size)
+    tasks = [(name, index, params, devs[index], metric, cache, seed, device, batch_size, method)
              for name, params, _ in resolved for index in range(folds) if (name, index) not in done]
     bar = tqdm(total=len(tasks), desc="tune (candidate x fold)", unit="fit", disable=not progress)
 
@@ -187,6 +202,7 @@ def tune(
     best = max(table, key=lambda r: r[metric])  # first of equals: the grid's order decides ties
     name, params, candidate = next(item for item in resolved if item[0] == best["setting"])
     settings = {
+        "method": method,
         "params": _jsonable(params),
         "setting": name,
         "aspect": candidate["aspect"],
@@ -236,10 +252,11 @@ def _feature_key(params: dict) -> str:
     return json.dumps([params["backbone"], params.get("weights"), size if isinstance(size, int) else list(size)])
 
 
-def _backbone_passes(resolved, devs, cache: Path, device: str, batch_size: int, progress: bool) -> dict:
+def _backbone_passes(resolved, devs, cache: Path, device: str, batch_size: int, progress: bool, estimator) -> dict:
     """One backbone pass per (backbone, weights, size) over every image the folds use, into the cache.
 
-    The pass asks for the union of the stages its candidates use: the cache keeps every stage of an
+    The pass asks for the union of the stages its candidates read (SPADE's pooled global stage too):
+    the cache keeps every stage of an
     image in one entry, so afterwards every fit and score (of any stage set, patch size or aggregation)
     only reads it, and parallel workers never write the same entry.
     """
@@ -252,7 +269,8 @@ def _backbone_passes(resolved, devs, cache: Path, device: str, batch_size: int, 
     seconds = {}
     for key, members in groups.items():
         first = members[0]
-        layers = sorted({layer for params in members for layer in params["layers"]}, key=STAGES.index)
+        layers = sorted({layer for params in members for layer in estimator(**params)._extract_layers()},
+                        key=STAGES.index)
         start = time.perf_counter()
         extractor = FeatureExtractor(first["backbone"], layers, first["image_size"], weights=first.get("weights"),
                                      device=device, batch_size=batch_size, cache_dir=cache, progress=progress)
@@ -274,6 +292,7 @@ def _jsonable(params: dict) -> dict:
 def _check_protocol(path: Path, protocol: dict) -> None:
     if path.is_file():
         before = json.loads(path.read_text())
+        before.setdefault("method", "patchcore")  # written before tunes had a method: PatchCore's
         if before != json.loads(json.dumps(protocol)):
             changed = sorted(k for k in set(before) | set(protocol) if before.get(k) != protocol.get(k))
             raise InputError(f"{path.parent}: holds a tune with another protocol (differs in {', '.join(changed)}); "

@@ -1,7 +1,12 @@
-"""Reading a tune's ``settings.json`` back: into ``PatchCore``, and into an honest test figure.
+"""Reading a tune's ``settings.json`` back: into its estimator, and into an honest test figure.
 
->>> params = load_settings("runs/tune_mtd/settings.json")        # doctest: +SKIP
->>> model = PatchCore(**params)                                  # doctest: +SKIP
+A settings file records its ``method`` (files written before tunes had one are PatchCore's), and
+is read only as that method's: PaDiM settings given where PatchCore's are expected are one error
+naming the file and both methods, never a PatchCore built from a PaDiM stage choice.
+
+>>> params = load_settings("runs/tune_mtd/settings.json")             # doctest: +SKIP
+>>> model = PatchCore(**params)                                       # doctest: +SKIP
+>>> model = estimator_from_settings("runs/tune_mtd_padim/settings.json")   # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -27,19 +32,51 @@ def read_settings(path: str | Path) -> dict:
     return settings
 
 
-def load_settings(path: str | Path) -> dict:
-    """``PatchCore`` keyword arguments from a settings file: ``PatchCore(**load_settings(path))``."""
-    from ..patchcore import PatchCore
+def settings_method(settings: dict, path) -> str:
+    """The method a settings dict is for (``"patchcore"`` when it predates methods)."""
+    from .grid import METHODS
 
-    params = dict(read_settings(path)["params"])
-    unknown = sorted(set(params) - set(PatchCore._param_names))
+    method = settings.get("method", "patchcore")
+    if method not in METHODS:
+        raise InputError(f"{path}: unknown method {method!r} in the settings file; known: {', '.join(METHODS)}")
+    return method
+
+
+def load_settings(path: str | Path, method: str | None = "patchcore") -> dict:
+    """Keyword arguments of the estimator a settings file is for: ``PatchCore(**load_settings(path))``.
+
+    ``method`` is the estimator the caller will build (``"patchcore"``, ``"padim"``, ``"spade"``);
+    a file for another method is refused. ``method=None`` accepts whichever the file holds
+    (:func:`estimator_from_settings` builds it).
+    """
+    from .grid import METHODS
+    from .run import estimator_class
+
+    settings = read_settings(path)
+    found = settings_method(settings, path)
+    if method is not None and found != method:
+        wanted, held = METHODS[method].label if method in METHODS else method, METHODS[found].label
+        raise InputError(f"{path}: holds {held} settings (method {found!r}), but {wanted} settings are needed here; "
+                         f"use {held}(**load_settings(path, {found!r})) or a {wanted} tune's settings.json")
+    estimator = estimator_class(found)
+    params = dict(settings["params"])
+    unknown = sorted(set(params) - set(estimator._param_names))
     if unknown:
-        raise InputError(f"{path}: unknown PatchCore parameter {unknown[0]!r} in params")
+        raise InputError(f"{path}: unknown {estimator.__name__} parameter {unknown[0]!r} in params")
     if "layers" in params:
         params["layers"] = tuple(params["layers"])
     if isinstance(params.get("image_size"), list):
         params["image_size"] = tuple(params["image_size"])
     return params
+
+
+def estimator_from_settings(path: str | Path, **runtime):
+    """The estimator a settings file is for, built with its params (and ``runtime`` options such as
+    ``device``, ``feature_cache``, ``seed``): PatchCore, PaDiM or SPADE."""
+    from .run import estimator_class
+
+    params = load_settings(path, method=None)
+    return estimator_class(settings_method(read_settings(path), path))(**params, **runtime)
 
 
 def held_out_mask(settings: dict, relative_paths: list[str], labels: np.ndarray) -> np.ndarray:
