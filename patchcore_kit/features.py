@@ -33,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_LAYERS, OFFLINE_HINT, STAGES, load_backbone
+from .backbones import DEFAULT_BACKBONE, DEFAULT_LAYERS, OFFLINE_HINT, STAGES, load_backbone
 from .errors import InputError, WeightsUnavailableError
 from .images import ImageLike, as_hw, image_tensor, to_pil_list
 
@@ -253,7 +253,7 @@ class FeatureExtractor:
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = DEFAULT_LAYERS,
         image_size: int | Sequence[int] = 224,
         weights: str | Path | None = None,

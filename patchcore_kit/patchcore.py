@@ -22,12 +22,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .backbones import DEFAULT_LAYERS, STAGE_CHANNELS
-from .base import AnomalyEstimator, _as_list
+from .backbones import STAGE_CHANNELS
+from .base import AnomalyEstimator, _as_list, parameter_names
 from .coreset import coreset_size, select_coreset
 from .features import flatten_patches, patch_embeddings
 from .modelfile import FORMAT, check_bank_width, read_model, write_model  # noqa: F401 (FORMAT re-exported)
 from .neighbours import MemoryBankIndex, resolve_search
+from .params import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, DEFAULT_LAYERS
 
 
 def eq7_weight(distances) -> torch.Tensor:
@@ -140,15 +141,9 @@ class PatchCore(AnomalyEstimator):
     feature_cache : directory for cached backbone maps (shared with the baselines and sweeps).
     """
 
-    _param_names = (
-        "backbone", "layers", "patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio", "sampler", "projection_dim",
-        "num_neighbors", "search", "image_size", "weights", "device", "batch_size", "seed", "threshold_quantile",
-        "calibrate", "feature_cache", "progress",
-    )
-
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = DEFAULT_LAYERS,
         patch_size: int = 3,
         aggregation: str = "mean",
@@ -160,37 +155,12 @@ class PatchCore(AnomalyEstimator):
         projection_dim: int | None = 128,
         num_neighbors: int = 9,
         search: str = "exact",
-        image_size: int | Sequence[int] = 224,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
+        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
+        feature_cache: str | None = None, progress: bool = False,
     ):
-        self.backbone = backbone
-        self.layers = layers
-        self.patch_size = patch_size
-        self.aggregation = aggregation
-        self.border = border
-        self.pretrain_dim = pretrain_dim
-        self.target_dim = target_dim
-        self.coreset_ratio = coreset_ratio
-        self.sampler = sampler
-        self.projection_dim = projection_dim
-        self.num_neighbors = num_neighbors
-        self.search = search
-        self.image_size = image_size
-        self.weights = weights
-        self.device = device
-        self.batch_size = batch_size
-        self.seed = seed
-        self.threshold_quantile = threshold_quantile
-        self.calibrate = calibrate
-        self.feature_cache = feature_cache
-        self.progress = progress
+        self._store(locals())
 
     # -- fit --------------------------------------------------------------------------------------
     def embed(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
@@ -324,7 +294,7 @@ class PatchCore(AnomalyEstimator):
     def load(cls, path: str | Path) -> "PatchCore":
         """Read a model written by :meth:`save`; every value in the file is checked first (see ``modelfile``)."""
         path = Path(path)
-        params, fitted, tensors = read_model(path, cls._param_names)
+        params, fitted, tensors = read_model(path, parameter_names(cls))
         if isinstance(params["image_size"], list):
             params["image_size"] = tuple(params["image_size"])
         params["layers"] = tuple(params["layers"])

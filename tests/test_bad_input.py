@@ -15,6 +15,7 @@ from PIL import Image
 
 from patchcore_kit.cli import main
 from patchcore_kit.errors import InputError
+from patchcore_kit.base import parameter_names
 from patchcore_kit.patchcore import PatchCore
 
 FAST = ["--image-size", "64", "--coreset-ratio", "0.25"]
@@ -248,7 +249,7 @@ def test_load_checks_every_parameter_and_reads_the_undamaged_file(saved_model, t
 
     from patchcore_kit.params import RULES
 
-    assert set(PatchCore._param_names) <= set(RULES)  # every parameter has one rule, shared with fit and the CLI
+    assert set(parameter_names(PatchCore)) <= set(RULES)  # every parameter has one rule, shared with fit and the CLI
     _, tensors, metadata = saved_model
     save_file(tensors, tmp_path / "copy.safetensors", metadata=metadata)
     model = PatchCore.load(tmp_path / "copy.safetensors")

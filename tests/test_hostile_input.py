@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from patchcore_kit.errors import InputError, WeightsUnavailableError
+from patchcore_kit.base import parameter_names
 from patchcore_kit.patchcore import PatchCore
 from test_bad_input import assert_one_line_error, run_cli, tree_digest
 
@@ -231,7 +232,7 @@ def test_model_files_without_the_newer_parameters_still_load(saved_model, tmp_pa
     save_file(dict(tensors), tmp_path / "old.safetensors", metadata={**metadata, "params": json.dumps(params)})
     model = PatchCore.load(tmp_path / "old.safetensors")
     for name, value in DEFAULTS.items():
-        if name in PatchCore._param_names:
+        if name in parameter_names(PatchCore):
             assert getattr(model, name) == value
 
 

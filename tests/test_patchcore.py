@@ -116,7 +116,7 @@ def test_output_shapes_and_types(fitted, textures):
     assert predictions.shape == (4,) and predictions.dtype.kind == "i"
     assert set(predictions.tolist()) <= {0, 1}
     np.testing.assert_array_equal(predictions, (fitted.decision_function(test) > fitted.threshold_).astype(int))
-    scores, maps_again = fitted.score(test)
+    scores, maps_again = fitted.score_images(test)
     np.testing.assert_array_equal(maps_again, maps)
     assert fitted.patch_scores(test).shape == (4, 8, 8)
 
@@ -193,7 +193,7 @@ def test_threshold_is_the_leave_one_out_quantile_of_training_scores(textures):
     for i, held_out in enumerate(train):
         others = [p for j, p in enumerate(train) if j != i]
         without = PatchCore(**{**SETTINGS, "sampler": "none"}, calibrate=False).fit(others)
-        score, anomaly_map = without.score([held_out])
+        score, anomaly_map = without.score_images([held_out])
         loo_scores.append(score[0])
         loo_maxima.append(anomaly_map[0].max())
     assert model.threshold_ == pytest.approx(np.quantile(loo_scores, 0.99), rel=1e-5)

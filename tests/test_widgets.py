@@ -177,7 +177,7 @@ def test_gallery_state_memoises_and_b_leaves_maps_alone(gallery):
     assert np.array_equal(maps, maps_b3)
     model = gallery.model(0.5)
     for b, expected in ((1, scores), (3, scores_b3)):  # the same numbers as scoring again with this b
-        model.num_neighbors = b
+        model.set_params(num_neighbors=b)
         np.testing.assert_allclose(model.decision_function(gallery.split.test_paths), expected, rtol=1e-5)
     normalised = gallery.normalised_maps(0.5, 1)
     assert normalised.max() == pytest.approx(1.0)
