@@ -47,13 +47,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import open_text, save_figure, write_text
-from .backbones import DEFAULT_LAYERS, STAGES
-from .base import upsample_and_smooth
+from .backbones import DEFAULT_BACKBONE, DEFAULT_LAYERS, STAGES
+from .base import ScoredImages, upsample_and_smooth
 from .baselines import SPADE, NearestImage, PaDiM, nearest_images, nearest_in_each_image
 from .data import Split, load_dataset
 from .data.mvtec import mvtec_categories
 from .errors import InputError
-from .evaluate import compute_metrics, ground_truth_masks
+from .evaluate import evaluate, ground_truth_masks
 from .features import FeatureExtractor, weights_key
 from .images import as_hw
 from .patchcore import PatchCore
@@ -80,7 +80,7 @@ def sample_efficiency(
     shots: Sequence[int] = DEFAULT_SHOTS,
     methods: Sequence[str] = ("patchcore", "padim", "spade"),
     seeds: Sequence[int] = (0, 1, 2),
-    backbone: str = "efficientnet_lite0",
+    backbone: str = DEFAULT_BACKBONE,
     image_size: int | Sequence[int] = 224,
     cache_dir: str | Path | None = None,
     results_path: str | Path | None = None,
@@ -341,25 +341,37 @@ class SpadePairTable:
         ``fit_s`` is ~0 (the pool's features are read once for all rows); ``infer_s`` includes the
         pairs this row computes first, so later rows, which read more pairs, are cheaper.
         """
-        start = time.perf_counter()
-        scores, maps = self.scores(split.train_paths)
-        infer_s = time.perf_counter() - start
-        return {**compute_metrics(split, scores, maps, masks, per_defect=False), "fit_s": 0.0, "infer_s": infer_s}
+        return evaluate_once(_TableSPADE(self), split, masks)
+
+
+class _TableSPADE:
+    """SPADE "fitted" by remembering its training images, scored from a :class:`SpadePairTable`.
+
+    It has what :func:`~patchcore_kit.evaluate.evaluate` calls (``fit``, ``score_images``,
+    ``image_size``), so the table's rows are measured by the one evaluation loop.
+    """
+
+    def __init__(self, table: SpadePairTable):
+        self.table, self.image_size, self.fit_seconds_ = table, table.model.image_size, {}
+
+    def fit(self, train_paths: list) -> "_TableSPADE":
+        self.train_paths_ = list(train_paths)
+        return self
+
+    def score_images(self, images: list) -> ScoredImages:
+        assert list(images) == list(self.table.split.test_paths), "the table holds this split's test set only"
+        return ScoredImages(*self.table.scores(self.train_paths_))
 
 
 def evaluate_once(model, split: Split, masks: np.ndarray | None) -> dict:
     """Fit ``model`` on ``split.train``, score ``split.test``: metrics and seconds for one row.
 
     ``masks`` are :func:`~patchcore_kit.evaluate.ground_truth_masks` of the test set, read once
-    for the whole sweep; the metrics are :func:`~patchcore_kit.evaluate.compute_metrics`'.
+    for the whole sweep; the row is :func:`~patchcore_kit.evaluate.evaluate`'s, without the
+    per-defect table.
     """
-    start = time.perf_counter()
-    model.fit(split.train_paths)
-    fit_s = time.perf_counter() - start
-    start = time.perf_counter()
-    scores, maps = model.score(split.test_paths)
-    infer_s = time.perf_counter() - start
-    return {**compute_metrics(split, scores, maps, masks, per_defect=False), "fit_s": fit_s, "infer_s": infer_s}
+    result = evaluate(model, split, masks=masks, pixel=masks is not None, per_defect=False)
+    return {**result.metrics, "fit_s": result.seconds["fit"], "infer_s": result.seconds["infer"]}
 
 
 def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict:
@@ -459,7 +471,7 @@ def run_sweep(
     shots: Sequence[int | str] = DEFAULT_SHOTS,
     methods: Sequence[str] = ("patchcore", "padim", "spade"),
     seeds: Sequence[int] = (0, 1, 2),
-    backbone: str = "efficientnet_lite0",
+    backbone: str = DEFAULT_BACKBONE,
     image_size: int | Sequence[int] = 224,
     output: str | Path = "runs/sweep",
     cache_dir: str | Path | None = None,

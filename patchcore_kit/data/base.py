@@ -75,6 +75,21 @@ class Sample:
     group: str
 
 
+def find_mask(folder: Path, image: Path) -> Path:
+    """The mask of ``image`` in ``folder``: ``<stem>_mask.<ext>`` (MVTec's naming), else ``<stem>.<ext>``.
+
+    One rule for every dataset layout that keeps masks in a folder per defect type (MVTec's
+    ``ground_truth/<defect>/``, a folder dataset's ``<masks>/<defect>/``); any image extension,
+    in lower or upper case. A missing mask is an :class:`InputError` naming the expected file.
+    """
+    for stem in (f"{image.stem}_mask", image.stem):
+        for extension in IMAGE_EXTENSIONS:
+            for candidate in (folder / f"{stem}{extension}", folder / f"{stem}{extension.upper()}"):
+                if candidate.is_file():
+                    return candidate
+    raise InputError(f"{folder / (image.stem + '_mask.png')}: missing ground-truth mask for {image}")
+
+
 def read_sample_mask(sample: Sample) -> np.ndarray:
     """The ground-truth mask of ``sample`` as a boolean ``(H, W)`` array at the image's size.
 
