@@ -27,14 +27,14 @@ import torch
 from _common import Timer, footer, header, load, set_threads
 from _features import cache_dir, mtd_root
 
-from patchcore_kit import neighbours
+from patchcore_kit import neighbors
 from patchcore_kit.base import upsample_and_smooth
 from patchcore_kit.data import load_dataset
 from patchcore_kit.data.base import read_sample_mask
 from patchcore_kit.features import flatten_patches
 from patchcore_kit.images import as_hw, resize_mask
 from patchcore_kit.metrics import image_auroc, pixel_auroc
-from patchcore_kit.neighbours import MemoryBankIndex
+from patchcore_kit.neighbors import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore, reweighted_image_scores
 
 SEARCHES = ("exact", "hnsw", "ivf")

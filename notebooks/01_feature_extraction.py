@@ -74,7 +74,7 @@ from patchcore_kit.evaluate import evaluate, ground_truth_masks
 from patchcore_kit.exercises import check_aggregation, check_nearest_distance, check_patch_embedding
 from patchcore_kit.features import FeatureExtractor, aggregate_local, align_to, flatten_patches, patch_embeddings
 from patchcore_kit.images import display_image, image_tensor, resize_mask, to_pil_list
-from patchcore_kit.neighbours import nearest_neighbours
+from patchcore_kit.neighbors import nearest_neighbors
 from patchcore_kit.notebook import expect, notebook_dataset
 from patchcore_kit.patchcore import PatchCore
 
@@ -355,7 +355,7 @@ viz.plot_patch_pca(pca.transform(features.numpy()), positions // grid[1], positi
 # %%
 n_train_patches = len(split.train) * grid[0] * grid[1]
 test_rows = features[n_train_patches:]
-distance, _ = nearest_neighbours(test_rows, features[:n_train_patches], k=1)
+distance, _ = nearest_neighbors(test_rows, features[:n_train_patches], k=1)
 distance = distance[:, 0].numpy()
 test_labels = labels[n_train_patches:]
 summary = pd.Series({"inside defects": distance[test_labels != "nominal"].mean(),

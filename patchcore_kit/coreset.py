@@ -317,10 +317,10 @@ def _at_most_threads(threads: int | None):
 
 def covering_radius(features: torch.Tensor, indices, projection_dim: int | None = None, seed: int = 0) -> float:
     """Largest distance from any point to its nearest chosen point (the k-center objective)."""
-    from .neighbours import nearest_neighbours
+    from .neighbors import nearest_neighbors
 
     x = random_projection(features, projection_dim, seed)
-    distances, _ = nearest_neighbours(x, x[torch.as_tensor(np.asarray(indices))], k=1)
+    distances, _ = nearest_neighbors(x, x[torch.as_tensor(np.asarray(indices))], k=1)
     return float(distances.max())
 
 

@@ -297,20 +297,20 @@ class GalleryState:
             self._models[key] = model.fit(self.split.train_paths)
         return self._models[key]
 
-    def neighbours(self, coreset_ratio: float, num_neighbors: int = 1, **settings):
+    def neighbors(self, coreset_ratio: float, num_neighbors: int = 1, **settings):
         """``(s*, neighbour distances, maps)`` of the test set for this fit; scored once per fit."""
         key = self._key(coreset_ratio, settings)
         stored = self._scored.get(key)
         model = self.model(coreset_ratio, **settings)
         wanted = min(max(int(num_neighbors), 1), len(model.memory_bank_))
         if stored is None or stored[1].shape[1] < wanted:
-            stored = model.score_neighbours(self.split.test_paths, max(num_neighbors, self.max_neighbors))
+            stored = model.score_neighbors(self.split.test_paths, max(num_neighbors, self.max_neighbors))
             self._scored[key] = stored
         return stored
 
     def result(self, coreset_ratio: float, num_neighbors: int, **settings) -> tuple[np.ndarray, np.ndarray]:
         """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` of the test set under these settings."""
-        s_star, distances, maps = self.neighbours(coreset_ratio, num_neighbors, **settings)
+        s_star, distances, maps = self.neighbors(coreset_ratio, num_neighbors, **settings)
         return image_scores_for(s_star, distances, num_neighbors), maps
 
     def map_scale(self, coreset_ratio: float, num_neighbors: int = 1, **settings) -> float:
@@ -325,10 +325,10 @@ class GalleryState:
         maps = self.result(coreset_ratio, num_neighbors, **settings)[1]
         return maps / self.map_scale(coreset_ratio, num_neighbors, **settings)
 
-    def warm(self, ratios: Sequence[float], neighbours: Sequence[int], **settings) -> "GalleryState":
-        self.max_neighbors = max([self.max_neighbors, *neighbours])
+    def warm(self, ratios: Sequence[float], num_neighbors: Sequence[int], **settings) -> "GalleryState":
+        self.max_neighbors = max([self.max_neighbors, *num_neighbors])
         for ratio in ratios:
-            for k in neighbours:
+            for k in num_neighbors:
                 self.result(ratio, k, **settings)
         return self
 
@@ -394,7 +394,7 @@ def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbo
 
 
 def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 0.25),
-                     neighbours: Sequence[int] = (1, 3, 9), cmaps: Sequence[str] = ("inferno", "viridis", "jet", "gray"),
+                     num_neighbors: Sequence[int] = (1, 3, 9), cmaps: Sequence[str] = ("inferno", "viridis", "jet", "gray"),
                      max_images: int = 4, warm: bool = True, patch_sizes: Sequence[int] = (),
                      stages: Sequence[Sequence[str]] = (), aggregations: Sequence[str] = ()):
     """Controls for defect type, threshold, colour map, coreset ratio and neighbours over :func:`render_gallery`,
@@ -408,7 +408,7 @@ def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 
     import ipywidgets as widgets
 
     if warm:
-        state.warm(ratios, neighbours)
+        state.warm(ratios, num_neighbors)
     style = {"description_width": "initial"}
     low, high, value = (0.25, 2.0, 1.0) if state.calibrated else (0.05, 0.95, 0.5)
     controls = {
@@ -419,7 +419,7 @@ def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 
         "cmap": widgets.Dropdown(options=list(cmaps), description="colour map", style=style),
         "coreset_ratio": widgets.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2],
                                                  description="coreset ratio", continuous_update=False, style=style),
-        "num_neighbors": widgets.SelectionSlider(options=list(neighbours), value=neighbours[-1],
+        "num_neighbors": widgets.SelectionSlider(options=list(num_neighbors), value=num_neighbors[-1],
                                                  description="neighbours b", continuous_update=False, style=style),
     }
     if patch_sizes:

@@ -20,8 +20,8 @@ from scipy import ndimage
 from patchcore_kit.errors import InputError
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.features import FeatureExtractor, flatten_patches
-from patchcore_kit import neighbours
-from patchcore_kit.neighbours import MemoryBankIndex
+from patchcore_kit import neighbors
+from patchcore_kit.neighbors import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore, reweighted_image_scores
 
 SIZE = 64

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..images import image_size_of, read_mask
+from ..images import image_hw, read_mask
 
 #: File endings read as images, compared case-insensitively (".PNG" counts as ".png").
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -96,10 +96,10 @@ def read_sample_mask(sample: Sample) -> np.ndarray:
     ``mask_path=None`` means "no defective pixels", so an all-False mask is returned. A mask whose
     size differs from its image raises :class:`InputError` naming the mask.
     """
-    width, height = image_size_of(sample.path)
+    hw = image_hw(sample.path)
     if sample.mask_path is None:
-        return np.zeros((height, width), dtype=bool)
-    return read_mask(sample.mask_path, size=(width, height))
+        return np.zeros(hw, dtype=bool)
+    return read_mask(sample.mask_path, hw=hw)
 
 
 @dataclass(repr=False)

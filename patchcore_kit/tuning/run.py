@@ -30,7 +30,7 @@ from ..data.base import Split
 from ..errors import InputError
 from ..evaluate import evaluate
 from ..features import FeatureExtractor
-from ..images import image_size_of
+from ..images import image_hw
 from ..patchcore import PatchCore
 from .folds import DEFAULT_FOLDS, check_shots, development_split, grouped_folds, regroup
 from .grid import candidate_name, load_grid, model_params
@@ -125,7 +125,7 @@ def tune(
             dev.has_masks = True
         devs.append(dev)
 
-    aspects = [w / h for w, h in (image_size_of(s.path) for s in split.train)]
+    aspects = [w / h for h, w in (image_hw(s.path) for s in split.train)]
     resolved, names_seen = [], {}
     for candidate in candidates:
         # Every parameter spelled out, the estimator's defaults too: a resume after a default changed
