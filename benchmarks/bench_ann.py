@@ -64,9 +64,9 @@ def main() -> None:
     print(f"fitted on {len(split.train_paths)} images ({model.n_patches_:,} patches) in {fit.seconds:.0f} s; "
           f"bank {bank.shape[0]:,} × {bank.shape[1]} (random 10 %); {len(test)} test images "
           f"({int(labels.sum())} defective), batch {model.batch_size}, b = {model.num_neighbors}")
-    print(f"HNSW: M = {neighbours.HNSW_M}, efConstruction = {neighbours.HNSW_EF_CONSTRUCTION}, efSearch = "
-          f"{neighbours.HNSW_EF_SEARCH}; IVF-flat: {neighbours.IVF_LISTS_PER_SQRT} × sqrt(bank) cells, nprobe = "
-          f"{neighbours.IVF_NPROBE}; every search re-ranks {neighbours.SPARE} spare candidates by exact distance\n")
+    print(f"HNSW: M = {neighbors.HNSW_M}, efConstruction = {neighbors.HNSW_EF_CONSTRUCTION}, efSearch = "
+          f"{neighbors.HNSW_EF_SEARCH}; IVF-flat: {neighbors.IVF_LISTS_PER_SQRT} × sqrt(bank) cells, nprobe = "
+          f"{neighbors.IVF_NPROBE}; every search re-ranks {neighbors.SPARE} spare candidates by exact distance\n")
 
     indexes, build = {}, {}
     for search in SEARCHES:

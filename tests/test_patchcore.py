@@ -329,7 +329,7 @@ def test_evaluate_on_a_tiny_mvtec_category(make_mvtec, masks):
     assert all(r["path"] == f"test/{r['defect_type']}/{Path(r['path']).name}" for r in rows), rows
 
 
-@pytest.mark.skipif(not neighbours.faiss_available(), reason="faiss not installed")
+@pytest.mark.skipif(not neighbors.faiss_available(), reason="faiss not installed")
 def test_approximate_search_is_a_saved_parameter_and_scores_like_exact(fitted, textures, tmp_path):
     """search="hnsw": the index is rebuilt from the bank on load (never saved); on a small bank it
     finds the exact neighbours, so the scores are the exact model's."""
