@@ -184,6 +184,11 @@ def test_bad_sweeps_are_refused_before_any_work(split):
         sample_efficiency(split, methods=("padim",), padim=16, progress=False)
     with pytest.raises(InputError, match="format"):
         sample_efficiency(split.root, progress=False)
+    # A method's parameters by the estimator's own rules (params.RULES), before the feature pass.
+    with pytest.raises(InputError, match="spade: top_k_images must be a whole number >= 1, got 0"):
+        sample_efficiency(split, methods=("spade",), spade={"top_k_images": 0}, progress=False)
+    with pytest.raises(InputError, match="patchcore: coreset_ratio must be"):
+        sample_efficiency(split, methods=("patchcore",), patchcore={"coreset_ratio": 1.5}, progress=False)
 
 
 def test_run_sweep_writes_results_figure_and_summary(split, cache_dir, tmp_path, capsys):
