@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from .coreset import coreset_size, covering_radius, greedy_coreset
 from .data import Split
-from .evaluate import evaluate, ground_truth_masks
+from .evaluate import ground_truth_masks
 from .images import as_hw, display_image
 from .metrics import per_defect_metrics
 from .patchcore import PatchCore, image_scores_for
@@ -467,10 +467,10 @@ class DecisionState:
         if getattr(model, "calibration_scores_", None) is None:
             raise ValueError("the model has no calibration scores: fit it with calibrate=True and >= 2 images")
         size = as_hw(model.image_size)
-        scored = evaluate(model, split, fit=False, per_defect=False)  # the kit's one evaluation loop
+        scores, maps = model.score_images(split.test_paths)
         images = np.stack([display_image(path, size) for path in split.test_paths])
-        return cls(images, scored.masks, split.test_labels,
-                   np.asarray(split.test_defect_types, dtype=str), scored.scores, scored.maps,
+        return cls(images, ground_truth_masks(split, size), split.test_labels,
+                   np.asarray(split.test_defect_types, dtype=str), scores, maps,
                    np.asarray(model.calibration_scores_), float(model.pixel_threshold_))
 
     def threshold(self, budget: float) -> float:
