@@ -383,7 +383,7 @@ def test_mask_errors_come_before_the_fit(mvtec, tmp_path, capsys, mask_writer, n
     mask = mvtec / "widget" / "ground_truth" / "scratch" / "000_mask.png"
     mask_writer(mask, size=(20, 16))
     code, err = run_cli(["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path / "out", *FAST], capsys)
-    assert_one_line_error(code, err, mask, "20x16")
+    assert_one_line_error(code, err, mask, "mask is 16x20")  # (height x width)
 
 
 def test_a_pickle_of_objects_is_named_without_torch_advice(tmp_path):
