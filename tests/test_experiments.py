@@ -126,13 +126,14 @@ def test_sweep_measures_with_the_one_evaluation_loop(split, cache_dir, monkeypat
     """One implementation of fit -> score -> measure: every row of the sweep (SPADE's shared table
     too) comes from evaluate.evaluate, with the masks read once for the whole sweep."""
     calls = {"masks": 0, "evaluate": []}
+    read_masks, measure = evaluate.ground_truth_masks, evaluate.evaluate
 
     def masks_spy(*args, **kwargs):
         calls["masks"] += 1
-        return evaluate.ground_truth_masks(*args, **kwargs)
+        return read_masks(*args, **kwargs)
 
     def evaluate_spy(model, split, **kwargs):
-        result = evaluate.evaluate(model, split, **kwargs)
+        result = measure(model, split, **kwargs)
         calls["evaluate"].append((kwargs, result))
         return result
 
