@@ -38,6 +38,7 @@ import torch
 from .backbones import STAGES
 from .base import AnomalyEstimator, upsample_and_smooth
 from .features import patch_embeddings
+from .params import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
 
 #: The stages each baseline's paper uses (ResNet naming; see ``backbones`` for EfficientNet-Lite).
 PADIM_LAYERS = ("layer1", "layer2", "layer3")
@@ -48,10 +49,6 @@ PADIM_SHARE = (550, 1792)
 #: Bound on the distance block SPADE's pixel search holds at once (bytes): the search is chunked,
 #: and exact, whatever the gallery's size.
 SPADE_CHUNK_BYTES = 512 * 2**20
-
-#: Constructor parameters every baseline shares with PatchCore.
-_SHARED = ("image_size", "weights", "device", "batch_size", "seed", "threshold_quantile", "calibrate",
-           "feature_cache", "progress")
 
 
 # --- pure functions ---------------------------------------------------------------------------
@@ -244,37 +241,18 @@ class PaDiM(AnomalyEstimator):
     >>> model = PaDiM(n_features=100, epsilon=0.01).fit(train_paths)   # doctest: +SKIP
     """
 
-    _param_names = ("backbone", "layers", "n_features", "epsilon") + _SHARED
-
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = PADIM_LAYERS,
         n_features: int | str | None = "auto",
         epsilon: float = 0.01,
-        image_size: int | Sequence[int] = 224,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
+        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
+        feature_cache: str | None = None, progress: bool = False,
     ):
-        self.backbone = backbone
-        self.layers = layers
-        self.n_features = n_features
-        self.epsilon = epsilon
-        self.image_size = image_size
-        self.weights = weights
-        self.device = device
-        self.batch_size = batch_size
-        self.seed = seed
-        self.threshold_quantile = threshold_quantile
-        self.calibrate = calibrate
-        self.feature_cache = feature_cache
-        self.progress = progress
+        self._store(locals())
 
     def embed(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
         """Stage maps -> the chosen channels per position ``(B, h*w, d)``, in float64 for the sums."""
@@ -416,39 +394,19 @@ class SPADE(_ImageMemory):
     >>> model = SPADE(top_k_images=50, k=1).fit(train_paths)   # doctest: +SKIP
     """
 
-    _param_names = ("backbone", "layers", "global_layer", "top_k_images", "k") + _SHARED
-
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = SPADE_LAYERS,
         global_layer: str | None = SPADE_GLOBAL_LAYER,
         top_k_images: int = 50,
         k: int = 1,
-        image_size: int | Sequence[int] = 224,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
+        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
+        feature_cache: str | None = None, progress: bool = False,
     ):
-        self.backbone = backbone
-        self.layers = layers
-        self.global_layer = global_layer
-        self.top_k_images = top_k_images
-        self.k = k
-        self.image_size = image_size
-        self.weights = weights
-        self.device = device
-        self.batch_size = batch_size
-        self.seed = seed  # nothing in SPADE is random; kept for a uniform constructor
-        self.threshold_quantile = threshold_quantile
-        self.calibrate = calibrate
-        self.feature_cache = feature_cache
-        self.progress = progress
+        self._store(locals())
 
     def _score_against(self, test_global, test_positions, train_global, train_positions):
         image_scores, nearest_i = spade_image_scores(test_global, train_global, self.top_k_images)
@@ -474,35 +432,17 @@ class NearestImage(_ImageMemory):
     >>> NearestImage().fit(train_paths).decision_function(test_paths)   # doctest: +SKIP
     """
 
-    _param_names = ("backbone", "layers", "global_layer") + _SHARED
-
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = SPADE_LAYERS,
         global_layer: str | None = SPADE_GLOBAL_LAYER,
-        image_size: int | Sequence[int] = 224,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
+        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
+        feature_cache: str | None = None, progress: bool = False,
     ):
-        self.backbone = backbone
-        self.layers = layers
-        self.global_layer = global_layer
-        self.image_size = image_size
-        self.weights = weights
-        self.device = device
-        self.batch_size = batch_size
-        self.seed = seed  # nothing here is random; kept for a uniform constructor
-        self.threshold_quantile = threshold_quantile
-        self.calibrate = calibrate
-        self.feature_cache = feature_cache
-        self.progress = progress
+        self._store(locals())
 
     def _score_against(self, test_global, test_positions, train_global, train_positions):
         nearest_d, nearest_i = nearest_images(test_global, train_global, 1)

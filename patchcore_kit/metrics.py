@@ -118,24 +118,24 @@ def pro_curve(
     return fpr[: stop + 1], pro[: stop + 1]
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float | None:
-    """Area under the PRO curve from FPR 0 to ``fpr_limit``, divided by ``fpr_limit``.
+def aupro(masks: np.ndarray, maps: np.ndarray, max_fpr: float = 0.3) -> float | None:
+    """Area under the PRO curve from FPR 0 to ``max_fpr``, divided by ``max_fpr``.
 
-    A perfect map gives 1.0; a constant (useless) map gives ``fpr_limit / 2``. The curve is
-    integrated with the trapezoid rule, its value at exactly ``fpr_limit`` found by linear
+    A perfect map gives 1.0; a constant (useless) map gives ``max_fpr / 2``. The curve is
+    integrated with the trapezoid rule, its value at exactly ``max_fpr`` found by linear
     interpolation. Returns ``None`` when the masks hold no defect (or nothing nominal).
 
     >>> masks = np.zeros((1, 4, 4), dtype=bool); masks[0, 1:3, 1:3] = True
     >>> aupro(masks, masks.astype(float))
     1.0
     """
-    if not 0.0 < fpr_limit <= 1.0:
-        raise InputError(f"fpr_limit: expected a number in (0, 1], got {fpr_limit}")
-    curve = pro_curve(masks, maps, max_fpr=fpr_limit)
+    if not 0.0 < max_fpr <= 1.0:
+        raise InputError(f"max_fpr: expected a number in (0, 1], got {max_fpr}")
+    curve = pro_curve(masks, maps, max_fpr=max_fpr)
     if curve is None:
         return None
     fpr, pro = curve
-    return _area_up_to(fpr, pro, fpr_limit) / fpr_limit
+    return _area_up_to(fpr, pro, max_fpr) / max_fpr
 
 
 def mask_iou(masks: np.ndarray, predicted: np.ndarray) -> float | None:
@@ -164,7 +164,7 @@ def per_defect_metrics(
     scores: Sequence[float],
     masks: np.ndarray | None = None,
     maps: np.ndarray | None = None,
-    fpr_limit: float = 0.3,
+    max_fpr: float = 0.3,
 ) -> dict[str, dict]:
     """Metrics for each defect type, each measured against all nominal images.
 
@@ -200,7 +200,7 @@ def per_defect_metrics(
             "n_images": int(np.count_nonzero(chosen & ~nominal)),
             "image_auroc": image_auroc(labels[chosen], scores[chosen]),
             "pixel_auroc": None if masks is None else pixel_auroc(masks[chosen], maps[chosen]),
-            "aupro": None if masks is None else aupro(masks[chosen], maps[chosen], fpr_limit),
+            "aupro": None if masks is None else aupro(masks[chosen], maps[chosen], max_fpr),
         }
     return results
 

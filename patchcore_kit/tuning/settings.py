@@ -29,10 +29,11 @@ def read_settings(path: str | Path) -> dict:
 
 def load_settings(path: str | Path) -> dict:
     """``PatchCore`` keyword arguments from a settings file: ``PatchCore(**load_settings(path))``."""
+    from ..base import parameter_names
     from ..patchcore import PatchCore
 
     params = dict(read_settings(path)["params"])
-    unknown = sorted(set(params) - set(PatchCore._param_names))
+    unknown = sorted(set(params) - set(parameter_names(PatchCore)))
     if unknown:
         raise InputError(f"{path}: unknown PatchCore parameter {unknown[0]!r} in params")
     if "layers" in params:
