@@ -27,14 +27,14 @@ import torch
 from _common import Timer, footer, header, load, set_threads
 from _features import cache_dir, mtd_root
 
-from patchcore_kit import neighbours
+from patchcore_kit import neighbors
 from patchcore_kit.base import upsample_and_smooth
 from patchcore_kit.data import load_dataset
 from patchcore_kit.data.base import read_sample_mask
 from patchcore_kit.features import flatten_patches
 from patchcore_kit.images import as_hw, resize_mask
 from patchcore_kit.metrics import image_auroc, pixel_auroc
-from patchcore_kit.neighbours import MemoryBankIndex
+from patchcore_kit.neighbors import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore, reweighted_image_scores
 
 SEARCHES = ("exact", "hnsw", "ivf")
@@ -64,9 +64,9 @@ def main() -> None:
     print(f"fitted on {len(split.train_paths)} images ({model.n_patches_:,} patches) in {fit.seconds:.0f} s; "
           f"bank {bank.shape[0]:,} × {bank.shape[1]} (random 10 %); {len(test)} test images "
           f"({int(labels.sum())} defective), batch {model.batch_size}, b = {model.num_neighbors}")
-    print(f"HNSW: M = {neighbours.HNSW_M}, efConstruction = {neighbours.HNSW_EF_CONSTRUCTION}, efSearch = "
-          f"{neighbours.HNSW_EF_SEARCH}; IVF-flat: {neighbours.IVF_LISTS_PER_SQRT} × sqrt(bank) cells, nprobe = "
-          f"{neighbours.IVF_NPROBE}; every search re-ranks {neighbours.SPARE} spare candidates by exact distance\n")
+    print(f"HNSW: M = {neighbors.HNSW_M}, efConstruction = {neighbors.HNSW_EF_CONSTRUCTION}, efSearch = "
+          f"{neighbors.HNSW_EF_SEARCH}; IVF-flat: {neighbors.IVF_LISTS_PER_SQRT} × sqrt(bank) cells, nprobe = "
+          f"{neighbors.IVF_NPROBE}; every search re-ranks {neighbors.SPARE} spare candidates by exact distance\n")
 
     indexes, build = {}, {}
     for search in SEARCHES:

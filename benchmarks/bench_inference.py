@@ -87,8 +87,8 @@ def main() -> None:
     approx.search = "hnsw"
     with Timer() as build:
         approx._bank_index()
-    model.score(test[:1])  # load the backbone and warm up
-    approx.score(test[:1])
+    model.score_images(test[:1])  # load the backbone and warm up
+    approx.score_images(test[:1])
     gflops_before = matmul_gflops()  # measured before and after the timings: the machine is shared
 
     # Whole scoring, exact and HNSW alternating (A, B, A, B): medians.
@@ -96,7 +96,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, scorer in (("exact", model), ("hnsw", approx)):
             with Timer() as t:
-                scorer.score(test)
+                scorer.score_images(test)
             totals[name].append(t.seconds / len(test))
     per_image = {name: statistics.median(values) for name, values in totals.items()}
 

@@ -88,7 +88,7 @@ def compare_spade_matching(split, shots: int = 5, every: int = 5) -> None:
             model = SPADE(feature_cache=cache, calibrate=False, pixel_matching=matching).fit(sub.train_paths)
             model._extractor().layer_maps(sub.test_paths)  # the features are cached first: only the search is timed
             with Timer() as scoring:
-                scores, maps = model.score(sub.test_paths)
+                scores, maps = model.score_images(sub.test_paths)
             m = compute_metrics(sub, scores, maps, masks, per_defect=False)
             print(f"  {matching:10s} image AUROC {m['image_auroc']:.4f}  pixel AUROC {m['pixel_auroc']:.4f}  "
                   f"AUPRO {m['aupro']:.4f}  | {scoring.seconds / len(sub.test):.3f} s/image wall, "

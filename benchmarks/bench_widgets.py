@@ -38,7 +38,7 @@ from _common import footer, header, set_threads
 HERE = Path(__file__).resolve().parents[1]
 BEFORE_REV = "794df56"  # main before issue #14 item 5: every change rebuilt the figure and all metrics
 RATIOS = (0.01, 0.1, 0.25)  # notebook 04's
-NEIGHBOURS = (1, 3, 9)
+NEIGHBORS = (1, 3, 9)
 TARGET_S = 0.2
 
 
@@ -56,12 +56,12 @@ def child(code: str, updates: int) -> dict:
     feature_cache = Path(os.environ["PATCHCORE_KIT_DATA"]) / "feature_cache"
     start = time.perf_counter()
     state = GalleryState(split, image_size=128, feature_cache=str(feature_cache), calibrate=True)
-    box = gallery_explorer(state, ratios=RATIOS, neighbours=NEIGHBOURS)
+    box = gallery_explorer(state, ratios=RATIOS, num_neighbors=NEIGHBORS)
     built = time.perf_counter() - start
     controls = {c.description.split(" (")[0]: c for row in box.children[:-2] for c in row.children}
     picture, table = box.children[-2], box.children[-1]
     cycles = {
-        "neighbours b": list(NEIGHBOURS),
+        "neighbours b": list(NEIGHBORS),
         "threshold": [0.8, 1.2, 1.5, 1.0],
         "colour map": list(controls["colour map"].options),
         "defect type": list(controls["defect type"].options),

@@ -69,13 +69,12 @@ from sklearn.decomposition import PCA
 from patchcore_kit import viz
 from patchcore_kit.backbones import STAGES, load_backbone
 from patchcore_kit.data import read_sample_mask
-from patchcore_kit.evaluate import ground_truth_masks
+from patchcore_kit.evaluate import evaluate, ground_truth_masks
 from patchcore_kit.exercises import check_aggregation, check_nearest_distance, check_patch_embedding
 from patchcore_kit.features import FeatureExtractor, aggregate_local, align_to, flatten_patches, patch_embeddings
 from patchcore_kit.images import display_image, image_tensor, resize_mask, to_pil_list
 from patchcore_kit.lessons import expect, notebook_dataset
-from patchcore_kit.metrics import image_auroc, pixel_auroc
-from patchcore_kit.neighbours import nearest_neighbours
+from patchcore_kit.neighbors import nearest_neighbors
 from patchcore_kit.patchcore import PatchCore
 from patchcore_kit.paths import feature_cache_dir
 from patchcore_kit.receptive_fields import receptive_field_maps
@@ -228,22 +227,21 @@ assert check_aggregation(my_aggregate)
 
 # %%
 masks = ground_truth_masks(split, IMAGE_SIZE)  # None when the dataset has no masks
-by_p = {}
+by_p = {}  # fit, score the test set and measure: the kit's one evaluation loop
 for p in (1, 3, 5):
     model = PatchCore(backbone=BACKBONE, image_size=IMAGE_SIZE, patch_size=p, sampler="none",
-                      feature_cache=FEATURE_CACHE, calibrate=False).fit(split.train_paths)
-    by_p[p] = model.score(split.test_paths)  # (image scores, anomaly maps)
+                      feature_cache=FEATURE_CACHE, calibrate=False)
+    by_p[p] = evaluate(model, split, masks=masks, pixel=masks is not None, per_defect=False)
 shown = next(i for i, s in enumerate(split.test) if s.label == 1)  # the first defective test image
-own_scale = [maps[shown] / maps[shown].max() for _, maps in by_p.values()]  # each map to its own maximum
+own_scale = [r.maps[shown] / r.maps[shown].max() for r in by_p.values()]  # each map to its own maximum
 viz.plot_gallery([display_image(split.test_paths[shown], IMAGE_SIZE)] * 3,
                  [None if masks is None else masks[shown]] * 3, own_scale,
                  titles=[f"p = {p}" for p in by_p], vmin=0, vmax=1, colorbar=False, panel_size=2.6)
 
 # %%
 auroc_by_p = pd.DataFrame(
-    {f"p = {p}": {"image AUROC": image_auroc(split.test_labels, scores),
-                  "pixel AUROC": None if masks is None else pixel_auroc(masks, maps)}
-     for p, (scores, maps) in by_p.items()}
+    {f"p = {p}": {"image AUROC": result.metrics["image_auroc"], "pixel AUROC": result.metrics["pixel_auroc"]}
+     for p, result in by_p.items()}
 ).T
 expect(auroc_by_p.loc["p = 3", "image AUROC"] > 0.6, f"near chance (0.5):\n{auroc_by_p}", strict=ON_DEMO)
 auroc_by_p.astype(float).round(3)
@@ -358,7 +356,7 @@ viz.plot_patch_pca(pca.transform(features.numpy()), positions // grid[1], positi
 # %%
 n_train_patches = len(split.train) * grid[0] * grid[1]
 test_rows = features[n_train_patches:]
-distance, _ = nearest_neighbours(test_rows, features[:n_train_patches], k=1)
+distance, _ = nearest_neighbors(test_rows, features[:n_train_patches], k=1)
 distance = distance[:, 0].numpy()
 test_labels = labels[n_train_patches:]
 summary = pd.Series({"inside defects": distance[test_labels != "nominal"].mean(),

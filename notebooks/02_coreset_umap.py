@@ -63,7 +63,6 @@ PROJECTION_DIMS = (16, 32, 64, 128)
 
 # %%
 # %matplotlib inline
-import time
 
 import numpy as np
 import pandas as pd
@@ -72,12 +71,11 @@ from matplotlib.figure import Figure
 
 from patchcore_kit import viz
 from patchcore_kit.coreset import coreset_size, covering_radius, greedy_coreset, projection_distortion, random_coreset
-from patchcore_kit.evaluate import ground_truth_masks
+from patchcore_kit.evaluate import evaluate, ground_truth_masks
 from patchcore_kit.exercises import check_covering_radius, check_greedy_coreset, check_random_projection
 from patchcore_kit.features import border_ring
 from patchcore_kit.images import display_image
 from patchcore_kit.lessons import expect, notebook_dataset
-from patchcore_kit.metrics import image_auroc, pixel_auroc
 from patchcore_kit.patchcore import PatchCore
 from patchcore_kit.paths import feature_cache_dir, umap_cache_dir
 from patchcore_kit.widgets import coreset_explorer, coreset_state, patch_positions, render_coreset_view
@@ -371,20 +369,19 @@ figure
 masks = ground_truth_masks(split, IMAGE_SIZE)  # None when the dataset has no masks
 
 
-def detection(model) -> dict:
-    start = time.perf_counter()
-    scores, maps = model.score(split.test_paths)
-    return {"image_auroc": image_auroc(split.test_labels, scores),
-            "pixel_auroc": None if masks is None else pixel_auroc(masks, maps),
-            "ms per image": 1000 * (time.perf_counter() - start) / len(split.test)}
+def detection(model, fit: bool = True) -> dict:
+    """Fit (from the feature cache), score and measure: the kit's one evaluation loop."""
+    result = evaluate(model, split, fit=fit, masks=masks, pixel=masks is not None, per_defect=False)
+    return {"image_auroc": result.metrics["image_auroc"], "pixel_auroc": result.metrics["pixel_auroc"],
+            "ms per image": 1000 * result.seconds["infer"] / len(split.test)}
 
 
 rows = []
 for ratio in RATIOS:
     for sampler in ("greedy", "random"):
-        model = PatchCore(coreset_ratio=ratio, sampler=sampler, **settings).fit(split.train_paths)
-        rows.append({"sampler": sampler, "ratio": ratio, **detection(model)})
-reference = detection(full)  # the whole bank
+        rows.append({"sampler": sampler, "ratio": ratio,
+                     **detection(PatchCore(coreset_ratio=ratio, sampler=sampler, **settings))})
+reference = detection(full, fit=False)  # the whole bank, fitted above
 table = pd.DataFrame(rows).merge(coverage[["sampler", "ratio", "radius"]], on=["sampler", "ratio"])
 viz.plot_coreset_curves(table, metrics=("radius", "image_auroc") + (("pixel_auroc",) if split.has_masks else ()))
 

@@ -76,7 +76,7 @@ BACKBONE = "efficientnet_lite0"
 IMAGE_SIZE = 128 if FAST else 224
 N_TRAIN = 10 if FAST else 40
 RATIOS = (0.01, 0.1, 0.25)  # coreset ratios offered by the explorer
-NEIGHBOURS = (1, 3, 9)  # b in the re-weighted image score (1 = plain maximum)
+NUM_NEIGHBORS = (1, 3, 9)  # b in the re-weighted image score (1 = plain maximum)
 
 # %%
 # %matplotlib inline
@@ -117,8 +117,8 @@ split.summary()
 start = time.perf_counter()
 state = GalleryState(split, backbone=BACKBONE, image_size=IMAGE_SIZE, feature_cache=FEATURE_CACHE, calibrate=True,
                      progress=True)
-state.warm(RATIOS, NEIGHBOURS)
-print(f"{len(RATIOS)} fits × {len(NEIGHBOURS)} scorings of {len(split.test)} test images: "
+state.warm(RATIOS, NUM_NEIGHBORS)
+print(f"{len(RATIOS)} fits × {len(NUM_NEIGHBORS)} scorings of {len(split.test)} test images: "
       f"{time.perf_counter() - start:.1f} s")
 
 # %% [markdown]
@@ -169,10 +169,10 @@ metrics
 
 # %%
 for ratio in RATIOS:
-    maps_by_b = [state.result(ratio, b)[1] for b in NEIGHBOURS]
+    maps_by_b = [state.result(ratio, b)[1] for b in NUM_NEIGHBORS]
     assert all(np.array_equal(maps_by_b[0], other) for other in maps_by_b[1:])  # b leaves the maps alone
 auroc = pd.DataFrame({f"b = {b}": {ratio: image_auroc(state.labels, state.result(ratio, b)[0]) for ratio in RATIOS}
-                      for b in NEIGHBOURS})
+                      for b in NUM_NEIGHBORS})
 auroc.index.name = "coreset ratio"
 expect(auroc.to_numpy().max() > 0.7, f"low image AUROC:\n{auroc}", strict=ON_DEMO)
 auroc.round(3)
@@ -186,7 +186,7 @@ auroc.round(3)
 # PatchCore that depends on the units of the features.
 
 # %%
-s_star, neighbour_distances, _ = state.neighbours(0.1, 9)
+s_star, neighbour_distances, _ = state.neighbors(0.1, 9)
 scale = float(np.median(s_star))  # divide by this: distances of about 1
 rows = {}
 for name, c in (("features as they are", 1.0), (f"features / {scale:.0f}", scale)):
@@ -301,12 +301,12 @@ assert check_pro_curve(my_pro_point)
 # every control.
 
 # %%
-gallery_explorer(state, ratios=RATIOS, neighbours=NEIGHBOURS, patch_sizes=(1, 3, 5),
+gallery_explorer(state, ratios=RATIOS, num_neighbors=NUM_NEIGHBORS, patch_sizes=(1, 3, 5),
                  stages=(("layer2", "layer3"), ("layer3", "layer4")), aggregations=("mean", "unfold"))
 
 # %%
 start = time.perf_counter()
-render_gallery(state, state.defect_choices[0], threshold=0.8, coreset_ratio=RATIOS[0], num_neighbors=NEIGHBOURS[0])
+render_gallery(state, state.defect_choices[0], threshold=0.8, coreset_ratio=RATIOS[0], num_neighbors=NUM_NEIGHBORS[0])
 print(f"one re-render from the stored results: {1000 * (time.perf_counter() - start):.0f} ms")
 
 # %% [markdown]

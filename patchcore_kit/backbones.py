@@ -39,9 +39,10 @@ import torch
 from torch import nn
 
 from .errors import InputError, WeightsUnavailableError
-from .params import BACKBONES, OFFLINE_BACKBONES, RESNETS, STAGES  # noqa: F401 (re-exported)
+from .params import (  # noqa: F401 (re-exported)
+    BACKBONES, DEFAULT_BACKBONE, DEFAULT_LAYERS, OFFLINE_BACKBONES, RESNETS, STAGES,
+)
 
-DEFAULT_LAYERS = ("layer2", "layer3")
 #: Output channels of each stage, known without building the network (model files are checked
 #: against it); ``test_backbones`` compares it with the built networks.
 _RESNET_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
@@ -263,7 +264,7 @@ def backbone_runtime(runtime: str | None = None) -> str:
     return chosen
 
 
-def load_backbone(name: str = "efficientnet_lite0", weights: str | Path | None = None, fuse: bool = False,
+def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None, fuse: bool = False,
                   runtime: str | None = None) -> Backbone:
     """The named backbone with ImageNet weights (or ``weights``: a file path or URL).
 

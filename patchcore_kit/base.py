@@ -1,8 +1,18 @@
 """What every anomaly estimator in the kit shares (PatchCore, PaDiM, SPADE, 1-NN).
 
-The contract follows scikit-learn and pyod: parameters are stored untouched in ``__init__``,
-``fit(images)`` does the work and returns ``self``, fitted state ends in ``_``, and
-``decision_function`` is *higher = more anomalous*. Subclasses implement two methods:
+Every estimator is a scikit-learn estimator (:class:`sklearn.base.BaseEstimator`): parameters are
+stored untouched in ``__init__``, so ``get_params``, ``set_params`` and ``sklearn.base.clone``
+work; ``fit(images)`` checks every parameter by the rules of :mod:`patchcore_kit.params` *before*
+the backbone runs, does the work and returns ``self``; fitted state ends in ``_``. Scores follow
+scikit-learn / pyod naming, *higher = more anomalous*:
+
+* ``decision_function(images)`` — one anomaly score per image ``(N,)``;
+* ``anomaly_map(images)`` — per-pixel scores ``(N, H, W)``;
+* ``score_images(images)`` — both in one backbone pass (:class:`ScoredImages`);
+* ``predict(images)`` — 1 = anomalous, 0 = nominal;
+* ``score(images, labels)`` — one number, as scikit-learn's ``score``: the image AUROC.
+
+Subclasses implement two methods:
 
 * ``_fit_maps(layer_maps_batches, n_images)`` — learn from the training images' stage maps;
 * ``_score_maps(layer_maps) -> (image_scores, patch_score_grid)`` — score one batch.
@@ -15,12 +25,13 @@ a threshold learned from nominal training images only.
 from __future__ import annotations
 
 import time
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
+from sklearn.base import BaseEstimator
 
 from .features import FeatureExtractor
 from .images import ImageLike, as_hw
@@ -37,18 +48,38 @@ def upsample_and_smooth(patch_scores: torch.Tensor, image_size, sigma: float = M
     return maps
 
 
-class AnomalyEstimator:
-    """Base class: image input, feature extraction, maps, thresholds. Not used on its own."""
+class ScoredImages(NamedTuple):
+    """What :meth:`AnomalyEstimator.score_images` returns: both results of one pass over the images."""
 
-    #: names of the constructor parameters (for get_params / save)
-    _param_names: tuple[str, ...] = ()
+    scores: np.ndarray  # (N,) image scores, higher = more anomalous
+    maps: np.ndarray  # (N, H, W) anomaly maps at the model's image_size
 
-    def get_params(self) -> dict:
-        return {name: getattr(self, name) for name in self._param_names}
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
+def parameter_names(estimator) -> tuple[str, ...]:
+    """The constructor parameters of an estimator class or instance (what ``get_params`` returns)."""
+    cls = estimator if isinstance(estimator, type) else type(estimator)
+    return tuple(cls._get_param_names())
+
+
+class AnomalyEstimator(BaseEstimator):
+    """Base class: image input, feature extraction, maps, thresholds. Not used on its own.
+
+    Parameters every estimator shares (keyword-only in each constructor)
+    ----------------------------------------------------------------------
+    image_size : int or (height, width) the images are resized to.
+    weights : backbone weights, a local file or URL (None: ImageNet).
+    device, batch_size : where and in how large batches the backbone runs.
+    seed : seeds everything random in ``fit``.
+    threshold_quantile : ``predict`` threshold = this quantile of leave-one-out nominal scores.
+    calibrate : compute that threshold during ``fit`` (one more scoring pass over the training set).
+    feature_cache : directory for cached backbone maps (shared by all estimators and sweeps).
+    progress : show progress bars.
+    """
+
+    def _store(self, arguments: dict) -> None:
+        """``__init__``'s one job in scikit-learn: keep every parameter exactly as given (``locals()``)."""
+        for name in parameter_names(self):
+            setattr(self, name, arguments[name])
 
     # -- features -------------------------------------------------------------------------------
     def _extract_layers(self) -> tuple[str, ...]:
@@ -75,7 +106,7 @@ class AnomalyEstimator:
         """Every parameter by the kit's rules (``params``), and the device, before any work starts."""
         from .params import check_device, check_params
 
-        check_params(type(self).__name__, self.get_params())
+        check_params(type(self).__name__, self.get_params(deep=False))
         check_device(self.device)
 
     def _check_fitted(self) -> None:
@@ -98,7 +129,7 @@ class AnomalyEstimator:
         self.threshold_, self.pixel_threshold_ = self._calibrate(images)
         return self
 
-    def score(self, images: Sequence[ImageLike] | ImageLike) -> tuple[np.ndarray, np.ndarray]:
+    def score_images(self, images: Sequence[ImageLike] | ImageLike) -> ScoredImages:
         """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` in one pass over the images."""
         self._check_fitted()
         self._check_params()
@@ -108,15 +139,22 @@ class AnomalyEstimator:
             batch_scores, patch_scores = self._score_maps(layer_maps)
             scores.append(np.asarray(batch_scores, dtype=np.float64))
             maps.append(upsample_and_smooth(patch_scores, self.image_size))
-        return np.concatenate(scores), np.concatenate(maps)
+        return ScoredImages(np.concatenate(scores), np.concatenate(maps))
 
     def decision_function(self, images) -> np.ndarray:
         """Anomaly score per image: higher = more anomalous."""
-        return self.score(images)[0]
+        return self.score_images(images).scores
 
     def anomaly_map(self, images) -> np.ndarray:
         """Per-pixel anomaly scores ``(N, H, W)`` at the model's ``image_size``."""
-        return self.score(images)[1]
+        return self.score_images(images).maps
+
+    def score(self, images, labels) -> float:
+        """Image AUROC of ``decision_function(images)`` against ``labels`` (1 = anomalous): one number,
+        higher = better, as scikit-learn's ``score(X, y)``."""
+        from .metrics import image_auroc
+
+        return image_auroc(np.asarray(labels), self.decision_function(images))
 
     def predict(self, images) -> np.ndarray:
         """1 = anomalous, 0 = nominal, by the threshold learned from nominal training data."""

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .params import problem
+
 #: Points per block of the lazy greedy search (measured: 256–1024 are equally fast).
 BLOCK_SIZE = 1024
 #: Steps between two regroupings of the points by distance (see :meth:`_LazyDistances.regroup`).
@@ -315,10 +317,10 @@ def _at_most_threads(threads: int | None):
 
 def covering_radius(features: torch.Tensor, indices, projection_dim: int | None = None, seed: int = 0) -> float:
     """Largest distance from any point to its nearest chosen point (the k-center objective)."""
-    from .neighbours import nearest_neighbours
+    from .neighbors import nearest_neighbors
 
     x = random_projection(features, projection_dim, seed)
-    distances, _ = nearest_neighbours(x, x[torch.as_tensor(np.asarray(indices))], k=1)
+    distances, _ = nearest_neighbors(x, x[torch.as_tensor(np.asarray(indices))], k=1)
     return float(distances.max())
 
 
@@ -329,11 +331,18 @@ def random_coreset(features: torch.Tensor, n: int, seed: int = 0) -> np.ndarray:
 
 
 def coreset_size(n_points: int, ratio: float | int) -> int:
-    """A ratio in (0, 1] -> that fraction of ``n_points`` (at least 1); an int > 1 -> a count."""
-    if isinstance(ratio, (int, np.integer)) and not isinstance(ratio, bool) and ratio > 1:
+    """A ratio in (0, 1] -> that fraction of ``n_points`` (at least 1); a whole number > 1 -> a count.
+
+    What ``ratio`` may be is the one rule of :data:`patchcore_kit.params.RULES` (also the CLI's).
+
+    >>> coreset_size(1000, 0.1), coreset_size(1000, 25), coreset_size(10, 25.0)
+    (100, 25, 10)
+    """
+    text = problem("coreset_ratio", ratio)
+    if text is not None:
+        raise ValueError(f"coreset_ratio {text}")
+    if ratio > 1:
         return min(int(ratio), n_points)
-    if isinstance(ratio, bool) or not 0 < ratio <= 1:
-        raise ValueError(f"coreset ratio must be in (0, 1] or a count > 1, got {ratio}")
     return max(1, int(round(n_points * ratio)))
 
 

@@ -1,6 +1,8 @@
 """Evaluate an estimator on a dataset split: fit on the training pool, score the test set, measure.
 
-This is the one loop that the command line, the demo report and the notebooks share:
+:func:`evaluate` is the kit's one fit -> score -> measure loop: the command line, the demo report,
+the sample-efficiency sweep, ``tune``, the notebooks and the widgets all call it, so a rule about
+masks, metrics or timings lives here only.
 
 >>> split = load_dataset("../shared/data/mtd", "mtd").with_shots(100, seed=0)   # doctest: +SKIP
 >>> result = evaluate(PatchCore(), split)                                          # doctest: +SKIP
@@ -49,7 +51,7 @@ class Evaluation:
 
 
 def compute_metrics(
-    split: Split, scores: np.ndarray, maps: np.ndarray, masks: np.ndarray | PixelGroundTruth | None,
+    split: Split, scores: np.ndarray, maps: np.ndarray | None, masks: np.ndarray | PixelGroundTruth | None,
     per_defect: bool = True,
 ) -> dict:
     """Image AUROC, pixel AUROC and AUPRO (None without masks), overall and per defect type.
@@ -60,31 +62,48 @@ def compute_metrics(
     again, which a sweep of many fits does not need).
     """
     labels = split.test_labels
-    truth = masks if isinstance(masks, PixelGroundTruth) or masks is None else PixelGroundTruth(masks)
-    pixel, pro = truth.metrics(maps) if truth is not None else (None, None)
-    metrics = {"image_auroc": image_auroc(labels, scores), "pixel_auroc": pixel, "aupro": pro}
+    pixel = masks is not None and maps is not None
+    truth = None if not pixel else masks if isinstance(masks, PixelGroundTruth) else PixelGroundTruth(masks)
+    pixel_auroc, pro = truth.metrics(maps) if pixel else (None, None)
+    metrics = {"image_auroc": image_auroc(labels, scores), "pixel_auroc": pixel_auroc, "aupro": pro}
     if per_defect:
         metrics["per_defect"] = per_defect_metrics(
-            labels, split.test_defect_types, scores, None if truth is None else truth.masks,
-            maps if truth is not None else None,
+            labels, split.test_defect_types, scores, truth.masks if pixel else None, maps if pixel else None
         )
     return metrics
 
 
-def evaluate(model, split: Split, fit: bool = True) -> Evaluation:
-    """Fit ``model`` on ``split.train`` (unless ``fit=False``), score ``split.test``, compute metrics."""
+def evaluate(
+    model, split: Split, *, fit: bool = True, masks: np.ndarray | PixelGroundTruth | None = None, pixel: bool = True,
+    per_defect: bool = True,
+) -> Evaluation:
+    """Fit ``model`` on ``split.train`` (unless ``fit=False``), score ``split.test``, compute metrics.
+
+    ``model`` is any estimator of the kit (``fit`` and ``score_images``). ``masks``: the test
+    set's :func:`ground_truth_masks` (or a :class:`~patchcore_kit.metrics.PixelGroundTruth` of them),
+    when the caller read them already (a sweep reads and labels them once for all its fits); None reads them here, *before* fitting, so that a missing or damaged mask
+    fails at once. ``pixel=False`` skips the masks and the pixel metrics (they are None).
+    ``per_defect=False`` skips the per-defect table.
+
+    ``seconds``: ``masks``, ``fit`` (the whole ``fit`` call) and the model's own ``fit_*`` parts,
+    ``infer`` (scoring the test set: image scores and anomaly maps) and ``metrics``.
+    """
     seconds = {}
     start = time.perf_counter()
-    # Masks first: a missing, damaged or wrongly sized mask fails now, not after fitting and scoring.
-    masks = ground_truth_masks(split, as_hw(model.image_size))
+    if pixel and masks is None:
+        masks = ground_truth_masks(split, as_hw(model.image_size))
     seconds["masks"] = time.perf_counter() - start
     if fit:
+        start = time.perf_counter()
         model.fit(split.train_paths)
+        seconds["fit"] = time.perf_counter() - start
         seconds.update({f"fit_{k}" if not k.startswith("fit") else k: v for k, v in model.fit_seconds_.items()})
     start = time.perf_counter()
-    scores, maps = model.score(split.test_paths)
-    seconds["score"] = time.perf_counter() - start
+    scores, maps = model.score_images(split.test_paths)
+    seconds["infer"] = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = compute_metrics(split, scores, maps, masks)
+    metrics = compute_metrics(split, scores, maps, masks if pixel else None, per_defect=per_defect)
     seconds["metrics"] = time.perf_counter() - start
-    return Evaluation(split, scores, maps, masks, metrics, seconds)
+    if isinstance(masks, PixelGroundTruth):
+        masks = masks.masks
+    return Evaluation(split, scores, maps, masks if pixel else None, metrics, seconds)

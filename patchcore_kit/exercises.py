@@ -31,7 +31,7 @@ from .base import upsample_and_smooth
 from .coreset import covering_radius, greedy_coreset_plain
 from .features import aggregate_local, patch_embeddings
 from .metrics import pro_curve
-from .neighbours import nearest_neighbours
+from .neighbors import nearest_neighbors
 from .patchcore import eq7_weight
 
 __all__ = [
@@ -124,7 +124,7 @@ def check_nearest_distance(student: Callable) -> bool:
     def attempt():
         g = _generator(3)
         queries, bank = torch.randn(40, 16, generator=g), torch.randn(300, 16, generator=g)
-        _same(student(queries.clone(), bank.clone()), nearest_neighbours(queries, bank, k=1)[0][:, 0], "distances")
+        _same(student(queries.clone(), bank.clone()), nearest_neighbors(queries, bank, k=1)[0][:, 0], "distances")
 
     return _check("nearest-neighbour score", "torch.cdist(queries, bank) gives all Euclidean distances; "
                   "take the minimum over the bank (dim=1)", attempt)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .backbones import DEFAULT_LAYERS, STAGES, load_backbone
+from .backbones import DEFAULT_BACKBONE, DEFAULT_LAYERS, STAGES, load_backbone
 from .feature_cache import FeatureCache
 from .images import ImageLike, as_hw, image_tensor, to_pil_list
 from .weights import weights_key
@@ -50,7 +50,7 @@ class FeatureExtractor:
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = DEFAULT_LAYERS,
         image_size: int | Sequence[int] = 224,
         weights: str | Path | None = None,

@@ -69,7 +69,7 @@ def read_image(path: str | Path) -> Image.Image:
         raise InputError(f"{path}: cannot read image ({error})") from None
 
 
-def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+def read_mask(path: str | Path, hw: tuple[int, int] | None = None) -> np.ndarray:
     """Read a ground-truth mask as a boolean array ``(H, W)``.
 
     Masks are often anti-aliased (in-between values along the edges), so a pixel counts as
@@ -79,8 +79,9 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
     * 16-bit (and Pillow's 32-bit integer mode, which holds 16-bit files): above 32767 of 65535;
     * floating point (values 0 to 1): above 0.5; 1-bit: set pixels.
 
-    ``size=(width, height)`` is the size of the image the mask belongs to; a mask of another size
-    raises :class:`InputError` rather than being silently stretched.
+    ``hw=(height, width)`` is the size of the image the mask belongs to (:func:`image_hw`, the
+    order of ``image_size`` everywhere in the kit); a mask of another size raises
+    :class:`InputError` rather than being silently stretched.
     """
     path = Path(path)
     if not path.is_file():
@@ -88,10 +89,10 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
     try:
         with Image.open(path) as mask:
             mask.load()
-            if size is not None and mask.size != tuple(size):
+            if hw is not None and (mask.height, mask.width) != tuple(hw):
                 raise InputError(
-                    f"{path}: mask is {mask.size[0]}x{mask.size[1]} but its image is "
-                    f"{size[0]}x{size[1]} (width x height)"
+                    f"{path}: mask is {mask.height}x{mask.width} but its image is "
+                    f"{hw[0]}x{hw[1]} (height x width)"
                 )
             return _above_half_range(mask)
     except Image.DecompressionBombError as error:
@@ -113,11 +114,11 @@ def _above_half_range(mask: Image.Image) -> np.ndarray:
     return np.asarray(mask.convert("L")) > 127
 
 
-def image_size_of(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file without decoding all of it."""
+def image_hw(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file without decoding all of it (the kit's order, as ``image_size``)."""
     try:
         with Image.open(path) as image:
-            return image.size
+            return image.height, image.width
     except Image.DecompressionBombError as error:
         raise _too_large(path, error) from None
     except (OSError, UnidentifiedImageError) as error:

@@ -75,8 +75,8 @@ class PixelGroundTruth:
     def shape(self) -> tuple[int, ...]:
         return self.masks.shape
 
-    def metrics(self, maps: np.ndarray, fpr_limit: float = 0.3) -> tuple[float | None, float | None]:
-        """``(pixel AUROC, AUPRO up to fpr_limit)`` of ``maps`` (N, H, W), from one sort of its pixels.
+    def metrics(self, maps: np.ndarray, max_fpr: float = 0.3) -> tuple[float | None, float | None]:
+        """``(pixel AUROC, AUPRO up to max_fpr)`` of ``maps`` (N, H, W), from one sort of its pixels.
 
         Each pixel becomes one 64-bit key, its score's bits (mapped so that integer order is
         score order) above its region number, and the keys are sorted (one vectorised sort, no
@@ -85,11 +85,11 @@ class PixelGroundTruth:
         per-region-overlap sums give :func:`pro_curve`. Maps that are not float32 go through
         :func:`pixel_auroc` and :func:`aupro` (a float64 score and a region do not fit one key).
         """
-        if not 0.0 < fpr_limit <= 1.0:
-            raise InputError(f"fpr_limit: expected a number in (0, 1], got {fpr_limit}")
+        if not 0.0 < max_fpr <= 1.0:
+            raise InputError(f"max_fpr: expected a number in (0, 1], got {max_fpr}")
         _, maps = _check_pixel_inputs(self.masks, maps)
         if maps.dtype != np.float32:
-            return pixel_auroc(self.masks, maps), aupro(self.masks, maps, fpr_limit)
+            return pixel_auroc(self.masks, maps), aupro(self.masks, maps, max_fpr)
         if self.n_defective == 0 or self.n_nominal == 0:
             return None, None
         keys = _ordered_bits(maps.ravel()).astype(np.uint64)
@@ -100,7 +100,7 @@ class PixelGroundTruth:
         score_bits = np.ascontiguousarray(halves[:, _HIGH])
         region = halves[:, _LOW]
         defective_at = np.flatnonzero(region)  # ascending positions of the defective pixels
-        return self._auroc(score_bits, defective_at), self._aupro(score_bits, region, defective_at, fpr_limit)
+        return self._auroc(score_bits, defective_at), self._aupro(score_bits, region, defective_at, max_fpr)
 
     def _auroc(self, score_bits: np.ndarray, defective_at: np.ndarray) -> float:
         # Each defective pixel counts the nominal pixels below it twice and the tied ones once
@@ -114,21 +114,21 @@ class PixelGroundTruth:
         count = int(below.sum(dtype=np.int64)) + int(upto.sum(dtype=np.int64))
         return float(count / (2.0 * self.n_defective * self.n_nominal))
 
-    def _aupro(self, score_bits, region, defective_at, fpr_limit: float) -> float | None:
+    def _aupro(self, score_bits, region, defective_at, max_fpr: float) -> float | None:
         if self.n_regions == 0:
             return None
         # pro_curve's cut: the pixels scoring at least the k-th highest nominal score. That pixel is
         # nominal number n_nominal - k (from 0, ascending); before the i-th defective pixel lie
         # defective_at[i] - i nominal ones, which tells how many defective pixels precede it.
-        k = min(self.n_nominal, int(np.ceil(fpr_limit * self.n_nominal)) + 1)
+        k = min(self.n_nominal, int(np.ceil(max_fpr * self.n_nominal)) + 1)
         nth = self.n_nominal - k
         kth = nth + int(np.searchsorted(defective_at - np.arange(defective_at.size), nth, side="right"))
         first = int(np.searchsorted(score_bits, score_bits[kth], side="left"))
         scores, region = score_bits[first:][::-1], region[first:][::-1]  # descending
         pro_step = np.zeros(self.n_regions + 1)
         pro_step[1:] = 1.0 / (self.pixels_per_region[1:] * self.n_regions)
-        fpr, pro = _curve_from_ranking(scores, region, pro_step, self.n_nominal, fpr_limit)
-        return _area_up_to(fpr, pro, fpr_limit) / fpr_limit
+        fpr, pro = _curve_from_ranking(scores, region, pro_step, self.n_nominal, max_fpr)
+        return _area_up_to(fpr, pro, max_fpr) / max_fpr
 
 
 #: Which 32-bit half of a uint64 sort key holds the score bits, which the region (byte order).
@@ -225,24 +225,24 @@ def pro_curve(
     return _curve_from_ranking(scores[order], region_of[order], pro_step, n_nominal, max_fpr)
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float | None:
-    """Area under the PRO curve from FPR 0 to ``fpr_limit``, divided by ``fpr_limit``.
+def aupro(masks: np.ndarray, maps: np.ndarray, max_fpr: float = 0.3) -> float | None:
+    """Area under the PRO curve from FPR 0 to ``max_fpr``, divided by ``max_fpr``.
 
-    A perfect map gives 1.0; a constant (useless) map gives ``fpr_limit / 2``. The curve is
-    integrated with the trapezoid rule, its value at exactly ``fpr_limit`` found by linear
+    A perfect map gives 1.0; a constant (useless) map gives ``max_fpr / 2``. The curve is
+    integrated with the trapezoid rule, its value at exactly ``max_fpr`` found by linear
     interpolation. Returns ``None`` when the masks hold no defect (or nothing nominal).
 
     >>> masks = np.zeros((1, 4, 4), dtype=bool); masks[0, 1:3, 1:3] = True
     >>> aupro(masks, masks.astype(float))
     1.0
     """
-    if not 0.0 < fpr_limit <= 1.0:
-        raise InputError(f"fpr_limit: expected a number in (0, 1], got {fpr_limit}")
-    curve = pro_curve(masks, maps, max_fpr=fpr_limit)
+    if not 0.0 < max_fpr <= 1.0:
+        raise InputError(f"max_fpr: expected a number in (0, 1], got {max_fpr}")
+    curve = pro_curve(masks, maps, max_fpr=max_fpr)
     if curve is None:
         return None
     fpr, pro = curve
-    return _area_up_to(fpr, pro, fpr_limit) / fpr_limit
+    return _area_up_to(fpr, pro, max_fpr) / max_fpr
 
 
 def mask_iou(masks: np.ndarray, predicted: np.ndarray) -> float | None:
@@ -271,7 +271,7 @@ def per_defect_metrics(
     scores: Sequence[float],
     masks: np.ndarray | None = None,
     maps: np.ndarray | None = None,
-    fpr_limit: float = 0.3,
+    max_fpr: float = 0.3,
 ) -> dict[str, dict]:
     """Metrics for each defect type, each measured against all nominal images.
 
@@ -307,7 +307,7 @@ def per_defect_metrics(
             "n_images": int(np.count_nonzero(chosen & ~nominal)),
             "image_auroc": image_auroc(labels[chosen], scores[chosen]),
             "pixel_auroc": None if masks is None else pixel_auroc(masks[chosen], maps[chosen]),
-            "aupro": None if masks is None else aupro(masks[chosen], maps[chosen], fpr_limit),
+            "aupro": None if masks is None else aupro(masks[chosen], maps[chosen], max_fpr),
         }
     return results
 

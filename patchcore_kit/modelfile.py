@@ -11,7 +11,7 @@ carries before a model is built from it:
   stages and the embedding parameters produce (:func:`check_bank_width`), and index arrays that
   point inside the training set.
 
->>> params, fitted, tensors = read_model("bottle.safetensors", PatchCore._param_names)   # doctest: +SKIP
+>>> params, fitted, tensors = read_model("bottle.safetensors", parameter_names(PatchCore))   # doctest: +SKIP
 """
 from __future__ import annotations
 

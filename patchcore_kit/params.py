@@ -8,7 +8,8 @@ The same table checks a value three ways, so a value one of them accepts none of
 * ``problem(name, value)``: :func:`patchcore_kit.modelfile.read_model` on every parameter a model
   file carries, so a damaged file fails on load instead of scoring nonsense.
 
-Names without a rule (a baseline's own parameters) are left to their estimator.
+Every parameter of every estimator has a rule here (a test checks it), so ``fit`` refuses a bad
+value before the backbone runs, whichever estimator it is.
 
 >>> problem("patch_size", 4)
 'must be an odd whole number >= 1 (1, 3, 5, ...), got 4'
@@ -32,6 +33,10 @@ RESNETS = (
     "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d",
 )
 BACKBONES = OFFLINE_BACKBONES + RESNETS
+#: The kit's defaults, in one place (here: the command line reads them without loading torch).
+DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_LAYERS = ("layer2", "layer3")
+DEFAULT_IMAGE_SIZE = 224
 AGGREGATIONS = ("mean", "unfold")  # the same as features.AGGREGATIONS and BORDERS (no torch here)
 BORDERS = ("zeros", "reflect", "valid")
 #: The smallest side an image is resized to: the deepest stage (layer4) has stride 32, so every
@@ -147,6 +152,14 @@ RULES: dict[str, Rule] = {
     "pretrain_dim": Rule("a whole number >= 1 or none", _or_none(_int_at_least(1)), _parse_optional_int),
     # added with approximate search (older model files lack it: they searched exactly)
     "search": Rule("one of exact, hnsw, ivf, auto", _one_of("exact", "hnsw", "ivf", "auto")),
+    # the baselines' own (baselines/)
+    "n_features": Rule("a whole number >= 1, 'auto' or none",
+                       lambda v: v is None or v == "auto" or _int_at_least(1)(v),
+                       lambda text: "auto" if text == "auto" else _parse_optional_int(text)),
+    "epsilon": Rule("a number > 0", lambda v: _is_number(v) and v > 0, float),
+    "global_layer": Rule(f"one of {', '.join(STAGES)}, or none", _or_none(_one_of(*STAGES))),
+    "top_k_images": Rule("a whole number >= 1", _int_at_least(1), _parse_int),
+    "k": Rule("a whole number >= 1", _int_at_least(1), _parse_int),
     # SPADE's pixel search (baselines.spade.PIXEL_MATCHING)
     "pixel_matching": Rule("one of aligned, per_layer", _one_of("aligned", "per_layer")),
     # command-line only

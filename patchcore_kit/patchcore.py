@@ -3,7 +3,7 @@
 Fit: every nominal training image becomes a grid of locally aware patch features (``features``);
 all of them form the memory bank, which greedy k-center subsampling shrinks to a coreset
 (``coreset``). Score: each test patch's distance to its nearest bank entry is its anomaly score
-(``neighbours``); the image score is the largest patch score s*, times the weight of the paper's
+(``neighbors``); the image score is the largest patch score s*, times the weight of the paper's
 Eq. 7 (:func:`eq7_weight`), which lies in [1 - 1/b, 1) and only moves s* when the distances to the
 b neighbours differ by less than about one unit (on MTD it is 0.99-1.00); the anomaly map is the patch scores upsampled to the
 image and smoothed with a Gaussian of σ=4.
@@ -22,12 +22,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .backbones import DEFAULT_LAYERS, STAGE_CHANNELS
-from .base import AnomalyEstimator, _as_list
+from .backbones import STAGE_CHANNELS
+from .base import AnomalyEstimator, _as_list, parameter_names
 from .coreset import coreset_size, select_coreset
 from .features import flatten_patches, patch_embeddings
 from .modelfile import FORMAT, check_bank_width, read_model, write_model  # noqa: F401 (FORMAT re-exported)
-from .neighbours import MemoryBankIndex, resolve_search
+from .neighbors import MemoryBankIndex, resolve_search
+from .params import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, DEFAULT_LAYERS
 
 
 def eq7_weight(distances) -> torch.Tensor:
@@ -61,7 +62,7 @@ def eq7_weight(distances) -> torch.Tensor:
     return 1.0 - torch.softmax(distances, dim=-1)[..., 0]
 
 
-def worst_patch_neighbours(
+def worst_patch_neighbors(
     patch_scores: torch.Tensor,
     nearest_index: torch.Tensor,
     patch_features: torch.Tensor,
@@ -101,13 +102,13 @@ def reweighted_image_scores(
     """
     if num_neighbors <= 1 or len(bank_index.bank) < 2:
         return patch_scores.amax(dim=1)
-    s_star, distances = worst_patch_neighbours(patch_scores, nearest_index, patch_features, bank_index,
+    s_star, distances = worst_patch_neighbors(patch_scores, nearest_index, patch_features, bank_index,
                                                num_neighbors)
     return (eq7_weight(distances) * s_star).to(s_star.dtype)
 
 
 def image_scores_for(s_star, neighbour_distances, num_neighbors: int) -> np.ndarray:
-    """Eq. 7 image scores for ``b = num_neighbors`` from :meth:`PatchCore.score_neighbours`' output."""
+    """Eq. 7 image scores for ``b = num_neighbors`` from :meth:`PatchCore.score_neighbors`' output."""
     distances = torch.as_tensor(np.asarray(neighbour_distances)[:, : max(1, int(num_neighbors))])
     return (eq7_weight(distances).double().numpy() * np.asarray(s_star, dtype=np.float64))
 
@@ -133,22 +134,16 @@ class PatchCore(AnomalyEstimator):
     num_neighbors : b in the re-weighted image score (1 = plain max patch score).
     search : nearest-neighbour search while scoring: "exact" (default), or approximate faiss "hnsw" /
         "ivf" (many times faster on a large bank; scores stay exact distances to the entries found),
-        or "auto" (HNSW from ``neighbours.AUTO_MIN_BANK`` entries up). See ``neighbours``.
+        or "auto" (HNSW from ``neighbors.AUTO_MIN_BANK`` entries up). See ``neighbors``.
     image_size : int or (height, width) the images are resized to.
     threshold_quantile : ``predict`` threshold = this quantile of leave-one-out nominal scores.
     calibrate : compute that threshold during ``fit`` (costs one scoring pass over the training set).
     feature_cache : directory for cached backbone maps (shared with the baselines and sweeps).
     """
 
-    _param_names = (
-        "backbone", "layers", "patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio", "sampler", "projection_dim",
-        "num_neighbors", "search", "image_size", "weights", "device", "batch_size", "seed", "threshold_quantile",
-        "calibrate", "feature_cache", "progress",
-    )
-
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = DEFAULT_LAYERS,
         patch_size: int = 3,
         aggregation: str = "mean",
@@ -160,37 +155,12 @@ class PatchCore(AnomalyEstimator):
         projection_dim: int | None = 128,
         num_neighbors: int = 9,
         search: str = "exact",
-        image_size: int | Sequence[int] = 224,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
+        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
+        feature_cache: str | None = None, progress: bool = False,
     ):
-        self.backbone = backbone
-        self.layers = layers
-        self.patch_size = patch_size
-        self.aggregation = aggregation
-        self.border = border
-        self.pretrain_dim = pretrain_dim
-        self.target_dim = target_dim
-        self.coreset_ratio = coreset_ratio
-        self.sampler = sampler
-        self.projection_dim = projection_dim
-        self.num_neighbors = num_neighbors
-        self.search = search
-        self.image_size = image_size
-        self.weights = weights
-        self.device = device
-        self.batch_size = batch_size
-        self.seed = seed
-        self.threshold_quantile = threshold_quantile
-        self.calibrate = calibrate
-        self.feature_cache = feature_cache
-        self.progress = progress
+        self._store(locals())
 
     # -- fit --------------------------------------------------------------------------------------
     def embed(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
@@ -248,7 +218,7 @@ class PatchCore(AnomalyEstimator):
     def _score_maps(self, layer_maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
         return self._score_embeddings(self.embed(layer_maps), self._bank_index())
 
-    def score_neighbours(self, images, max_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def score_neighbors(self, images, max_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score ``images`` once, keeping what Eq. 7 needs for every b up to ``max_neighbors``.
 
         Returns ``s*`` ``(N,)`` (the largest patch score), the distances ``(N, b_max)`` of the
@@ -261,19 +231,19 @@ class PatchCore(AnomalyEstimator):
         self._check_fitted()
         b_max = self.num_neighbors if max_neighbors is None else int(max_neighbors)
         index = self._bank_index()
-        stars, neighbours, maps = [], [], []
+        stars, neighbors, maps = [], [], []
         for layer_maps in self._extractor().iter_layer_maps(_as_list(images), desc="score"):
             embeddings = self.embed(layer_maps)
             b, _, h, w = embeddings.shape
             flat = flatten_patches(embeddings)
             distances, nearest = index.search(flat, k=1)
             grid = distances[:, 0].reshape(b, h * w)
-            s_star, to_neighbours = worst_patch_neighbours(grid, nearest[:, 0].reshape(b, h * w),
+            s_star, to_neighbors = worst_patch_neighbors(grid, nearest[:, 0].reshape(b, h * w),
                                                            flat.reshape(b, h * w, -1), index, b_max)
             stars.append(s_star.numpy())
-            neighbours.append(to_neighbours.numpy())
+            neighbors.append(to_neighbors.numpy())
             maps.append(upsample_and_smooth(grid.reshape(b, h, w), self.image_size))
-        return (np.concatenate(stars).astype(np.float64), np.concatenate(neighbours).astype(np.float64),
+        return (np.concatenate(stars).astype(np.float64), np.concatenate(neighbors).astype(np.float64),
                 np.concatenate(maps))
 
     def patch_scores(self, images) -> torch.Tensor:
@@ -324,7 +294,7 @@ class PatchCore(AnomalyEstimator):
     def load(cls, path: str | Path) -> "PatchCore":
         """Read a model written by :meth:`save`; every value in the file is checked first (see ``modelfile``)."""
         path = Path(path)
-        params, fitted, tensors = read_model(path, cls._param_names)
+        params, fitted, tensors = read_model(path, parameter_names(cls))
         if isinstance(params["image_size"], list):
             params["image_size"] = tuple(params["image_size"])
         params["layers"] = tuple(params["layers"])

@@ -33,7 +33,7 @@ from patchcore_kit.data import load_dataset
 from patchcore_kit.features import flatten_patches, patch_embeddings
 from patchcore_kit.images import IMAGENET_MEAN, IMAGENET_STD, read_image
 from patchcore_kit.metrics import image_auroc
-from patchcore_kit.neighbours import MemoryBankIndex
+from patchcore_kit.neighbors import MemoryBankIndex
 from patchcore_kit.patchcore import reweighted_image_scores
 
 _spec = importlib.util.spec_from_file_location("mtd_settings", Path(__file__).with_name("mtd_settings.py"))

@@ -99,7 +99,7 @@ def run(model, split, aspect: str) -> dict:
         train, test = split.train_paths, split.test_paths
         masks = ground_truth_masks(split, model.image_size)
     model.fit(train)
-    scores, maps = model.score(test)
+    scores, maps = model.score_images(test)
     metrics = compute_metrics(split, scores, maps, masks, per_defect=False)
     return {k: round(float(v), 4) for k, v in metrics.items()} | {"seconds": round(time.perf_counter() - start)}
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from patchcore_kit.cli import main
 from patchcore_kit.errors import InputError
+from patchcore_kit.base import parameter_names
 from patchcore_kit.patchcore import PatchCore
 
 FAST = ["--image-size", "64", "--coreset-ratio", "0.25"]
@@ -91,11 +92,11 @@ def test_corrupt_image_in_the_dataset_is_named(user_files, tmp_path, capsys, whe
 def test_mask_of_the_wrong_size_is_named(user_files, tmp_path, capsys, mask_writer):
     root, _ = user_files
     mask = root / "widget" / "ground_truth" / "scratch" / "000_mask.png"
-    mask_writer(mask, size=(20, 16))
+    mask_writer(mask, size=(20, 16))  # PIL's (width, height): 16 rows of 20
     before = tree_digest(root)
     code, err = run_cli(evaluate_args(root, tmp_path / "out"), capsys)
     line = assert_one_line_error(code, err, mask)
-    assert "20x16" in line and "16x16" in line
+    assert "mask is 16x20 but its image is 16x16 (height x width)" in line  # the kit's order, as --image-size
     assert tree_digest(root) == before
 
 
@@ -248,7 +249,7 @@ def test_load_checks_every_parameter_and_reads_the_undamaged_file(saved_model, t
 
     from patchcore_kit.params import RULES
 
-    assert set(PatchCore._param_names) <= set(RULES)  # every parameter has one rule, shared with fit and the CLI
+    assert set(parameter_names(PatchCore)) <= set(RULES)  # every parameter has one rule, shared with fit and the CLI
     _, tensors, metadata = saved_model
     save_file(tensors, tmp_path / "copy.safetensors", metadata=metadata)
     model = PatchCore.load(tmp_path / "copy.safetensors")

@@ -45,7 +45,7 @@ root = build_demo_dataset(os.path.join(data, "demo"), categories=("gravel",), n_
                           n_test_per_defect=1, image_size=64, progress=False)
 state = GalleryState(load_dataset(root, "mvtec", "gravel"), image_size=64,
                      feature_cache=os.path.join(data, "features"))
-gallery_explorer(state, ratios=(0.25, 0.5), neighbours=(1, 3))
+gallery_explorer(state, ratios=(0.25, 0.5), num_neighbors=(1, 3))
 """
 
 

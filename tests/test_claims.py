@@ -45,7 +45,7 @@ def test_at_mtd_scale_the_weight_is_one_and_the_ranking_that_of_b_1():
     assert scaled.min() < 0.95
 
 
-def test_a_smaller_b_reuses_the_larger_bs_neighbours():
+def test_a_smaller_b_reuses_the_larger_bs_neighbors():
     distances = np.array([[1.0, 1.2, 1.5, 2.0, 2.2]])
     for b in (1, 3, 5):
         expected = eq7_weight(torch.tensor(distances[0, :b])).item() * 1.0

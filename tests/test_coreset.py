@@ -169,7 +169,7 @@ def test_random_and_none_samplers():
 @pytest.mark.parametrize(
     "n_points, ratio, expected",
     [(1000, 0.1, 100), (1000, 1.0, 1000), (1000, 1, 1000), (5, 0.01, 1), (1000, 250, 250), (100, 250, 100),
-     (1000, 0.0015, 2), (3, 2, 2)],
+     (1000, 0.0015, 2), (3, 2, 2), (1000, 250.0, 250)],
 )
 def test_coreset_size(n_points, ratio, expected):
     assert coreset_size(n_points, ratio) == expected
@@ -177,8 +177,23 @@ def test_coreset_size(n_points, ratio, expected):
 
 @pytest.mark.parametrize("ratio", [0, -0.1, 1.5, True, float("nan")])
 def test_coreset_size_rejects_bad_ratios(ratio):
-    with pytest.raises(ValueError, match="coreset ratio"):
+    with pytest.raises(ValueError, match="coreset_ratio must be"):
         coreset_size(100, ratio)
+
+
+@pytest.mark.parametrize("text", ["0.1", "1", "250", "250.0", "0", "1.5", "-3", "nan"])
+def test_the_command_line_and_the_coreset_share_one_rule(text):
+    import argparse
+
+    from patchcore_kit.params import cli_type
+
+    try:
+        value = cli_type("coreset_ratio")(text)
+    except argparse.ArgumentTypeError:
+        with pytest.raises(ValueError, match="coreset_ratio must be"):
+            coreset_size(100, float(text))
+    else:
+        assert 1 <= coreset_size(100, value) <= 100
 
 
 def test_error_messages():

@@ -179,7 +179,7 @@ def test_folder_dataset_with_masks(make_folder_dataset):
         assert (sample.mask_path is None) == (sample.label == 0)
     missing = root / "masks" / "dent" / "dent1.png"
     missing.unlink()
-    with pytest.raises(InputError, match="missing mask"):
+    with pytest.raises(InputError, match="missing ground-truth mask"):
         load_folder(root, masks="masks")
 
 

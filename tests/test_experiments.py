@@ -14,6 +14,7 @@ from patchcore_kit.data import load_dataset
 from patchcore_kit.errors import InputError
 from patchcore_kit.experiments import COLUMNS, run_sweep, sample_efficiency, summarize
 from patchcore_kit.experiments import cell as sweep_cell
+from patchcore_kit.experiments import spade_table as spade_table_module
 from patchcore_kit.experiments import sweep as sweep_module
 from patchcore_kit.viz import PAPER_MVTEC_REFERENCE, plot_sample_efficiency
 
@@ -123,28 +124,35 @@ def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, 
     np.testing.assert_allclose(table.aupro, fresh.aupro)
 
 
-def test_sweep_measures_with_evaluate_functions(split, cache_dir, monkeypatch):
-    """One implementation of the masks and metrics: the sweep's rows come from evaluate.py."""
-    calls = {"masks": 0, "metrics": []}
+@pytest.mark.parametrize("method", ["patchcore", "spade"])
+def test_sweep_measures_with_the_one_evaluation_loop(split, cache_dir, monkeypatch, method):
+    """One implementation of fit -> score -> measure: every row of the sweep (SPADE's shared table
+    too) comes from evaluate.evaluate, with the masks read once for the whole sweep."""
+    calls = {"masks": 0, "evaluate": []}
+    read_masks, measure = evaluate.ground_truth_masks, evaluate.evaluate
 
     def masks_spy(*args, **kwargs):
         calls["masks"] += 1
-        return evaluate.ground_truth_masks(*args, **kwargs)
+        return read_masks(*args, **kwargs)
 
-    def metrics_spy(split, scores, maps, masks, **kwargs):
-        result = evaluate.compute_metrics(split, scores, maps, masks, **kwargs)
-        calls["metrics"].append((kwargs, result))
+    def evaluate_spy(model, split, **kwargs):
+        result = measure(model, split, **kwargs)
+        calls["evaluate"].append((kwargs, result))
         return result
 
     monkeypatch.setattr(sweep_module, "ground_truth_masks", masks_spy)
-    monkeypatch.setattr(sweep_cell, "compute_metrics", metrics_spy)
-    table = sample_efficiency(split, cache_dir=cache_dir, **dict(SWEEP, methods=("patchcore",), seeds=(0,)))
+    monkeypatch.setattr(evaluate, "ground_truth_masks", masks_spy)
+    monkeypatch.setattr(sweep_cell, "evaluate", evaluate_spy)
+    monkeypatch.setattr(spade_table_module, "evaluate", evaluate_spy)
+    table = sample_efficiency(split, cache_dir=cache_dir, **dict(SWEEP, methods=(method,), seeds=(0,)))
     assert calls["masks"] == 1  # read once for the whole sweep
-    assert [kwargs for kwargs, _ in calls["metrics"]] == [{"per_defect": False}] * 2  # no per-defect work per fit
-    for row, (_, metrics) in zip(table.to_dict("records"), calls["metrics"]):
-        assert metrics.keys() == {"image_auroc", "pixel_auroc", "aupro"}
-        assert {k: row[k] for k in metrics} == metrics
-    assert not hasattr(experiments, "resized_test_masks")
+    assert len(calls["evaluate"]) == len(table) == 2
+    for row, (kwargs, result) in zip(table.to_dict("records"), calls["evaluate"]):
+        assert kwargs["per_defect"] is False and kwargs["masks"] is not None  # no per-defect work per fit
+        assert result.metrics.keys() == {"image_auroc", "pixel_auroc", "aupro"}
+        assert {k: row[k] for k in result.metrics} == result.metrics
+        assert (row["fit_s"], row["infer_s"]) == (result.seconds["fit"], result.seconds["infer"])
+    assert not hasattr(experiments, "compute_metrics")
 
 
 def test_results_of_other_settings_are_not_mixed_in(split, cache_dir, tmp_path):
@@ -181,6 +189,11 @@ def test_bad_sweeps_are_refused_before_any_work(split):
         sample_efficiency(split, methods=("padim",), padim=16, progress=False)
     with pytest.raises(InputError, match="format"):
         sample_efficiency(split.root, progress=False)
+    # A method's parameters by the estimator's own rules (params.RULES), before the feature pass.
+    with pytest.raises(InputError, match="spade: top_k_images must be a whole number >= 1, got 0"):
+        sample_efficiency(split, methods=("spade",), spade={"top_k_images": 0}, progress=False)
+    with pytest.raises(InputError, match="patchcore: coreset_ratio must be"):
+        sample_efficiency(split, methods=("patchcore",), patchcore={"coreset_ratio": 1.5}, progress=False)
 
 
 def test_run_sweep_writes_results_figure_and_summary(split, cache_dir, tmp_path, capsys):
@@ -294,7 +307,7 @@ def test_spade_pair_table_equals_fitting_spade_on_each_draw(split, cache_dir, pi
     table = SpadePairTable.for_sweep(model, split, draws, budget_gb=1.0)
     for draw in draws:
         scores, maps = table.scores(draw)
-        direct_scores, direct_maps = SPADE(**setting).fit(draw).score(split.test_paths)
+        direct_scores, direct_maps = SPADE(**setting).fit(draw).score_images(split.test_paths)
         np.testing.assert_allclose(scores, direct_scores, rtol=1e-6)
         np.testing.assert_allclose(maps, direct_maps, rtol=1e-5, atol=1e-6)
     stats = table.stats

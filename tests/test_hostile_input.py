@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from patchcore_kit.errors import InputError, WeightsUnavailableError
+from patchcore_kit.base import parameter_names
 from patchcore_kit.patchcore import PatchCore
 from test_bad_input import assert_one_line_error, run_cli, tree_digest
 
@@ -231,7 +232,7 @@ def test_model_files_without_the_newer_parameters_still_load(saved_model, tmp_pa
     save_file(dict(tensors), tmp_path / "old.safetensors", metadata={**metadata, "params": json.dumps(params)})
     model = PatchCore.load(tmp_path / "old.safetensors")
     for name, value in DEFAULTS.items():
-        if name in PatchCore._param_names:
+        if name in parameter_names(PatchCore):
             assert getattr(model, name) == value
 
 
@@ -382,7 +383,7 @@ def test_mask_errors_come_before_the_fit(mvtec, tmp_path, capsys, mask_writer, n
     mask = mvtec / "widget" / "ground_truth" / "scratch" / "000_mask.png"
     mask_writer(mask, size=(20, 16))
     code, err = run_cli(["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path / "out", *FAST], capsys)
-    assert_one_line_error(code, err, mask, "20x16")
+    assert_one_line_error(code, err, mask, "mask is 16x20")  # (height x width)
 
 
 def test_a_pickle_of_objects_is_named_without_torch_advice(tmp_path):

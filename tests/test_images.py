@@ -205,9 +205,9 @@ def test_anti_aliased_mask_is_thresholded_above_127(tmp_path):
 
 def test_mask_size_mismatch_names_the_mask(tmp_path):
     Image.fromarray(np.zeros((6, 8), np.uint8), mode="L").save(tmp_path / "m.png")
-    assert read_mask(tmp_path / "m.png", size=(8, 6)).shape == (6, 8)  # (width, height) matches
+    assert read_mask(tmp_path / "m.png", hw=(6, 8)).shape == (6, 8)  # (height, width) matches
     with pytest.raises(InputError) as error:
-        read_mask(tmp_path / "m.png", size=(6, 8))
+        read_mask(tmp_path / "m.png", hw=(8, 6))
     message = assert_names_path(error, tmp_path / "m.png")
     assert "8x6" in message and "6x8" in message
 

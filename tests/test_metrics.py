@@ -45,17 +45,17 @@ def brute_force_pro_curve(masks, maps):
     return np.array(fprs), np.array(pros)
 
 
-def brute_force_aupro(masks, maps, fpr_limit=0.3):
+def brute_force_aupro(masks, maps, max_fpr=0.3):
     """Integrate the brute-force curve piece by piece, cutting the piece that crosses the limit."""
     fpr, pro = brute_force_pro_curve(masks, maps)
     area = 0.0
     for x0, x1, y0, y1 in zip(fpr[:-1], fpr[1:], pro[:-1], pro[1:]):
-        if x1 <= fpr_limit:
+        if x1 <= max_fpr:
             area += (x1 - x0) * (y0 + y1) / 2
-        elif x0 < fpr_limit:
-            y_limit = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
-            area += (fpr_limit - x0) * (y0 + y_limit) / 2
-    return area / fpr_limit
+        elif x0 < max_fpr:
+            y_limit = y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0)
+            area += (max_fpr - x0) * (y0 + y_limit) / 2
+    return area / max_fpr
 
 
 def random_case(seed, n_images=4, height=9, width=11):
@@ -167,11 +167,11 @@ def test_pro_curve_matches_thresholding_at_every_distinct_score(seed):
 
 
 @pytest.mark.parametrize("seed", range(8))
-@pytest.mark.parametrize("fpr_limit", [0.3, 0.05, 0.5, 1.0])
-def test_aupro_matches_brute_force(seed, fpr_limit):
+@pytest.mark.parametrize("max_fpr", [0.3, 0.05, 0.5, 1.0])
+def test_aupro_matches_brute_force(seed, max_fpr):
     masks, maps = random_case(seed)
-    expected = brute_force_aupro(masks, maps, fpr_limit)
-    assert aupro(masks, maps, fpr_limit) == pytest.approx(expected, abs=1e-12)
+    expected = brute_force_aupro(masks, maps, max_fpr)
+    assert aupro(masks, maps, max_fpr) == pytest.approx(expected, abs=1e-12)
 
 
 def test_aupro_matches_brute_force_with_continuous_float32_scores():
@@ -196,12 +196,12 @@ def test_aupro_of_a_perfect_map_is_one():
     assert aupro(masks, masks.astype(float)) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("fpr_limit", [0.3, 0.1, 1.0])
-def test_aupro_of_a_constant_map_is_half_the_limit(fpr_limit):
+@pytest.mark.parametrize("max_fpr", [0.3, 0.1, 1.0])
+def test_aupro_of_a_constant_map_is_half_the_limit(max_fpr):
     # Everything is flagged at once: the curve jumps from (0, 0) to (1, 1), the diagonal, whose
     # area up to L is L**2 / 2; divided by L that is L / 2.
     masks, _ = random_case(1)
-    assert aupro(masks, np.full(masks.shape, 0.7), fpr_limit) == pytest.approx(fpr_limit / 2)
+    assert aupro(masks, np.full(masks.shape, 0.7), max_fpr) == pytest.approx(max_fpr / 2)
 
 
 def hand_case():
@@ -228,9 +228,9 @@ def test_aupro_hand_computed():
     # Up to 0.3: 0.2 * 0.75 = 0.15, normalised 0.5.
     assert aupro(masks, maps) == pytest.approx(0.5)
     # Up to 0.25: 0.15 * 0.75 = 0.1125, normalised 0.45.
-    assert aupro(masks, maps, fpr_limit=0.25) == pytest.approx(0.45)
+    assert aupro(masks, maps, max_fpr=0.25) == pytest.approx(0.45)
     # Up to 0.35: 0.15 + 0.05 * (0.875 + 0.9375) / 2, the PRO at 0.35 interpolated on the tie.
-    assert aupro(masks, maps, fpr_limit=0.35) == pytest.approx((0.15 + 0.0453125) / 0.35)
+    assert aupro(masks, maps, max_fpr=0.35) == pytest.approx((0.15 + 0.0453125) / 0.35)
 
 
 def test_regions_are_eight_connected():
@@ -259,11 +259,11 @@ def test_aupro_is_absent_without_regions_or_nominal_pixels():
     assert pro_curve(np.zeros((2, 4, 4), dtype=bool), maps) is None
 
 
-@pytest.mark.parametrize("fpr_limit", [0.0, -0.1, 1.5])
-def test_aupro_refuses_a_limit_outside_zero_one(fpr_limit):
+@pytest.mark.parametrize("max_fpr", [0.0, -0.1, 1.5])
+def test_aupro_refuses_a_limit_outside_zero_one(max_fpr):
     masks, maps = hand_case()
-    with pytest.raises(InputError, match="fpr_limit"):
-        aupro(masks, maps, fpr_limit)
+    with pytest.raises(InputError, match="max_fpr"):
+        aupro(masks, maps, max_fpr)
 
 
 # --- one sort for both pixel metrics (PixelGroundTruth) ---------------------------------------
@@ -290,19 +290,19 @@ def test_one_sort_gives_the_per_call_metrics_on_real_shaped_maps(seed):
     pixel, pro = truth.metrics(maps)
     assert pixel == pixel_auroc(masks, maps)  # the same integer count: bit for bit
     assert pro == pytest.approx(aupro(masks, maps), abs=1e-12)
-    assert truth.metrics(maps, fpr_limit=1.0)[1] == pytest.approx(aupro(masks, maps, 1.0), abs=1e-12)
+    assert truth.metrics(maps, max_fpr=1.0)[1] == pytest.approx(aupro(masks, maps, 1.0), abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("fpr_limit", [0.05, 0.3, 1.0])
-def test_one_sort_matches_independent_counts_with_ties(seed, fpr_limit):
+@pytest.mark.parametrize("max_fpr", [0.05, 0.3, 1.0])
+def test_one_sort_matches_independent_counts_with_ties(seed, max_fpr):
     masks, maps = random_case(seed)
     maps = (maps - 0.5).astype(np.float32)  # negative, zero and positive scores, many ties
     maps[maps == 0] = np.float32(-0.0) if seed % 2 else np.float32(0.0)  # -0.0 ties with 0.0
-    pixel, pro = PixelGroundTruth(masks).metrics(maps, fpr_limit)
+    pixel, pro = PixelGroundTruth(masks).metrics(maps, max_fpr)
     assert pixel == pixel_auroc(masks, maps)
     assert pixel == pytest.approx(pairwise_auroc(masks, maps), abs=1e-12)
-    assert pro == pytest.approx(brute_force_aupro(masks, maps, fpr_limit), abs=1e-12)
+    assert pro == pytest.approx(brute_force_aupro(masks, maps, max_fpr), abs=1e-12)
 
 
 def test_one_sort_serves_many_map_stacks_and_float64_maps():
@@ -321,8 +321,8 @@ def test_one_sort_is_absent_without_regions_and_names_bad_input():
     assert PixelGroundTruth(np.ones((2, 4, 4), dtype=bool)).metrics(maps) == (None, None)
     with pytest.raises(InputError, match="same shape"):
         PixelGroundTruth(np.zeros((2, 4, 4), dtype=bool)).metrics(maps[:1])
-    with pytest.raises(InputError, match="fpr_limit"):
-        PixelGroundTruth(np.zeros((2, 4, 4), dtype=bool)).metrics(maps, fpr_limit=0)
+    with pytest.raises(InputError, match="max_fpr"):
+        PixelGroundTruth(np.zeros((2, 4, 4), dtype=bool)).metrics(maps, max_fpr=0)
 
 
 # --- per defect type --------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from scipy import ndimage
 from patchcore_kit.errors import InputError
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.features import FeatureExtractor, flatten_patches
-from patchcore_kit import neighbours
-from patchcore_kit.neighbours import MemoryBankIndex
+from patchcore_kit import neighbors
+from patchcore_kit.neighbors import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore, reweighted_image_scores
 
 SIZE = 64
@@ -116,7 +116,7 @@ def test_output_shapes_and_types(fitted, textures):
     assert predictions.shape == (4,) and predictions.dtype.kind == "i"
     assert set(predictions.tolist()) <= {0, 1}
     np.testing.assert_array_equal(predictions, (fitted.decision_function(test) > fitted.threshold_).astype(int))
-    scores, maps_again = fitted.score(test)
+    scores, maps_again = fitted.score_images(test)
     np.testing.assert_array_equal(maps_again, maps)
     assert fitted.patch_scores(test).shape == (4, 8, 8)
 
@@ -193,7 +193,7 @@ def test_threshold_is_the_leave_one_out_quantile_of_training_scores(textures):
     for i, held_out in enumerate(train):
         others = [p for j, p in enumerate(train) if j != i]
         without = PatchCore(**{**SETTINGS, "sampler": "none"}, calibrate=False).fit(others)
-        score, anomaly_map = without.score([held_out])
+        score, anomaly_map = without.score_images([held_out])
         loo_scores.append(score[0])
         loo_maxima.append(anomaly_map[0].max())
     assert model.threshold_ == pytest.approx(np.quantile(loo_scores, 0.99), rel=1e-5)
@@ -323,13 +323,13 @@ def test_evaluate_on_a_tiny_mvtec_category(make_mvtec, masks):
         assert result.masks is None
         assert metrics["pixel_auroc"] is None and metrics["aupro"] is None
         assert metrics["per_defect"]["dent"]["pixel_auroc"] is None
-    assert {"fit_features", "fit_coreset", "fit_total", "score", "metrics"} <= set(result.seconds)
+    assert {"fit_features", "fit_coreset", "fit_total", "fit", "infer", "metrics"} <= set(result.seconds)
     rows = result.score_rows()
     assert [r["label"] for r in rows] == list(split.test_labels)
     assert all(r["path"] == f"test/{r['defect_type']}/{Path(r['path']).name}" for r in rows), rows
 
 
-@pytest.mark.skipif(not neighbours.faiss_available(), reason="faiss not installed")
+@pytest.mark.skipif(not neighbors.faiss_available(), reason="faiss not installed")
 def test_approximate_search_is_a_saved_parameter_and_scores_like_exact(fitted, textures, tmp_path):
     """search="hnsw": the index is rebuilt from the bank on load (never saved); on a small bank it
     finds the exact neighbours, so the scores are the exact model's."""

@@ -70,7 +70,7 @@ def test_metrics_json_has_every_category_with_finite_values(fast_demo):
     for name, metrics in categories.items():
         for key in ("image_auroc", "pixel_auroc", "aupro", "caught", "false_alarms"):
             assert math.isfinite(metrics[key]) and 0.0 <= metrics[key] <= 1.0, (name, key)
-        for key in ("fit_s", "score_s", "threshold", "pixel_threshold"):
+        for key in ("fit_s", "infer_s", "threshold", "pixel_threshold"):
             assert math.isfinite(metrics[key]), (name, key)
         assert metrics["n_train"] == report.FAST.n_train
         assert metrics["n_test"] == report.FAST.n_test_good + 6 * report.FAST.n_test_per_defect
@@ -143,7 +143,7 @@ def test_format_table_prints_missing_values_as_a_dash():
             "n_train": [40],
             "n_test": [34],
             "fit_s": [12.345],
-            "score_s": [1.0],
+            "infer_s": [1.0],
         },
         index=pd.Index(["brick"], name="category"),
     )

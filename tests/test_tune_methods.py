@@ -149,15 +149,15 @@ def test_sweep_runs_every_method_at_its_own_settings(make_mvtec, tmp_path, one_t
                            {"layers": ["layer2", "layer3"], "global_layer": None, "top_k_images": 2, "image_size": 64,
                             "backbone": "efficientnet_lite0", "weights": None})
     built = {}
-    from patchcore_kit import experiments
+    from patchcore_kit.experiments import cell
 
-    original = experiments.evaluate_once
+    original = cell.evaluate_once  # the module SweepCells calls it from (the package re-export is not what runs)
 
     def spy(model, split, masks):
         built[type(model).__name__] = (model, None if masks is None else masks.shape[1:])
         return original(model, split, masks)
 
-    monkeypatch.setattr(experiments, "evaluate_once", spy)
+    monkeypatch.setattr(cell, "evaluate_once", spy)
     out = tmp_path / "sweep"
     # a plain path goes to the method its file records; METHOD=PATH must name that method
     assert main(["sweep", str(root), "--format", "mvtec", "--category", "widget", "--shots", "3", "--seeds", "0",

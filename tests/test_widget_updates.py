@@ -16,7 +16,7 @@ from patchcore_kit.data import load_dataset
 from patchcore_kit.data.demo import build_demo_dataset
 from patchcore_kit.features import FeatureExtractor
 from patchcore_kit.metrics import mask_iou, per_defect_metrics
-from patchcore_kit.neighbours import MemoryBankIndex
+from patchcore_kit.neighbors import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore
 from patchcore_kit.widgets import GalleryFigure, GalleryState, gallery_explorer, gallery_metrics, render_gallery
 
@@ -45,7 +45,7 @@ def no_new_work(monkeypatch):
     monkeypatch.setattr(FeatureExtractor, "iter_layer_maps", spy("features"))
     monkeypatch.setattr(MemoryBankIndex, "search", spy("search"))
     monkeypatch.setattr(PatchCore, "fit", spy("fit"))
-    monkeypatch.setattr(PatchCore, "score_neighbours", spy("score_neighbours"))
+    monkeypatch.setattr(PatchCore, "score_neighbors", spy("score_neighbors"))
     return calls
 
 
@@ -92,7 +92,7 @@ def test_no_refit_controls_update_the_same_figure_and_show_what_a_fresh_gallery_
 
 
 def test_the_explorer_answers_b_threshold_colour_map_and_defect_type_without_new_work(state, no_new_work):
-    box = gallery_explorer(state, ratios=(0.5,), neighbours=(1, 3))
+    box = gallery_explorer(state, ratios=(0.5,), num_neighbors=(1, 3))
     controls = {c.description.split(" (")[0]: c for row in box.children[:-2] for c in row.children}
     picture, table = box.children[-2], box.children[-1]
     seen = {bytes(picture.value)}

@@ -169,15 +169,15 @@ def test_the_coreset_explorer_builds_another_bank_only_when_chosen(coreset, fake
 # --- 04: the gallery ----------------------------------------------------------------------------
 def test_gallery_state_memoises_and_b_leaves_maps_alone(gallery):
     scores, maps = gallery.result(0.5, 1)
-    stored = gallery.neighbours(0.5, 1)
-    assert gallery.neighbours(0.5, 3) is stored  # scored once: b only re-weighs the stored distances
+    stored = gallery.neighbors(0.5, 1)
+    assert gallery.neighbors(0.5, 3) is stored  # scored once: b only re-weighs the stored distances
     assert gallery.result(0.5, 1)[1] is maps
     assert maps.shape == (len(gallery.split.test), 64, 64)
     scores_b3, maps_b3 = gallery.result(0.5, 3)
     assert np.array_equal(maps, maps_b3)
     model = gallery.model(0.5)
     for b, expected in ((1, scores), (3, scores_b3)):  # the same numbers as scoring again with this b
-        model.num_neighbors = b
+        model.set_params(num_neighbors=b)
         np.testing.assert_allclose(model.decision_function(gallery.split.test_paths), expected, rtol=1e-5)
     normalised = gallery.normalised_maps(0.5, 1)
     assert normalised.max() == pytest.approx(1.0)
@@ -222,7 +222,7 @@ def test_gallery_metrics_iou_matches_its_definition(gallery):
 
 
 def test_gallery_explorer_follows_every_control(gallery):
-    box = gallery_explorer(gallery, ratios=(0.25, 0.5), neighbours=(1, 3))
+    box = gallery_explorer(gallery, ratios=(0.25, 0.5), num_neighbors=(1, 3))
     controls = [c for row in box.children[:-2] for c in row.children]
     picture, table = box.children[-2], box.children[-1]
     assert [c.description for c in controls] == ["defect type", "threshold", "colour map", "coreset ratio",
@@ -318,7 +318,7 @@ def test_patch_pca_figure_colours_each_group():
 
 
 def test_the_gallery_explorer_offers_patch_size_and_refits_from_the_cache(gallery):
-    box = gallery_explorer(gallery, ratios=(0.5,), neighbours=(1,), patch_sizes=(1, 3), aggregations=("mean", "unfold"))
+    box = gallery_explorer(gallery, ratios=(0.5,), num_neighbors=(1,), patch_sizes=(1, 3), aggregations=("mean", "unfold"))
     controls = {c.description: c for row in box.children[:-2] for c in row.children}
     assert {"patch size p", "aggregation"} <= set(controls)
     picture = box.children[-2]

@@ -14,11 +14,6 @@ from ..features import patch_embeddings
 #: and exact, whatever the gallery's size.
 SPADE_CHUNK_BYTES = 512 * 2**20
 
-#: Constructor parameters every baseline shares with PatchCore.
-_SHARED = ("image_size", "weights", "device", "batch_size", "seed", "threshold_quantile", "calibrate",
-           "feature_cache", "progress")
-
-
 def aligned_features(layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:
     """Layer maps resized to the first layer's grid and concatenated: ``(B, C, h, w)``.
 

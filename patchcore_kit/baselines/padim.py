@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from ..base import AnomalyEstimator, upsample_and_smooth
-from .common import _SHARED, aligned_features, positions_last
+from ..params import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
+from .common import aligned_features, positions_last
 
 #: The stages PaDiM's paper uses (ResNet naming; see ``backbones`` for EfficientNet-Lite).
 PADIM_LAYERS = ("layer1", "layer2", "layer3")
@@ -105,37 +106,18 @@ class PaDiM(AnomalyEstimator):
     >>> model = PaDiM(n_features=100, epsilon=0.01).fit(train_paths)   # doctest: +SKIP
     """
 
-    _param_names = ("backbone", "layers", "n_features", "epsilon") + _SHARED
-
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = PADIM_LAYERS,
         n_features: int | str | None = "auto",
         epsilon: float = 0.01,
-        image_size: int | Sequence[int] = 224,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
+        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
+        feature_cache: str | None = None, progress: bool = False,
     ):
-        self.backbone = backbone
-        self.layers = layers
-        self.n_features = n_features
-        self.epsilon = epsilon
-        self.image_size = image_size
-        self.weights = weights
-        self.device = device
-        self.batch_size = batch_size
-        self.seed = seed
-        self.threshold_quantile = threshold_quantile
-        self.calibrate = calibrate
-        self.feature_cache = feature_cache
-        self.progress = progress
+        self._store(locals())
 
     def embed(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
         """Stage maps -> the chosen channels per position ``(B, h*w, d)``, in float64 for the sums."""

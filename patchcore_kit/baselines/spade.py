@@ -9,8 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from ..base import AnomalyEstimator, upsample_and_smooth
+from ..params import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
 from .common import (
-    _SHARED, aligned_features, global_features, knn_distance, nearest_images, nearest_in_each_image, positions_last,
+    aligned_features,
+    global_features,
+    knn_distance,
+    nearest_images,
+    nearest_in_each_image,
+    positions_last,
 )
 
 #: The stages SPADE's paper uses (ResNet naming; see ``backbones`` for EfficientNet-Lite).
@@ -153,41 +159,20 @@ class SPADE(_ImageMemory):
     >>> model = SPADE(top_k_images=50, k=1).fit(train_paths)   # doctest: +SKIP
     """
 
-    _param_names = ("backbone", "layers", "global_layer", "top_k_images", "k", "pixel_matching") + _SHARED
-
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = SPADE_LAYERS,
         global_layer: str | None = SPADE_GLOBAL_LAYER,
         top_k_images: int = 50,
         k: int = 1,
         pixel_matching: str = "aligned",
-        image_size: int | Sequence[int] = 224,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
+        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
+        feature_cache: str | None = None, progress: bool = False,
     ):
-        self.backbone = backbone
-        self.layers = layers
-        self.global_layer = global_layer
-        self.top_k_images = top_k_images
-        self.k = k
-        self.pixel_matching = pixel_matching
-        self.image_size = image_size
-        self.weights = weights
-        self.device = device
-        self.batch_size = batch_size
-        self.seed = seed  # nothing in SPADE is random; kept for a uniform constructor
-        self.threshold_quantile = threshold_quantile
-        self.calibrate = calibrate
-        self.feature_cache = feature_cache
-        self.progress = progress
+        self._store(locals())
 
     def features(self, layer_maps: list[torch.Tensor]):
         """Global features ``(B, C_g)`` and positions: ``(B, h*w, C)`` aligned, or one
@@ -244,35 +229,17 @@ class NearestImage(_ImageMemory):
     >>> NearestImage().fit(train_paths).decision_function(test_paths)   # doctest: +SKIP
     """
 
-    _param_names = ("backbone", "layers", "global_layer") + _SHARED
-
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = SPADE_LAYERS,
         global_layer: str | None = SPADE_GLOBAL_LAYER,
-        image_size: int | Sequence[int] = 224,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
+        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
+        feature_cache: str | None = None, progress: bool = False,
     ):
-        self.backbone = backbone
-        self.layers = layers
-        self.global_layer = global_layer
-        self.image_size = image_size
-        self.weights = weights
-        self.device = device
-        self.batch_size = batch_size
-        self.seed = seed  # nothing here is random; kept for a uniform constructor
-        self.threshold_quantile = threshold_quantile
-        self.calibrate = calibrate
-        self.feature_cache = feature_cache
-        self.progress = progress
+        self._store(locals())
 
     def _score_against(self, test_global, test_positions, train_global, train_positions):
         nearest_d, nearest_i = nearest_images(test_global, train_global, 1)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..images import image_size_of, read_mask
+from ..images import image_hw, read_mask
 
 #: File endings read as images, compared case-insensitively (".PNG" counts as ".png").
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -75,16 +75,31 @@ class Sample:
     group: str
 
 
+def find_mask(folder: Path, image: Path) -> Path:
+    """The mask of ``image`` in ``folder``: ``<stem>_mask.<ext>`` (MVTec's naming), else ``<stem>.<ext>``.
+
+    One rule for every dataset layout that keeps masks in a folder per defect type (MVTec's
+    ``ground_truth/<defect>/``, a folder dataset's ``<masks>/<defect>/``); any image extension,
+    in lower or upper case. A missing mask is an :class:`InputError` naming the expected file.
+    """
+    for stem in (f"{image.stem}_mask", image.stem):
+        for extension in IMAGE_EXTENSIONS:
+            for candidate in (folder / f"{stem}{extension}", folder / f"{stem}{extension.upper()}"):
+                if candidate.is_file():
+                    return candidate
+    raise InputError(f"{folder / (image.stem + '_mask.png')}: missing ground-truth mask for {image}")
+
+
 def read_sample_mask(sample: Sample) -> np.ndarray:
     """The ground-truth mask of ``sample`` as a boolean ``(H, W)`` array at the image's size.
 
     ``mask_path=None`` means "no defective pixels", so an all-False mask is returned. A mask whose
     size differs from its image raises :class:`InputError` naming the mask.
     """
-    width, height = image_size_of(sample.path)
+    hw = image_hw(sample.path)
     if sample.mask_path is None:
-        return np.zeros((height, width), dtype=bool)
-    return read_mask(sample.mask_path, size=(width, height))
+        return np.zeros(hw, dtype=bool)
+    return read_mask(sample.mask_path, hw=hw)
 
 
 @dataclass(repr=False)

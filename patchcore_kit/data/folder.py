@@ -25,9 +25,9 @@ import numpy as np
 
 from ..errors import InputError
 from .base import (
-    IMAGE_EXTENSIONS,
     Sample,
     Split,
+    find_mask,
     fraction_to_count,
     list_images,
     list_subfolders,
@@ -36,23 +36,13 @@ from .base import (
 )
 
 
-def _find_mask(mask_root: Path, defect_type: str, image: Path) -> Path:
-    folder = mask_root / defect_type
-    for stem in (image.stem, f"{image.stem}_mask"):
-        for extension in IMAGE_EXTENSIONS:
-            candidate = folder / f"{stem}{extension}"
-            if candidate.is_file():
-                return candidate
-    raise InputError(f"{folder / (image.stem + '.png')}: missing mask for {image}")
-
-
 def _anomalous(test_root: Path, nominal: str, skip: set[str], mask_root: Path | None) -> list[Sample]:
     samples = []
     for folder in list_subfolders(test_root):
         if folder.name == nominal or folder.name in skip:
             continue
         for path in require_images(folder, f"anomalous images of type {folder.name!r}"):
-            mask = _find_mask(mask_root, folder.name, path) if mask_root is not None else None
+            mask = find_mask(mask_root / folder.name, path) if mask_root is not None else None
             samples.append(Sample(path, 1, folder.name, mask, f"{folder.name}/{path.stem}"))
     if not samples:
         raise InputError(

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from .base import IMAGE_EXTENSIONS, Sample, Split, list_subfolders, require_folder, require_images
+from .base import Sample, Split, find_mask, list_subfolders, require_folder, require_images
 
 NOMINAL = "good"
 
@@ -55,18 +55,6 @@ def _category_folder(root: Path, category: str | None) -> Path:
     raise InputError(f"{root}: unknown category {category!r}; available categories: {choices}")
 
 
-def _mask_for(ground_truth: Path, defect_type: str, image: Path) -> Path:
-    """The mask of ``image``: ``<stem>_mask.<ext>`` (MVTec's naming) or ``<stem>.<ext>``."""
-    folder = ground_truth / defect_type
-    for stem in (f"{image.stem}_mask", image.stem):
-        for extension in IMAGE_EXTENSIONS:
-            for candidate in (folder / f"{stem}{extension}", folder / f"{stem}{extension.upper()}"):
-                if candidate.is_file():
-                    return candidate
-    expected = folder / f"{image.stem}_mask.png"
-    raise InputError(f"{expected}: missing ground-truth mask for {image}")
-
-
 def load_mvtec(root: str | Path, category: str | None = None) -> Split:
     """Load one MVTec AD category as a :class:`Split` (the official split, masks where present)."""
     root = Path(root).expanduser()
@@ -88,7 +76,7 @@ def load_mvtec(root: str | Path, category: str | None = None) -> Split:
         defect_type = defect_folder.name
         label = int(defect_type != NOMINAL)
         for path in require_images(defect_folder, f"test images of type {defect_type!r}"):
-            mask = _mask_for(ground_truth, defect_type, path) if (label and has_masks) else None
+            mask = find_mask(ground_truth / defect_type, path) if (label and has_masks) else None
             test.append(Sample(path, label, defect_type, mask, f"test/{defect_type}/{path.stem}"))
     if not test:
         raise InputError(f"{test_folder}: no test folders found (expected test/good/ and test/<defect>/)")

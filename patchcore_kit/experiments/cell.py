@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import Split
-from ..evaluate import compute_metrics
+from ..evaluate import evaluate
 from ..features import FeatureExtractor
 from ..images import as_hw
 from .grid import METHODS, _unique
@@ -26,15 +26,11 @@ def evaluate_once(model, split: Split, masks: np.ndarray | None) -> dict:
     """Fit ``model`` on ``split.train``, score ``split.test``: metrics and seconds for one row.
 
     ``masks`` are :func:`~patchcore_kit.evaluate.ground_truth_masks` of the test set, read once
-    for the whole sweep; the metrics are :func:`~patchcore_kit.evaluate.compute_metrics`'.
+    for the whole sweep; the row is :func:`~patchcore_kit.evaluate.evaluate`'s, without the
+    per-defect table.
     """
-    start = time.perf_counter()
-    model.fit(split.train_paths)
-    fit_s = time.perf_counter() - start
-    start = time.perf_counter()
-    scores, maps = model.score(split.test_paths)
-    infer_s = time.perf_counter() - start
-    return {**compute_metrics(split, scores, maps, masks, per_defect=False), "fit_s": fit_s, "infer_s": infer_s}
+    result = evaluate(model, split, masks=masks, pixel=masks is not None, per_defect=False)
+    return {**result.metrics, "fit_s": result.seconds["fit"], "infer_s": result.seconds["infer"]}
 
 
 def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import open_text, save_figure, write_text
-from ..backbones import DEFAULT_LAYERS
+from ..backbones import DEFAULT_BACKBONE, DEFAULT_LAYERS
 from ..data import load_dataset
 from .grid import ALL, DEFAULT_SHOTS, METRICS, sweep_categories
 from .scheduler import PROCESSES, DaskCells
@@ -24,7 +24,7 @@ def run_sweep(
     shots: Sequence[int | str] = DEFAULT_SHOTS,
     methods: Sequence[str] = ("patchcore", "padim", "spade"),
     seeds: Sequence[int] = (0, 1, 2),
-    backbone: str = "efficientnet_lite0",
+    backbone: str = DEFAULT_BACKBONE,
     image_size: int | Sequence[int] = 224,
     output: str | Path = "runs/sweep",
     cache_dir: str | Path | None = None,

@@ -10,6 +10,7 @@ from ..baselines import SPADE, NearestImage, PaDiM
 from ..data import Split, load_dataset
 from ..data.mvtec import mvtec_categories
 from ..errors import InputError
+from ..params import check_params
 from ..patchcore import PatchCore
 
 METHODS = {"patchcore": PatchCore, "padim": PaDiM, "spade": SPADE, "nearest_image": NearestImage}
@@ -106,10 +107,9 @@ def _check_grid(split: Split, methods: list, shots: list, seeds: list, method_pa
         if shared:
             raise InputError(f"{where}: {shared} are set for the whole sweep (one feature cache for all methods), "
                              f"not per method ({name!r})")
+        check_params(f"{where}: {name}", params)  # the estimator's own rules, before the feature pass
     for n in shots:
         split.with_shots(n, 0)  # raises an InputError naming the dataset when n is too large
-    if "spade" in methods and method_params.get("spade", {}).get("top_k_images", 1) < 1:
-        raise InputError(f"{where}: SPADE's top_k_images must be at least 1")
 
 
 def _unique(items) -> list:

@@ -1,16 +1,14 @@
 """SPADE's rows of a sweep from one shared table of nearest distances (k = 1)."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
-from ..base import upsample_and_smooth
+from ..base import ScoredImages, upsample_and_smooth
 from ..baselines import SPADE, nearest_images
 from ..baselines.spade import cat_positions, take_images
 from ..data import Split
-from ..evaluate import compute_metrics
+from ..evaluate import evaluate
 from .grid import _unique
 
 #: Memory SPADE's shared pair table may take before the sweep scores SPADE row by row instead.
@@ -106,13 +104,31 @@ class SpadePairTable:
         return nearest_d.mean(dim=1).numpy().astype(np.float64), maps
 
     def evaluate(self, split: Split, masks: np.ndarray | None) -> dict:
-        """Like :func:`evaluate_once` for SPADE fitted on ``split.train``: metrics and seconds.
+        """Like :func:`~patchcore_kit.experiments.cell.evaluate_once` for SPADE fitted on ``split.train``.
 
         ``fit_s`` is ~0 (the pool's features are read once for all rows); ``infer_s`` includes the
-        pairs this row computes first, so later rows, which read more pairs, are cheaper.
+        pairs this row computes first, so later rows, which read more pairs, are cheaper. The row
+        is measured by :func:`~patchcore_kit.evaluate.evaluate`, the kit's one evaluation loop.
         """
-        start = time.perf_counter()
-        scores, maps = self.scores(split.train_paths)
-        infer_s = time.perf_counter() - start
-        return {**compute_metrics(split, scores, maps, masks, per_defect=False), "fit_s": 0.0, "infer_s": infer_s}
+        result = evaluate(_TableSPADE(self), split, masks=masks, pixel=masks is not None, per_defect=False)
+        return {**result.metrics, "fit_s": result.seconds["fit"], "infer_s": result.seconds["infer"]}
+
+
+class _TableSPADE:
+    """SPADE "fitted" by remembering its training images, scored from a :class:`SpadePairTable`.
+
+    It has what :func:`~patchcore_kit.evaluate.evaluate` calls (``fit``, ``score_images``,
+    ``image_size``), so the table's rows are measured by the one evaluation loop.
+    """
+
+    def __init__(self, table: SpadePairTable):
+        self.table, self.image_size, self.fit_seconds_ = table, table.model.image_size, {}
+
+    def fit(self, train_paths: list) -> _TableSPADE:
+        self.train_paths_ = list(train_paths)
+        return self
+
+    def score_images(self, images: list) -> ScoredImages:
+        assert list(images) == list(self.table.split.test_paths), "the table holds this split's test set only"
+        return ScoredImages(*self.table.scores(self.train_paths_))
 

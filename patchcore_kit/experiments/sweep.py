@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..backbones import DEFAULT_LAYERS, STAGES
+from ..backbones import DEFAULT_BACKBONE, DEFAULT_LAYERS, STAGES
 from ..data import Split
 from ..errors import InputError
 from ..evaluate import ground_truth_masks
@@ -32,7 +32,7 @@ def sample_efficiency(
     shots: Sequence[int] = DEFAULT_SHOTS,
     methods: Sequence[str] = ("patchcore", "padim", "spade"),
     seeds: Sequence[int] = (0, 1, 2),
-    backbone: str = "efficientnet_lite0",
+    backbone: str = DEFAULT_BACKBONE,
     image_size: int | Sequence[int] = 224,
     cache_dir: str | Path | None = None,
     results_path: str | Path | None = None,

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import write_text
+from ..backbones import DEFAULT_BACKBONE
 from ..data import load_mvtec
 from ..data.demo import build_demo_dataset
 from ..errors import InputError
@@ -30,7 +31,7 @@ def run_demo(
     output: str | Path | None = None,
     root: str | Path | None = None,
     fast: bool = False,
-    backbone: str = "efficientnet_lite0",
+    backbone: str = DEFAULT_BACKBONE,
     image_size: int | None = None,
     seed: int = 0,
     progress: bool = True,

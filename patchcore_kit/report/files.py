@@ -73,8 +73,8 @@ def write_figures(
     """Save every figure of the report as a PNG in ``folder``; returns ``{key: path}``."""
     jobs = {
         "metrics_table": lambda: plot_metrics_table(
-            table[["image_auroc", "pixel_auroc", "aupro", "n_train", "n_test", "fit_s", "score_s"]],
-            formats={"fit_s": "{:.1f}", "score_s": "{:.1f}"},
+            table[["image_auroc", "pixel_auroc", "aupro", "n_train", "n_test", "fit_s", "infer_s"]],
+            formats={"fit_s": "{:.1f}", "infer_s": "{:.1f}"},
         ),
         "sample_efficiency": lambda: plot_shots_curve(shots_table),
     }
@@ -141,13 +141,13 @@ def write_metrics(
 
 def format_table(table: pd.DataFrame) -> str:
     """The metrics table as text for the terminal."""
-    shown = table[["image_auroc", "pixel_auroc", "aupro", "n_train", "n_test", "fit_s", "score_s"]].copy()
+    shown = table[["image_auroc", "pixel_auroc", "aupro", "n_train", "n_test", "fit_s", "infer_s"]].copy()
     formats = {
         "image_auroc": "{:.3f}",
         "pixel_auroc": "{:.3f}",
         "aupro": "{:.3f}",
         "fit_s": "{:.1f}",
-        "score_s": "{:.1f}",
+        "infer_s": "{:.1f}",
     }
     for column, pattern in formats.items():
         shown[column] = shown[column].map(lambda v, p=pattern: "-" if v is None or pd.isna(v) else p.format(v))

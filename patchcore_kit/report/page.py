@@ -83,7 +83,7 @@ def _metrics_html(table: pd.DataFrame) -> str:
             + _cell(int(r.n_train), "{}")
             + _cell(int(r.n_test), "{}")
             + _cell(r.fit_s, "{:.1f}")
-            + _cell(r.score_s, "{:.1f}")
+            + _cell(r.infer_s, "{:.1f}")
             + _cell(r.caught, "{:.0%}")
             + _cell(r.false_alarms, "{:.0%}")
             + "</tr>"

@@ -69,7 +69,7 @@ class CategoryResult:
             "n_train": self.model.n_train_,
             "n_test": len(labels),
             "fit_s": self.fit_s,
-            "score_s": self.evaluation.seconds["score"],
+            "infer_s": self.evaluation.seconds["infer"],
             "threshold": self.model.threshold_,
             "caught": float(flagged[labels == 1].mean()),  # anomalous test images predict() flags
             "false_alarms": float(flagged[labels == 0].mean()),  # nominal test images it flags

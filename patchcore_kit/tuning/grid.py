@@ -36,14 +36,18 @@ import numpy as np
 from ..backbones import BACKBONES, STAGES
 from ..errors import InputError
 from ..features import AGGREGATIONS, BORDERS
+from ..patchcore import PatchCore
 
 ASPECTS = ("stretch", "keep")
-#: Keys a candidate may vary, and their defaults when a grid leaves them out.
-CANDIDATE_DEFAULTS = {"layers": ("layer2", "layer3"), "patch_size": 3, "aggregation": "mean", "border": None,
-                      "image_size": 224, "aspect": "stretch", "pretrain_dim": None, "target_dim": None}
+_PATCHCORE = PatchCore().get_params()  # the estimator's own defaults: written down once, in its constructor
+#: Keys a candidate may vary, and their defaults when a grid leaves them out (``border`` None: not
+#: passed, so PatchCore's own default; ``aspect``: how images are resized, not a PatchCore parameter).
+CANDIDATE_DEFAULTS = {**{k: _PATCHCORE[k] for k in ("layers", "patch_size", "aggregation", "image_size",
+                                                    "pretrain_dim", "target_dim")},
+                      "border": None, "aspect": "stretch"}
 #: Keys that are the same for every candidate (``fixed:``), and their defaults.
-FIXED_DEFAULTS = {"backbone": "efficientnet_lite0", "weights": None, "coreset_ratio": 0.1, "num_neighbors": 9,
-                  "sampler": "greedy", "projection_dim": 128}
+FIXED_DEFAULTS = {k: _PATCHCORE[k] for k in ("backbone", "weights", "coreset_ratio", "num_neighbors", "sampler",
+                                             "projection_dim")}
 #: The default grid (issue #12): the levers that moved MTD most, at the kit's 10 % coreset. Aggregation
 #: stays at the kit's "mean" (unfold lost on MTD's folds in issue #10 and widens every feature to 1024).
 DEFAULT_GRID = {

@@ -29,10 +29,9 @@ from ..atomic import write_csv, write_text
 from ..data import load_dataset
 from ..data.base import Split
 from ..errors import InputError
-from ..evaluate import ground_truth_masks
+from ..evaluate import evaluate
 from ..features import FeatureExtractor
-from ..images import image_size_of
-from ..metrics import image_auroc, per_defect_metrics, pixel_auroc
+from ..images import image_hw
 from .folds import DEFAULT_FOLDS, check_shots, development_split, grouped_folds, regroup
 from .grid import candidate_name, load_grid, method_grid, model_params
 from .validation import VALIDATIONS, real_anomalies, synthetic_anomalies
@@ -57,19 +56,14 @@ def score_fold(params: dict, dev: Split, metric: str, feature_cache, seed: int, 
     """Fit one candidate on a fold's training images and score its test images: one ``folds.csv`` row."""
     start = time.perf_counter()
     model = estimator_class(method)(**params, seed=seed, device=device, batch_size=batch_size, calibrate=False,
-                      feature_cache=None if feature_cache is None else str(feature_cache))
-    model.fit(dev.train_paths)
-    labels, defects = dev.test_labels, dev.test_defect_types
-    if metric == "pixel_auroc":
-        scores, maps = model.score(dev.test_paths)
-        masks = ground_truth_masks(dev, model.image_size)
-        per = per_defect_metrics(labels, defects, scores, masks, maps)
-        row = {"image_auroc": image_auroc(labels, scores), "pixel_auroc": pixel_auroc(masks, maps)}
+                                    feature_cache=None if feature_cache is None else str(feature_cache))
+    pixel = metric == "pixel_auroc"
+    result = evaluate(model, dev, pixel=pixel)  # pixel metrics only when they choose
+    per = result.metrics["per_defect"]
+    row = {"image_auroc": result.metrics["image_auroc"]}
+    if pixel:
+        row["pixel_auroc"] = result.metrics["pixel_auroc"]
         row.update({f"pixel_auroc_{d}": m["pixel_auroc"] for d, m in per.items()})
-    else:
-        scores = model.decision_function(dev.test_paths)
-        per = per_defect_metrics(labels, defects, scores)
-        row = {"image_auroc": image_auroc(labels, scores)}
     row.update({f"image_auroc_{d}": m["image_auroc"] for d, m in per.items()})
     row = {key: round(float(value), 4) for key, value in row.items()}
     row["seconds"] = round(time.perf_counter() - start, 3)  # a cached fold of tiny images takes ms
@@ -146,7 +140,7 @@ def tune(
             dev.has_masks = True
         devs.append(dev)
 
-    aspects = [w / h for w, h in (image_size_of(s.path) for s in split.train)]
+    aspects = [w / h for h, w in (image_hw(s.path) for s in split.train)]
     resolved, names_seen = [], {}
     for candidate in candidates:
         # Every parameter spelled out, the estimator's defaults too: a resume after a default changed

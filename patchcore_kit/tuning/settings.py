@@ -49,6 +49,7 @@ def load_settings(path: str | Path, method: str | None = "patchcore") -> dict:
     a file for another method is refused. ``method=None`` accepts whichever the file holds
     (:func:`estimator_from_settings` builds it).
     """
+    from ..base import parameter_names
     from .grid import METHODS
     from .run import estimator_class
 
@@ -60,7 +61,7 @@ def load_settings(path: str | Path, method: str | None = "patchcore") -> dict:
                          f"use {held}(**load_settings(path, {found!r})) or a {wanted} tune's settings.json")
     estimator = estimator_class(found)
     params = dict(settings["params"])
-    unknown = sorted(set(params) - set(estimator._param_names))
+    unknown = sorted(set(params) - set(parameter_names(estimator)))
     if unknown:
         raise InputError(f"{path}: unknown {estimator.__name__} parameter {unknown[0]!r} in params")
     if "layers" in params:

@@ -41,7 +41,7 @@ class DecisionState:
         if getattr(model, "calibration_scores_", None) is None:
             raise ValueError("the model has no calibration scores: fit it with calibrate=True and >= 2 images")
         size = as_hw(model.image_size)
-        scores, maps = model.score(split.test_paths)
+        scores, maps = model.score_images(split.test_paths)
         images = np.stack([display_image(path, size) for path in split.test_paths])
         return cls(images, ground_truth_masks(split, size), split.test_labels,
                    np.asarray(split.test_defect_types, dtype=str), scores, maps,

@@ -92,7 +92,7 @@ def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None,
 
 
 def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 0.25),
-                     neighbours: Sequence[int] = (1, 3, 9), cmaps: Sequence[str] = ("inferno", "viridis", "jet", "gray"),
+                     num_neighbors: Sequence[int] = (1, 3, 9), cmaps: Sequence[str] = ("inferno", "viridis", "jet", "gray"),
                      max_images: int = 4, warm: bool = True, patch_sizes: Sequence[int] = (),
                      stages: Sequence[Sequence[str]] = (), aggregations: Sequence[str] = ()):
     """Controls for defect type, threshold, colour map, coreset ratio and neighbours over :func:`render_gallery`,
@@ -110,7 +110,7 @@ def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 
     import ipywidgets as widgets
 
     if warm:
-        state.warm(ratios, neighbours)
+        state.warm(ratios, num_neighbors)
     style = {"description_width": "initial"}
     low, high, value = (0.25, 2.0, 1.0) if state.calibrated else (0.05, 0.95, 0.5)
     controls = {
@@ -121,7 +121,7 @@ def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 
         "cmap": widgets.Dropdown(options=list(cmaps), description="colour map", style=style),
         "coreset_ratio": widgets.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2],
                                                  description="coreset ratio", continuous_update=False, style=style),
-        "num_neighbors": widgets.SelectionSlider(options=list(neighbours), value=neighbours[-1],
+        "num_neighbors": widgets.SelectionSlider(options=list(num_neighbors), value=num_neighbors[-1],
                                                  description="neighbours b", continuous_update=False, style=style),
     }
     if patch_sizes:

@@ -56,26 +56,26 @@ class MemoisedFits:
             self._models[key] = model.fit(self.split.train_paths)
         return self._models[key]
 
-    def neighbours(self, coreset_ratio: float, num_neighbors: int = 1, **settings):
+    def neighbors(self, coreset_ratio: float, num_neighbors: int = 1, **settings):
         """``(s*, neighbour distances, maps)`` of the test set for this fit; scored once per fit."""
         key = self._key(coreset_ratio, settings)
         stored = self._scored.get(key)
         model = self.model(coreset_ratio, **settings)
         wanted = min(max(int(num_neighbors), 1), len(model.memory_bank_))
         if stored is None or stored[1].shape[1] < wanted:
-            stored = model.score_neighbours(self.split.test_paths, max(num_neighbors, self.max_neighbors))
+            stored = model.score_neighbors(self.split.test_paths, max(num_neighbors, self.max_neighbors))
             self._scored[key] = stored
         return stored
 
     def result(self, coreset_ratio: float, num_neighbors: int, **settings) -> tuple[np.ndarray, np.ndarray]:
         """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` of the test set under these settings."""
-        s_star, distances, maps = self.neighbours(coreset_ratio, num_neighbors, **settings)
+        s_star, distances, maps = self.neighbors(coreset_ratio, num_neighbors, **settings)
         return image_scores_for(s_star, distances, num_neighbors), maps
 
-    def warm(self, ratios: Sequence[float], neighbours: Sequence[int], **settings):
+    def warm(self, ratios: Sequence[float], num_neighbors: Sequence[int], **settings):
         """Fit every ratio and score every b up front, so that the controls then respond at once."""
-        self.max_neighbors = max([self.max_neighbors, *neighbours])
+        self.max_neighbors = max([self.max_neighbors, *num_neighbors])
         for ratio in ratios:
-            for k in neighbours:
+            for k in num_neighbors:
                 self.result(ratio, k, **settings)
         return self

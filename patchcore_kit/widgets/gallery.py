@@ -94,12 +94,12 @@ class GalleryState(MemoisedFits):
             }
         return self._metrics[key, num_neighbors]
 
-    def warm(self, ratios: Sequence[float], neighbours: Sequence[int], **settings) -> GalleryState:
+    def warm(self, ratios: Sequence[float], num_neighbors: Sequence[int], **settings) -> GalleryState:
         """Fit, score, normalise and measure every ratio and b up front: the controls then only re-draw."""
-        super().warm(ratios, neighbours, **settings)
+        super().warm(ratios, num_neighbors, **settings)
         for ratio in ratios:
-            self.normalised_maps(ratio, neighbours[0], **settings)
-            for k in neighbours:
+            self.normalised_maps(ratio, num_neighbors[0], **settings)
+            for k in num_neighbors:
                 self.defect_metrics(ratio, k, **settings)
         return self
 

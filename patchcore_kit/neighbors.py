@@ -25,7 +25,7 @@ a little larger than the exact search's. ``search="auto"`` is exact for banks be
 switches on its own. docs/benchmarks.md measures speed, recall and the AUROC change on MTD.
 
 >>> bank = torch.randn(500, 16)
->>> distances, indices = nearest_neighbours(bank[:3] + 0.01, bank, k=1)
+>>> distances, indices = nearest_neighbors(bank[:3] + 0.01, bank, k=1)
 >>> indices.ravel().tolist()
 [0, 1, 2]
 """
@@ -195,7 +195,7 @@ class MemoryBankIndex:
         return out_d, out_i
 
 
-def nearest_neighbours(
+def nearest_neighbors(
     queries: torch.Tensor, bank: torch.Tensor, k: int = 1, backend: str = "auto", search: str = "exact"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean k-NN of each query row in ``bank``: ``(distances, indices)``, each ``(Q, k)``."""

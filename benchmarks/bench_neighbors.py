@@ -7,7 +7,7 @@ its peak resident memory (Linux ``VmHWM``, reset just before the search) minus w
 the search, minus the answer itself, is the search's *working* memory. It must not grow with
 the number of queries.
 
-    python benchmarks/bench_neighbours.py | tee docs/benchmarks/bench_neighbours.txt
+    python benchmarks/bench_neighbors.py | tee docs/benchmarks/bench_neighbors.txt
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def child(backend: str, n_images: int, k: int) -> dict:
     import torch
 
     from _features import mtd_patch_features
-    from patchcore_kit.neighbours import MemoryBankIndex, faiss_available
+    from patchcore_kit.neighbors import MemoryBankIndex, faiss_available
 
     if faiss_available():  # faiss runs its own OpenMP threads: give it the same number as torch
         import faiss
@@ -81,7 +81,7 @@ def main() -> None:
         print(json.dumps(child(backend, int(n_images), int(k))))
         return
 
-    from patchcore_kit.neighbours import QUERY_CHUNK, TILE_ELEMENTS, faiss_available
+    from patchcore_kit.neighbors import QUERY_CHUNK, TILE_ELEMENTS, faiss_available
 
     header("exact kNN scoring: working memory vs test-set size, torch vs faiss")
     print(f"bank {BANK_ROWS:,} × 152 real MTD patch features; k = {args.k}; tile {TILE_ELEMENTS:,} floats "

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from patchcore_kit import neighbours
-from patchcore_kit.neighbours import MemoryBankIndex, faiss_available, nearest_neighbours
+from patchcore_kit import neighbors
+from patchcore_kit.neighbors import MemoryBankIndex, faiss_available, nearest_neighbors
 
 BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))]
 
@@ -39,7 +39,7 @@ def tied_data():
 @pytest.mark.parametrize("k", [1, 3, 9])
 def test_matches_brute_force(backend, k):
     queries, bank = random_data()
-    distances, indices = nearest_neighbours(queries, bank, k=k, backend=backend)
+    distances, indices = nearest_neighbors(queries, bank, k=k, backend=backend)
     expected_d, expected_i = brute_force(queries, bank, k)
     assert distances.shape == indices.shape == (len(queries), k)
     assert distances.dtype == torch.float32 and indices.dtype == torch.int64
@@ -51,7 +51,7 @@ def test_matches_brute_force(backend, k):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ties_go_to_the_lower_bank_index(backend):
     queries, bank = tied_data()
-    distances, indices = nearest_neighbours(queries, bank, k=6, backend=backend)
+    distances, indices = nearest_neighbors(queries, bank, k=6, backend=backend)
     _, expected = brute_force(queries, bank, 6)
     np.testing.assert_array_equal(indices.numpy(), expected)
     assert indices[0].tolist() == [1, 2, 3, 4, 5, 7]  # six entries at distance exactly 1
@@ -64,33 +64,33 @@ def test_torch_and_faiss_give_identical_answers(k):
     queries, bank = random_data(n_queries=400, n_bank=1500, dim=152, seed=1)
     queries = queries * 5 + 3  # offset and scale: where the matrix-product form loses precision
     bank = bank * 5 + 3
-    by_torch = nearest_neighbours(queries, bank, k=k, backend="torch")
-    by_faiss = nearest_neighbours(queries, bank, k=k, backend="faiss")
+    by_torch = nearest_neighbors(queries, bank, k=k, backend="torch")
+    by_faiss = nearest_neighbors(queries, bank, k=k, backend="faiss")
     assert torch.equal(by_torch[1], by_faiss[1]) and torch.equal(by_torch[0], by_faiss[0])
 
 
 def test_tiles_and_chunks_do_not_change_the_answer(monkeypatch):
     queries, bank = random_data(n_queries=250, n_bank=900, dim=16, seed=2)
-    expected = nearest_neighbours(queries, bank, k=4, backend="torch")
-    monkeypatch.setattr(neighbours, "TILE_ELEMENTS", 1000)  # 1-query tiles, 7-query exact chunks
-    monkeypatch.setattr(neighbours, "QUERY_CHUNK", 37)
-    tiled = nearest_neighbours(queries, bank, k=4, backend="torch")
+    expected = nearest_neighbors(queries, bank, k=4, backend="torch")
+    monkeypatch.setattr(neighbors, "TILE_ELEMENTS", 1000)  # 1-query tiles, 7-query exact chunks
+    monkeypatch.setattr(neighbors, "QUERY_CHUNK", 37)
+    tiled = nearest_neighbors(queries, bank, k=4, backend="torch")
     assert torch.equal(expected[0], tiled[0]) and torch.equal(expected[1], tiled[1])
 
 
 def test_bank_larger_than_one_tile_column():
     queries, bank = random_data(n_queries=30, n_bank=40000, dim=4, seed=3)  # > 16384 entries: 3 bank chunks
-    _, indices = nearest_neighbours(queries, bank, k=2, backend="torch")
+    _, indices = nearest_neighbors(queries, bank, k=2, backend="torch")
     np.testing.assert_array_equal(indices.numpy(), brute_force(queries, bank, 2)[1])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_small_banks_and_empty_queries(backend):
     bank = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
-    distances, indices = nearest_neighbours(torch.tensor([[0.9, 0.9]]), bank, k=5, backend=backend)
+    distances, indices = nearest_neighbors(torch.tensor([[0.9, 0.9]]), bank, k=5, backend=backend)
     assert indices.tolist() == [[1, 0]]  # k is capped at the bank size
     assert distances[0, 0] == pytest.approx(0.1 * 2**0.5, rel=1e-6)
-    distances, indices = nearest_neighbours(torch.empty(0, 2), bank, k=1, backend=backend)
+    distances, indices = nearest_neighbors(torch.empty(0, 2), bank, k=1, backend=backend)
     assert distances.shape == indices.shape == (0, 1)
 
 
@@ -113,10 +113,10 @@ def test_errors(monkeypatch):
     with pytest.raises(ValueError, match="non-empty"):
         MemoryBankIndex(torch.empty(0, 4))
     with pytest.raises(ValueError, match=r"queries of shape \(2, 3\) do not match the bank's 4 dims"):
-        nearest_neighbours(torch.randn(2, 3), bank, backend="torch")
+        nearest_neighbors(torch.randn(2, 3), bank, backend="torch")
     with pytest.raises(ValueError, match="k must be at least 1"):
-        nearest_neighbours(torch.randn(2, 4), bank, k=0, backend="torch")
-    monkeypatch.setattr(neighbours, "faiss", None)
+        nearest_neighbors(torch.randn(2, 4), bank, k=0, backend="torch")
+    monkeypatch.setattr(neighbors, "faiss", None)
     with pytest.raises(ImportError, match="pip install faiss-cpu"):
         MemoryBankIndex(bank, backend="faiss")
     assert MemoryBankIndex(bank).backend == "torch"  # auto falls back quietly
@@ -125,7 +125,7 @@ def test_errors(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bank_gives_the_cpu_answer():
     queries, bank = random_data(seed=5)
-    on_gpu = nearest_neighbours(queries, bank.cuda(), k=3, backend="auto")
+    on_gpu = nearest_neighbors(queries, bank.cuda(), k=3, backend="auto")
     assert on_gpu[0].device.type == "cpu"
     np.testing.assert_array_equal(on_gpu[1].numpy(), brute_force(queries, bank, 3)[1])
 
@@ -148,7 +148,7 @@ def clustered_data(n_queries=400, n_bank=6000, dim=32, seed=6):
 @pytest.mark.parametrize("k", [1, 5])
 def test_approximate_search_finds_the_nearest_and_measures_exactly(search, k):
     queries, bank = clustered_data()
-    distances, indices = nearest_neighbours(queries, bank, k=k, search=search)
+    distances, indices = nearest_neighbors(queries, bank, k=k, search=search)
     expected_d, expected_i = brute_force(queries, bank, k)
     assert distances.shape == indices.shape == (len(queries), k)
     recall_at_1 = (indices[:, 0].numpy() == expected_i[:, 0]).mean()
@@ -170,19 +170,19 @@ def test_approximate_search_is_repeatable_and_handles_tiny_banks(search):
     agree = (first[1] == again[1]).float().mean().item()
     assert agree >= 0.99  # IVF: seeded k-means; HNSW: the graph may differ slightly with threads
     tiny = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])  # fewer entries than candidates asked
-    distances, indices = nearest_neighbours(torch.tensor([[0.9, 0.9]]), tiny, k=5, search=search)
+    distances, indices = nearest_neighbors(torch.tensor([[0.9, 0.9]]), tiny, k=5, search=search)
     assert indices.tolist() == [[1, 0, 2]]
     assert distances[0, 0] == pytest.approx(0.1 * 2**0.5, rel=1e-6)
 
 
 def test_auto_search_switches_at_the_bank_size(monkeypatch):
-    assert neighbours.resolve_search("auto", neighbours.AUTO_MIN_BANK - 1) == "exact"
+    assert neighbors.resolve_search("auto", neighbors.AUTO_MIN_BANK - 1) == "exact"
     expected = "hnsw" if faiss_available() else "exact"
-    assert neighbours.resolve_search("auto", neighbours.AUTO_MIN_BANK) == expected
+    assert neighbors.resolve_search("auto", neighbors.AUTO_MIN_BANK) == expected
     assert MemoryBankIndex(torch.randn(50, 4), search="auto").search_kind == "exact"
     with pytest.raises(ValueError, match="unknown search 'annoy'"):
         MemoryBankIndex(torch.randn(50, 4), search="annoy")
-    monkeypatch.setattr(neighbours, "faiss", None)
+    monkeypatch.setattr(neighbors, "faiss", None)
     with pytest.raises(ImportError, match="search='hnsw' needs faiss: pip install faiss-cpu"):
         MemoryBankIndex(torch.randn(50, 4), search="hnsw")
-    assert neighbours.resolve_search("auto", 10**9) == "exact"  # without faiss, auto stays exact
+    assert neighbors.resolve_search("auto", 10**9) == "exact"  # without faiss, auto stays exact
