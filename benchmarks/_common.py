@@ -1,4 +1,5 @@
 """Small helpers shared by the benchmark scripts: command-line threads, a header, peak memory."""
+
 from __future__ import annotations
 
 import os
@@ -47,11 +48,15 @@ def header(title: str) -> None:
     """Print what the figures below depend on: machine, versions, threads, load."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"# {title}")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {_cpu_model()}, {cores} cores available to this process "
-          f"({os.cpu_count()} in the machine), {_memory_gib():.0f} GiB memory")
-    print(f"# python {platform.python_version()}  torch {torch.__version__}  torch threads {torch.get_num_threads()}  "
-          f"load average {load()} (1/5/15 min; the machine is shared, so wall times are noisy: compare the "
-          f"figures measured side by side in this run)")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M')}  {_cpu_model()}, {cores} cores available to this process "
+        f"({os.cpu_count()} in the machine), {_memory_gib():.0f} GiB memory"
+    )
+    print(
+        f"# python {platform.python_version()}  torch {torch.__version__}  torch threads {torch.get_num_threads()}  "
+        f"load average {load()} (1/5/15 min; the machine is shared, so wall times are noisy: compare the "
+        f"figures measured side by side in this run)"
+    )
     print(flush=True)
 
 

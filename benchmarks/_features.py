@@ -7,6 +7,7 @@ extracted with the kit's own :class:`~patchcore_kit.features.FeatureExtractor` a
 ``$PATCHCORE_KIT_BENCH_CACHE`` (default ``~/.cache/patchcore_kit/benchmarks``) so later runs start
 at once. The cache lives outside the repository.
 """
+
 from __future__ import annotations
 
 import os

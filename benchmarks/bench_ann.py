@@ -15,6 +15,7 @@ Image and pixel AUROC: PatchCore's image score (Eq. 7) and smoothed maps, from e
 
     python benchmarks/bench_ann.py | tee docs/benchmarks/bench_ann.txt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,6 @@ import time
 
 import numpy as np
 import torch
-
 from _common import Timer, footer, header, load, set_threads
 from _features import cache_dir, mtd_root
 
@@ -61,12 +61,16 @@ def main() -> None:
         chosen = np.sort(np.random.default_rng(0).choice(len(chosen), min(args.images, len(chosen)), replace=False))
     test = [split.test_paths[i] for i in chosen]
     labels = split.test_labels[chosen]
-    print(f"fitted on {len(split.train_paths)} images ({model.n_patches_:,} patches) in {fit.seconds:.0f} s; "
-          f"bank {bank.shape[0]:,} × {bank.shape[1]} (random 10 %); {len(test)} test images "
-          f"({int(labels.sum())} defective), batch {model.batch_size}, b = {model.num_neighbors}")
-    print(f"HNSW: M = {neighbors.HNSW_M}, efConstruction = {neighbors.HNSW_EF_CONSTRUCTION}, efSearch = "
-          f"{neighbors.HNSW_EF_SEARCH}; IVF-flat: {neighbors.IVF_LISTS_PER_SQRT} × sqrt(bank) cells, nprobe = "
-          f"{neighbors.IVF_NPROBE}; every search re-ranks {neighbors.SPARE} spare candidates by exact distance\n")
+    print(
+        f"fitted on {len(split.train_paths)} images ({model.n_patches_:,} patches) in {fit.seconds:.0f} s; "
+        f"bank {bank.shape[0]:,} × {bank.shape[1]} (random 10 %); {len(test)} test images "
+        f"({int(labels.sum())} defective), batch {model.batch_size}, b = {model.num_neighbors}"
+    )
+    print(
+        f"HNSW: M = {neighbors.HNSW_M}, efConstruction = {neighbors.HNSW_EF_CONSTRUCTION}, efSearch = "
+        f"{neighbors.HNSW_EF_SEARCH}; IVF-flat: {neighbors.IVF_LISTS_PER_SQRT} × sqrt(bank) cells, nprobe = "
+        f"{neighbors.IVF_NPROBE}; every search re-ranks {neighbors.SPARE} spare candidates by exact distance\n"
+    )
 
     indexes, build = {}, {}
     for search in SEARCHES:
@@ -92,8 +96,9 @@ def main() -> None:
                 distances, found = index.search(flat, k=1)
             with Timer() as t_rest:
                 grid = distances[:, 0].reshape(n, h * w)
-                image = reweighted_image_scores(grid, found[:, 0].reshape(n, h * w), flat.reshape(n, h * w, -1),
-                                                index, model.num_neighbors)
+                image = reweighted_image_scores(
+                    grid, found[:, 0].reshape(n, h * w), flat.reshape(n, h * w, -1), index, model.num_neighbors
+                )
                 smoothed = upsample_and_smooth(grid.reshape(n, h, w), model.image_size)
             seconds[search].append(t_search.seconds / n)
             scoring[search].append((t_search.seconds + t_rest.seconds) / n)
@@ -101,8 +106,10 @@ def main() -> None:
             patch_d[search].append(distances[:, 0])
             scores[search].append(image.numpy())
             maps[search].append(smoothed)
-    print(f"scored {len(test)} images with all {len(SEARCHES)} searches in {time.perf_counter() - start:.0f} s; "
-          f"load average now {load()}\n")
+    print(
+        f"scored {len(test)} images with all {len(SEARCHES)} searches in {time.perf_counter() - start:.0f} s; "
+        f"load average now {load()}\n"
+    )
 
     masks = np.stack([resize_mask(read_sample_mask(split.test[i]), as_hw(model.image_size)) for i in chosen])
     exact_nearest = torch.cat(nearest["exact"])
@@ -121,18 +128,24 @@ def main() -> None:
             "image": image_auroc(labels, np.concatenate(scores[search])),
             "pixel": pixel_auroc(masks, np.concatenate(maps[search])),
         }
-    print(f"{'search':7} {'build s':>8} {'search s/img':>12} {'speed-up':>9} {'scoring s/img':>13} {'recall@1':>9} "
-          f"{'score +%':>9} {'image AUROC':>11} {'Δ image':>8} {'pixel AUROC':>11} {'Δ pixel':>8}")
+    print(
+        f"{'search':7} {'build s':>8} {'search s/img':>12} {'speed-up':>9} {'scoring s/img':>13} {'recall@1':>9} "
+        f"{'score +%':>9} {'image AUROC':>11} {'Δ image':>8} {'pixel AUROC':>11} {'Δ pixel':>8}"
+    )
     exact = rows["exact"]
     for search, r in rows.items():
-        print(f"{search:7} {r['build']:8.1f} {r['search']:12.4f} {exact_search / r['search']:8.1f}x {r['scoring']:13.4f} "
-              f"{r['recall']:9.4f} {100 * r['excess']:9.3f} {r['image']:11.4f} {r['image'] - exact['image']:+8.4f} "
-              f"{r['pixel']:11.4f} {r['pixel'] - exact['pixel']:+8.4f}")
-    print(f"\nsearch s/img: median over {len(seconds['exact'])} batches of the k = 1 search (the searches alternate batch "
-          "by batch); scoring s/img adds the re-weighting's k = b search and the maps; speed-up = exact search s / this "
-          "search s; score +%: mean rise of the patch score (exact distance to the entry returned) over the exact "
-          f"search's; build: once per fitted bank (the index is never saved). Exact here = faiss IndexFlatL2 candidates, "
-          f"what the kit uses by default when faiss is installed.")
+        print(
+            f"{search:7} {r['build']:8.1f} {r['search']:12.4f} {exact_search / r['search']:8.1f}x {r['scoring']:13.4f} "
+            f"{r['recall']:9.4f} {100 * r['excess']:9.3f} {r['image']:11.4f} {r['image'] - exact['image']:+8.4f} "
+            f"{r['pixel']:11.4f} {r['pixel'] - exact['pixel']:+8.4f}"
+        )
+    print(
+        f"\nsearch s/img: median over {len(seconds['exact'])} batches of the k = 1 search (the searches alternate batch "
+        "by batch); scoring s/img adds the re-weighting's k = b search and the maps; speed-up = exact search s / this "
+        "search s; score +%: mean rise of the patch score (exact distance to the entry returned) over the exact "
+        f"search's; build: once per fitted bank (the index is never saved). Exact here = faiss IndexFlatL2 candidates, "
+        f"what the kit uses by default when faiss is installed."
+    )
     footer()
 
 

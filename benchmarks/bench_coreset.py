@@ -15,13 +15,13 @@ with an error otherwise.
 
     python benchmarks/bench_coreset.py --threads 1 | tee docs/benchmarks/bench_coreset.txt
 """
+
 from __future__ import annotations
 
 import argparse
 
 import numpy as np
 import torch
-
 from _common import Timer, footer, header, load, set_threads
 from _features import lifted_features, mtd_patch_features
 
@@ -42,8 +42,10 @@ def compare(fast: np.ndarray, fast_radii: np.ndarray, plain: np.ndarray, plain_r
     if np.array_equal(fast[:steps], plain):
         return f"identical indices at all {steps:,} steps; covering radius after every step: max relative difference {gap:.1e}"
     differ = int(np.argmax(fast[:steps] != plain))
-    text = (f"indices first differ at step {differ:,} (a float near-tie); covering radius after every one of the "
-            f"{steps:,} steps: max relative difference {gap:.1e}")
+    text = (
+        f"indices first differ at step {differ:,} (a float near-tie); covering radius after every one of the "
+        f"{steps:,} steps: max relative difference {gap:.1e}"
+    )
     if gap > 1e-4:
         raise SystemExit(f"lazy and plain greedy disagree: {text}")
     return text
@@ -53,8 +55,11 @@ def run_case(name: str, ratio: float, prefix: int | None) -> dict:
     with Timer() as ready:
         features = torch.from_numpy(np.ascontiguousarray(CASES[name]()))
     n = coreset_size(len(features), ratio)
-    print(f"## {name}: {len(features):,} patches × {features.shape[1]} dims -> {n:,} centres ({ratio:.0%}), "
-          f"128-d projection, seed 0  (data ready in {ready.seconds:.0f} s; load average {load()})", flush=True)
+    print(
+        f"## {name}: {len(features):,} patches × {features.shape[1]} dims -> {n:,} centres ({ratio:.0%}), "
+        f"128-d projection, seed 0  (data ready in {ready.seconds:.0f} s; load average {load()})",
+        flush=True,
+    )
 
     with Timer() as fast_time:
         fast, fast_radii = greedy_coreset(features, n, seed=0, return_radii=True)
@@ -67,19 +72,44 @@ def run_case(name: str, ratio: float, prefix: int | None) -> dict:
     partial = steps < n
 
     print(f"{'':34} {'wall s':>9} {'CPU s':>9} {'wall ms / step':>15}")
-    print(f"{'lazy greedy_coreset (kit)':34} {fast_time.seconds:9.1f} {fast_time.cpu_seconds:9.1f} {fast_time.seconds / n * 1e3:15.2f}")
+    print(
+        f"{'lazy greedy_coreset (kit)':34} {fast_time.seconds:9.1f} {fast_time.cpu_seconds:9.1f} {fast_time.seconds / n * 1e3:15.2f}"
+    )
     label = f"plain loop, first {steps:,} steps" if partial else "plain loop (greedy_coreset_plain)"
-    print(f"{label:34} {plain_time.seconds:9.1f} {plain_time.cpu_seconds:9.1f} {plain_time.seconds / steps * 1e3:15.2f}")
+    print(
+        f"{label:34} {plain_time.seconds:9.1f} {plain_time.cpu_seconds:9.1f} {plain_time.seconds / steps * 1e3:15.2f}"
+    )
     if partial:
         print(f"{'plain loop, all steps EXTRAPOLATED':34} {plain_wall:9.0f} {plain_cpu:9.0f} {'(same per step)':>15}")
     print(f"final covering radius {fast_radii[-1]:.4f} (started at {fast_radii[0]:.4f})")
-    print(f"same choices: {compare(fast, fast_radii, plain, plain_radii)}"
-          + (f" (the plain loop's {steps:,} steps are compared with the first {steps:,} of the lazy run)" if partial else ""))
+    print(
+        f"same choices: {compare(fast, fast_radii, plain, plain_radii)}"
+        + (
+            f" (the plain loop's {steps:,} steps are compared with the first {steps:,} of the lazy run)"
+            if partial
+            else ""
+        )
+    )
     speedup, cpu_speedup = plain_wall / fast_time.seconds, plain_cpu / fast_time.cpu_seconds
-    note = " against the EXTRAPOLATED full plain loop (its cost per step is the same at every step: one pass over all points)" if partial else ""
-    print(f"speed-up: {speedup:.1f}x wall time, {cpu_speedup:.1f}x CPU time{note}; load average now {load()}\n", flush=True)
-    return {"name": name, "shape": tuple(features.shape), "n": n, "fast": fast_time.seconds, "plain": plain_wall,
-            "speedup": speedup, "cpu_speedup": cpu_speedup, "partial": partial}
+    note = (
+        " against the EXTRAPOLATED full plain loop (its cost per step is the same at every step: one pass over all points)"
+        if partial
+        else ""
+    )
+    print(
+        f"speed-up: {speedup:.1f}x wall time, {cpu_speedup:.1f}x CPU time{note}; load average now {load()}\n",
+        flush=True,
+    )
+    return {
+        "name": name,
+        "shape": tuple(features.shape),
+        "n": n,
+        "fast": fast_time.seconds,
+        "plain": plain_wall,
+        "speedup": speedup,
+        "cpu_speedup": cpu_speedup,
+        "partial": partial,
+    }
 
 
 def main() -> None:
@@ -91,17 +121,26 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     header("greedy coreset: lazy (kit) vs plain loop, same run")
-    print(f"lazy greedy_coreset: blocks of {coreset.BLOCK_SIZE} points, regrouped every {coreset.REGROUP_EVERY} steps, "
-          f"its loop on {coreset.LOOP_THREADS} torch thread(s) on CPU; the plain loop uses the torch threads above.")
-    print("Both include the 128-d random projection; both return the covering radius after every step (the plain "
-          "loop takes one extra max over all points per step for it).\n", flush=True)
+    print(
+        f"lazy greedy_coreset: blocks of {coreset.BLOCK_SIZE} points, regrouped every {coreset.REGROUP_EVERY} steps, "
+        f"its loop on {coreset.LOOP_THREADS} torch thread(s) on CPU; the plain loop uses the torch threads above."
+    )
+    print(
+        "Both include the 128-d random projection; both return the covering radius after every step (the plain "
+        "loop takes one extra max over all points per step for it).\n",
+        flush=True,
+    )
     results = [run_case(name, args.ratio, args.prefix if name == "600k" else None) for name in args.cases]
     print("summary (10 % coreset unless --ratio says otherwise):")
-    print(f"{'case':6} {'patches × dims':>18} {'centres':>8} {'lazy s':>8} {'plain s':>9} {'speed-up (wall)':>16} {'(CPU)':>7}")
+    print(
+        f"{'case':6} {'patches × dims':>18} {'centres':>8} {'lazy s':>8} {'plain s':>9} {'speed-up (wall)':>16} {'(CPU)':>7}"
+    )
     for r in results:
         shape = f"{r['shape'][0]:,} × {r['shape'][1]}"
         plain = f"{r['plain']:.0f}{'*' if r['partial'] else ''}"
-        print(f"{r['name']:6} {shape:>18} {r['n']:8,d} {r['fast']:8.1f} {plain:>9} {r['speedup']:15.1f}x {r['cpu_speedup']:6.1f}x")
+        print(
+            f"{r['name']:6} {shape:>18} {r['n']:8,d} {r['fast']:8.1f} {plain:>9} {r['speedup']:15.1f}x {r['cpu_speedup']:6.1f}x"
+        )
     if any(r["partial"] for r in results):
         print(f"* extrapolated from the first {args.prefix} steps of the plain loop")
     footer()

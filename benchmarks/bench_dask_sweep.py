@@ -9,6 +9,7 @@ are asserted equal, every metric digit; ``fit_s`` and ``infer_s`` are timings an
 
     nice -n 19 python benchmarks/bench_dask_sweep.py | tee docs/benchmarks/bench_dask_sweep.txt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["patchcore", "padim", "spade"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the serial run")
-    parser.add_argument("--dataset", choices=("mtd", "bottle"), default="mtd",
-                        help="bottle: MVTec AD bottle (83 test images), for a loaded machine")
+    parser.add_argument(
+        "--dataset",
+        choices=("mtd", "bottle"),
+        default="mtd",
+        help="bottle: MVTec AD bottle (83 test images), for a loaded machine",
+    )
     args = parser.parse_args()
     set_threads(args.threads)
     header(f"sample-efficiency sweep: serial vs Dask LocalCluster ({args.workers} workers × 1 thread)")
@@ -53,11 +58,15 @@ def main() -> None:
     pd.testing.assert_frame_equal(same, other, check_exact=True)  # every digit of every metric
 
     s_pass, d_pass = (t.attrs["summary"]["feature_pass"] for t in (serial, dask))
-    print(f"dataset {split.name}; grid: methods {args.methods} × shots {args.shots} × seeds {args.seeds} = {len(serial)} cells, "
-          f"each scored on all {len(split.test)} test images")
+    print(
+        f"dataset {split.name}; grid: methods {args.methods} × shots {args.shots} × seeds {args.seeds} = {len(serial)} cells, "
+        f"each scored on all {len(split.test)} test images"
+    )
     print(f"serial (torch threads {serial.attrs['summary']['machine']['torch_threads']}):")
-    print(f"  extraction pass            : {s_pass['seconds']:8.1f} s  ({s_pass['computed']} of {s_pass['images']} "
-          f"images computed)")
+    print(
+        f"  extraction pass            : {s_pass['seconds']:8.1f} s  ({s_pass['computed']} of {s_pass['images']} "
+        f"images computed)"
+    )
     print(f"  cells                      : {serial_wall.seconds - s_pass['seconds']:8.1f} s")
     print(f"  whole sweep                : {serial_wall.seconds:8.1f} s")
     print(f"Dask, {dask.attrs['summary']['scheduler']['workers']} workers (cache already filled):")
@@ -68,8 +77,17 @@ def main() -> None:
     print(f"cells, serial / Dask         : {cells:8.2f}x  (ideal {args.workers}x on {args.workers} idle cores)")
     print(f"SPADE tables on Dask         : {dask.attrs['summary']['spade_table']}")
     print(f"rows equal (all metric digits): yes, {len(serial)} of {len(serial)}\n")
-    print(pd.concat([serial.set_index(keys)[METRICS + ["fit_s", "infer_s"]],
-                     dask.set_index(keys)[["fit_s", "infer_s"]].add_prefix("dask_")], axis=1).round(3).to_string())
+    print(
+        pd.concat(
+            [
+                serial.set_index(keys)[METRICS + ["fit_s", "infer_s"]],
+                dask.set_index(keys)[["fit_s", "infer_s"]].add_prefix("dask_"),
+            ],
+            axis=1,
+        )
+        .round(3)
+        .to_string()
+    )
     footer()
 
 

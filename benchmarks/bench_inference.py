@@ -22,6 +22,7 @@ each.
 
     python benchmarks/bench_inference.py | tee docs/benchmarks/bench_inference.txt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,9 @@ import statistics
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from _common import Timer, footer, header, load, set_threads
 from _features import cache_dir, mtd_root
+from torch.utils.flop_counter import FlopCounterMode
 
 from patchcore_kit.backbones import load_backbone
 from patchcore_kit.base import upsample_and_smooth
@@ -59,7 +59,7 @@ def matmul_gflops(seconds: float = 3.0, size: int = 2048) -> float:
 EARLIER = {
     "bench_inference.txt before #14 (load 4, 32.1 GFLOP/s)": "backbone incl. loading, unfused 0.294 s / image, 19.4x",
     "bench_inference_reduced.txt (load 14-16, 22.3 GFLOP/s)": "forward unfused 1.169 (53.6x), fused 0.548 (25.1x); "
-                                                             "incl. loading 1.330 / 0.708",
+    "incl. loading 1.330 / 0.708",
 }
 
 
@@ -77,8 +77,10 @@ def main() -> None:
     with Timer() as fit:
         model.fit(split.train_paths)
     bank, dim = model.memory_bank_.shape
-    print(f"fitted on {len(split.train_paths)} images ({model.n_patches_:,} patches, features from the cache) "
-          f"in {fit.seconds:.0f} s; bank {bank:,} × {dim}; nearest-neighbour backend: {model._bank_index().backend}")
+    print(
+        f"fitted on {len(split.train_paths)} images ({model.n_patches_:,} patches, features from the cache) "
+        f"in {fit.seconds:.0f} s; bank {bank:,} × {dim}; nearest-neighbour backend: {model._bank_index().backend}"
+    )
 
     model.feature_cache = None  # score from the image files: the backbone runs
     test = split.test_paths[: args.images]
@@ -115,8 +117,17 @@ def main() -> None:
         onnx_first = t.seconds
         backbones["forward, fused, onnxruntime"] = onnx_backbone
     differences = {name: 0.0 for name in backbones}
-    parts = {name: [] for name in ("image loading", *backbones, "embedding", "nearest neighbour, exact", "nearest neighbour, HNSW",
-                                   "re-weighting + maps")}
+    parts = {
+        name: []
+        for name in (
+            "image loading",
+            *backbones,
+            "embedding",
+            "nearest neighbour, exact",
+            "nearest neighbour, HNSW",
+            "re-weighting + maps",
+        )
+    }
     h, w = model.feature_shape_
     for _ in range(args.rounds):
         for start in range(0, len(test), model.batch_size):
@@ -145,8 +156,13 @@ def main() -> None:
             parts["nearest neighbour, HNSW"].append(t.seconds / n)
             with Timer() as t:
                 patch_scores = distances[:, 0].reshape(n, h * w)
-                reweighted_image_scores(patch_scores, nearest[:, 0].reshape(n, h * w),
-                                        flat.reshape(n, h * w, -1), index, model.num_neighbors)
+                reweighted_image_scores(
+                    patch_scores,
+                    nearest[:, 0].reshape(n, h * w),
+                    flat.reshape(n, h * w, -1),
+                    index,
+                    model.num_neighbors,
+                )
                 upsample_and_smooth(patch_scores.reshape(n, h, w), model.image_size)
             parts["re-weighting + maps"].append(t.seconds / n)
     parts = {name: statistics.median(values) for name, values in parts.items()}
@@ -162,8 +178,10 @@ def main() -> None:
     flops = {**{name: backbone_flops for name in backbones}, "nearest neighbour, exact": nn_flops}
     gflops_after = matmul_gflops()
     gflops = max(gflops_before, gflops_after)  # the faster one gives the lower (stricter) bound
-    print(f"measured float32 matmul (2048 × 2048, {torch.get_num_threads()} threads): {gflops_before:.1f} GFLOP/s before "
-          f"the timings, {gflops_after:.1f} after; the bound uses {gflops:.1f}\n")
+    print(
+        f"measured float32 matmul (2048 × 2048, {torch.get_num_threads()} threads): {gflops_before:.1f} GFLOP/s before "
+        f"the timings, {gflops_after:.1f} after; the bound uses {gflops:.1f}\n"
+    )
 
     def row(name: str, seconds: float, flop: float | None) -> None:
         if flop:
@@ -182,26 +200,39 @@ def main() -> None:
         row("backbone incl. loading, onnxruntime", load_s + parts["forward, fused, onnxruntime"], backbone_flops)
     row("total (model.score), exact", per_image["exact"], backbone_flops + nn_flops)
     row("total (model.score), HNSW", per_image["hnsw"], None)
-    print(f"\n{len(test)} test images, batch {model.batch_size}, {args.rounds} rounds; each part's figure is the median over "
-          f"batches and rounds (s / image); model.score medians over rounds; load average now {load()}")
-    print(f"backbone forward: fused {parts['forward, unfused (before)'] / parts['forward, fused (after)']:.2f}x the speed "
-          f"of unfused; nearest neighbour: HNSW {parts['nearest neighbour, exact'] / parts['nearest neighbour, HNSW']:.1f}x "
-          f"the speed of exact (HNSW index built once per bank in {build.seconds:.1f} s); model.score: HNSW "
-          f"{per_image['exact'] / per_image['hnsw']:.1f}x the speed of exact")
+    print(
+        f"\n{len(test)} test images, batch {model.batch_size}, {args.rounds} rounds; each part's figure is the median over "
+        f"batches and rounds (s / image); model.score medians over rounds; load average now {load()}"
+    )
+    print(
+        f"backbone forward: fused {parts['forward, unfused (before)'] / parts['forward, fused (after)']:.2f}x the speed "
+        f"of unfused; nearest neighbour: HNSW {parts['nearest neighbour, exact'] / parts['nearest neighbour, HNSW']:.1f}x "
+        f"the speed of exact (HNSW index built once per bank in {build.seconds:.1f} s); model.score: HNSW "
+        f"{per_image['exact'] / per_image['hnsw']:.1f}x the speed of exact"
+    )
     if onnx_first is not None:
-        print(f"backbone forward: onnxruntime {parts['forward, unfused (before)'] / parts['forward, fused, onnxruntime']:.2f}x "
-              f"the speed of unfused, {parts['forward, fused (after)'] / parts['forward, fused, onnxruntime']:.2f}x that of "
-              f"fused torch; its one-off export + session: {onnx_first:.1f} s")
+        print(
+            f"backbone forward: onnxruntime {parts['forward, unfused (before)'] / parts['forward, fused, onnxruntime']:.2f}x "
+            f"the speed of unfused, {parts['forward, fused (after)'] / parts['forward, fused, onnxruntime']:.2f}x that of "
+            f"fused torch; its one-off export + session: {onnx_first:.1f} s"
+        )
     else:
         print("onnxruntime not installed: its row is left out (pip install 'patchcore-kit[onnx]')")
-    print("largest map difference from the unfused backbone (max |difference| / max |map|): "
-          + ", ".join(f"{name.removeprefix('forward, ')} {value:.1e}" for name, value in differences.items()
-                      if name != "forward, unfused (before)"))
+    print(
+        "largest map difference from the unfused backbone (max |difference| / max |map|): "
+        + ", ".join(
+            f"{name.removeprefix('forward, ')} {value:.1e}"
+            for name, value in differences.items()
+            if name != "forward, unfused (before)"
+        )
+    )
     print("earlier committed figures: " + "; ".join(f"{where}: {what}" for where, what in EARLIER.items()))
-    print("FLOP-bound s = the part's floating-point operations / the measured matmul speed: the time its arithmetic "
-          "alone would take at full matrix-product speed (backbone FLOPs from torch.utils.flop_counter, "
-          "nearest neighbour = 2 × patches × bank entries × dims; HNSW computes far fewer distances, so it has no such bound). "
-          "The earlier 'backbone' row (0.294 s, 19.4x) was image loading + unfused forward.")
+    print(
+        "FLOP-bound s = the part's floating-point operations / the measured matmul speed: the time its arithmetic "
+        "alone would take at full matrix-product speed (backbone FLOPs from torch.utils.flop_counter, "
+        "nearest neighbour = 2 × patches × bank entries × dims; HNSW computes far fewer distances, so it has no such bound). "
+        "The earlier 'backbone' row (0.294 s, 19.4x) was image loading + unfused forward."
+    )
     footer()
 
 

@@ -9,6 +9,7 @@ the number of queries.
 
     python benchmarks/bench_neighbors.py | tee docs/benchmarks/bench_neighbors.txt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from _common import footer, header, set_threads, vm_mib as _vm
+from _common import footer, header, set_threads
+from _common import vm_mib as _vm
 
 BANK_ROWS = 58_251  # 10 % of 743 × 784 patches
 PATCHES_PER_IMAGE = 784
@@ -29,8 +30,8 @@ PATCHES_PER_IMAGE = 784
 
 def child(backend: str, n_images: int, k: int) -> dict:
     import torch
-
     from _features import mtd_patch_features
+
     from patchcore_kit.neighbors import MemoryBankIndex, faiss_available
 
     if faiss_available():  # faiss runs its own OpenMP threads: give it the same number as torch
@@ -52,9 +53,17 @@ def child(backend: str, n_images: int, k: int) -> dict:
     peak = _vm("VmHWM")
     answer_mib = (distances.numel() * 4 + indices.numel() * 8) / 2**20
     return {
-        "backend": backend, "images": n_images, "queries": len(queries), "k": k, "seconds": seconds,
-        "before_mib": before, "peak_mib": peak, "answer_mib": answer_mib, "queries_mib": queries.numel() * 4 / 2**20,
-        "working_mib": peak - before - answer_mib, "checksum": float(distances.double().sum()),
+        "backend": backend,
+        "images": n_images,
+        "queries": len(queries),
+        "k": k,
+        "seconds": seconds,
+        "before_mib": before,
+        "peak_mib": peak,
+        "answer_mib": answer_mib,
+        "queries_mib": queries.numel() * 4 / 2**20,
+        "working_mib": peak - before - answer_mib,
+        "checksum": float(distances.double().sum()),
         "first_indices": indices[:2000].numpy().tolist(),
     }
 
@@ -84,38 +93,53 @@ def main() -> None:
     from patchcore_kit.neighbors import QUERY_CHUNK, TILE_ELEMENTS, faiss_available
 
     header("exact kNN scoring: working memory vs test-set size, torch vs faiss")
-    print(f"bank {BANK_ROWS:,} × 152 real MTD patch features; k = {args.k}; tile {TILE_ELEMENTS:,} floats "
-          f"({TILE_ELEMENTS * 4 / 2**20:.0f} MiB), at most {QUERY_CHUNK} queries per exact pass\n")
+    print(
+        f"bank {BANK_ROWS:,} × 152 real MTD patch features; k = {args.k}; tile {TILE_ELEMENTS:,} floats "
+        f"({TILE_ELEMENTS * 4 / 2**20:.0f} MiB), at most {QUERY_CHUNK} queries per exact pass\n"
+    )
     backends = ["torch"] + (["faiss"] if faiss_available() else [])
-    print(f"{'backend':8} {'images':>6} {'queries':>9} {'queries MiB':>11} {'answer MiB':>10} "
-          f"{'peak RSS MiB':>12} {'working MiB':>11} {'seconds':>8} {'µs/query':>8}")
+    print(
+        f"{'backend':8} {'images':>6} {'queries':>9} {'queries MiB':>11} {'answer MiB':>10} "
+        f"{'peak RSS MiB':>12} {'working MiB':>11} {'seconds':>8} {'µs/query':>8}"
+    )
     results = {}
     for n_images in args.images:
         for backend in backends:
             r = measure(backend, n_images, args.k, args.threads)
             results[backend, n_images] = r
-            print(f"{backend:8} {n_images:6d} {r['queries']:9,d} {r['queries_mib']:11.1f} {r['answer_mib']:10.1f} "
-                  f"{r['peak_mib']:12.1f} {r['working_mib']:11.1f} {r['seconds']:8.2f} "
-                  f"{r['seconds'] / r['queries'] * 1e6:8.1f}", flush=True)
+            print(
+                f"{backend:8} {n_images:6d} {r['queries']:9,d} {r['queries_mib']:11.1f} {r['answer_mib']:10.1f} "
+                f"{r['peak_mib']:12.1f} {r['working_mib']:11.1f} {r['seconds']:8.2f} "
+                f"{r['seconds'] / r['queries'] * 1e6:8.1f}",
+                flush=True,
+            )
     print()
     for backend in backends:
         working = [results[backend, n]["working_mib"] for n in args.images]
-        print(f"{backend}: working memory {min(working):.0f}–{max(working):.0f} MiB while the queries grew "
-              f"{args.images[-1] // args.images[0]}× ({args.images[0]} -> {args.images[-1]} images)")
+        print(
+            f"{backend}: working memory {min(working):.0f}–{max(working):.0f} MiB while the queries grew "
+            f"{args.images[-1] // args.images[0]}× ({args.images[0]} -> {args.images[-1]} images)"
+        )
     # glibc raises its mmap threshold after large frees, so later temporaries come from a heap it
     # keeps: peak RSS then creeps up with the number of passes. A fixed threshold shows what the
     # search itself needs.
     fixed = {"MALLOC_MMAP_THRESHOLD_": "131072"}
-    ends = [measure(backends[0], n, args.k, args.threads, fixed)["working_mib"] for n in (args.images[0], args.images[-1])]
-    print(f"{backends[0]} again with a fixed malloc mmap threshold (MALLOC_MMAP_THRESHOLD_=131072): working memory "
-          f"{ends[0]:.0f} MiB at {args.images[0]} images, {ends[1]:.0f} MiB at {args.images[-1]}: the growth above is the "
-          "allocator keeping freed memory, not the search")
+    ends = [
+        measure(backends[0], n, args.k, args.threads, fixed)["working_mib"] for n in (args.images[0], args.images[-1])
+    ]
+    print(
+        f"{backends[0]} again with a fixed malloc mmap threshold (MALLOC_MMAP_THRESHOLD_=131072): working memory "
+        f"{ends[0]:.0f} MiB at {args.images[0]} images, {ends[1]:.0f} MiB at {args.images[-1]}: the growth above is the "
+        "allocator keeping freed memory, not the search"
+    )
     if len(backends) == 2:
         for n in args.images:
             a, b = results["torch", n], results["faiss", n]
             same = a["first_indices"] == b["first_indices"] and a["checksum"] == b["checksum"]
-            print(f"{n} images: torch and faiss answers {'identical' if same else 'DIFFERENT'} "
-                  f"(indices of the first 2000 queries, sum of all distances); faiss {a['seconds'] / b['seconds']:.1f}x the speed of torch")
+            print(
+                f"{n} images: torch and faiss answers {'identical' if same else 'DIFFERENT'} "
+                f"(indices of the first 2000 queries, sum of all distances); faiss {a['seconds'] / b['seconds']:.1f}x the speed of torch"
+            )
     footer()
 
 

@@ -17,6 +17,7 @@ Today's figures (before this version) are printed beside the new ones.
 
     python benchmarks/bench_sweep.py | tee docs/benchmarks/bench_sweep.txt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,10 +63,16 @@ def time_metrics(split) -> None:
         got = truth.metrics(maps)
     same = got[0] == expected[0] and abs(got[1] - expected[1]) <= 1e-12
     print(f"metrics of one fit ({maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}, {maps.size:,} pixels):")
-    print(f"  per call (pixel_auroc + aupro, before): {per_call.seconds:6.2f} s wall, {per_call.cpu_seconds:6.2f} s CPU")
-    print(f"  one sort (PixelGroundTruth.metrics)   : {one_sort.seconds:6.2f} s wall, {one_sort.cpu_seconds:6.2f} s CPU"
-          f"  ({per_call.cpu_seconds / max(one_sort.cpu_seconds, 1e-9):.1f}x less CPU)")
-    print(f"  labelling the regions, once per sweep : {labelling.seconds:6.2f} s wall, {labelling.cpu_seconds:6.2f} s CPU")
+    print(
+        f"  per call (pixel_auroc + aupro, before): {per_call.seconds:6.2f} s wall, {per_call.cpu_seconds:6.2f} s CPU"
+    )
+    print(
+        f"  one sort (PixelGroundTruth.metrics)   : {one_sort.seconds:6.2f} s wall, {one_sort.cpu_seconds:6.2f} s CPU"
+        f"  ({per_call.cpu_seconds / max(one_sort.cpu_seconds, 1e-9):.1f}x less CPU)"
+    )
+    print(
+        f"  labelling the regions, once per sweep : {labelling.seconds:6.2f} s wall, {labelling.cpu_seconds:6.2f} s CPU"
+    )
     print(f"  same numbers: {same} (pixel AUROC {got[0]!r} vs {expected[0]!r}; AUPRO {got[1]!r} vs {expected[1]!r})")
     if not same:
         raise SystemExit("the one-sort metrics differ from the per-call ones")
@@ -80,8 +87,10 @@ def compare_spade_matching(split, shots: int = 5, every: int = 5) -> None:
 
     drawn = split.with_shots(shots, 0)
     sub = dataclasses.replace(drawn, test=drawn.test[::every])
-    print(f"SPADE pixel matching, {shots} shots seed 0, every {every}th test image: {len(sub.test)} "
-          f"({int(sub.test_labels.sum())} anomalous)")
+    print(
+        f"SPADE pixel matching, {shots} shots seed 0, every {every}th test image: {len(sub.test)} "
+        f"({int(sub.test_labels.sum())} anomalous)"
+    )
     masks = ground_truth_masks(sub, 224)
     with tempfile.TemporaryDirectory(prefix="bench_sweep_spade_") as cache:
         for matching in ("per_layer", "aligned"):
@@ -90,9 +99,12 @@ def compare_spade_matching(split, shots: int = 5, every: int = 5) -> None:
             with Timer() as scoring:
                 scores, maps = model.score_images(sub.test_paths)
             m = compute_metrics(sub, scores, maps, masks, per_defect=False)
-            print(f"  {matching:10s} image AUROC {m['image_auroc']:.4f}  pixel AUROC {m['pixel_auroc']:.4f}  "
-                  f"AUPRO {m['aupro']:.4f}  | {scoring.seconds / len(sub.test):.3f} s/image wall, "
-                  f"{scoring.cpu_seconds / len(sub.test):.3f} s/image CPU", flush=True)
+            print(
+                f"  {matching:10s} image AUROC {m['image_auroc']:.4f}  pixel AUROC {m['pixel_auroc']:.4f}  "
+                f"AUPRO {m['aupro']:.4f}  | {scoring.seconds / len(sub.test):.3f} s/image wall, "
+                f"{scoring.cpu_seconds / len(sub.test):.3f} s/image CPU",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -122,28 +134,39 @@ def main() -> None:
     seeds = args.seeds or GRIDS[args.grid][1]
     spade = {"spade": {"pixel_matching": args.spade_matching}} if "spade" in args.methods else {}
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as cache, Timer() as wall:
-        table = sample_efficiency(split, shots=shots, methods=args.methods, seeds=seeds,
-                                  cache_dir=cache, progress=False, **spade)
+        table = sample_efficiency(
+            split, shots=shots, methods=args.methods, seeds=seeds, cache_dir=cache, progress=False, **spade
+        )
     summary = table.attrs["summary"]
     one_pass = summary["feature_pass"]
-    print(f"\ngrid: methods {args.methods} × shots {list(shots)} × seeds {list(seeds)} = {len(table)} fits, "
-          f"each scored on all {summary['test_images']} test images; SPADE pixel matching {args.spade_matching}\n")
+    print(
+        f"\ngrid: methods {args.methods} × shots {list(shots)} × seeds {list(seeds)} = {len(table)} fits, "
+        f"each scored on all {summary['test_images']} test images; SPADE pixel matching {args.spade_matching}\n"
+    )
     per_image = one_pass["seconds"] / one_pass["images"]
     rest = wall.seconds - one_pass["seconds"] - table.fit_s.sum() - table.infer_s.sum()
-    print(f"one extraction pass          : {one_pass['seconds']:8.1f} s  ({one_pass['images']} images, "
-          f"{one_pass['computed']} computed, fresh cache: {per_image:.3f} s per image)")
+    print(
+        f"one extraction pass          : {one_pass['seconds']:8.1f} s  ({one_pass['images']} images, "
+        f"{one_pass['computed']} computed, fresh cache: {per_image:.3f} s per image)"
+    )
     print(f"fits from the cache (total)  : {table.fit_s.sum():8.1f} s")
-    print(f"scoring from the cache (total): {table.infer_s.sum():7.1f} s  (image scores and anomaly maps, all test images)")
-    print(f"metrics and the rest         : {rest:8.1f} s  (image/pixel AUROC, AUPRO per fit; reading masks; "
-          f"before: about {BEFORE_METRICS_PER_FIT:.1f} s per fit)")
+    print(
+        f"scoring from the cache (total): {table.infer_s.sum():7.1f} s  (image scores and anomaly maps, all test images)"
+    )
+    print(
+        f"metrics and the rest         : {rest:8.1f} s  (image/pixel AUROC, AUPRO per fit; reading masks; "
+        f"before: about {BEFORE_METRICS_PER_FIT:.1f} s per fit)"
+    )
     print(f"whole sweep                  : {wall.seconds:8.1f} s")
     passes = wall.seconds / one_pass["seconds"]
     before = BEFORE.get(args.grid) if args.shots is None and args.seeds is None else None
     print(f"sweep / one pass             : {passes:8.2f}x" + (f"   (before: {before:.2f}x)" if before else ""))
     naive = sum(shots + summary["test_images"] for shots in table.shots)
-    print(f"without the shared cache every fit would extract its own train + test images: {naive:,} images, "
-          f"about {naive * per_image:.0f} s of backbone alone ({naive * per_image / one_pass['seconds']:.1f} passes; "
-          f"estimated from the measured seconds per image)\n")
+    print(
+        f"without the shared cache every fit would extract its own train + test images: {naive:,} images, "
+        f"about {naive * per_image:.0f} s of backbone alone ({naive * per_image / one_pass['seconds']:.1f} passes; "
+        f"estimated from the measured seconds per image)\n"
+    )
     print(table.round(3).to_string(index=False))
     print(f"\nSPADE pair table: {summary.get('spade_table')}")
     footer()

@@ -19,6 +19,7 @@ same feature cache, built in a temporary folder before the first measurement.
 
     nice -n 19 python benchmarks/bench_widgets.py | tee docs/benchmarks/bench_widgets.txt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,9 @@ def child(code: str, updates: int) -> dict:
     """Measure in this process with the package from ``code`` (a checkout's root)."""
     sys.path.insert(0, code)
     import numpy as np
+    from patchcore_kit.notebook import notebook_dataset
 
     import patchcore_kit
-    from patchcore_kit.notebook import notebook_dataset
     from patchcore_kit.widgets import GalleryState, gallery_explorer
 
     assert Path(patchcore_kit.__file__).resolve().is_relative_to(Path(code).resolve()), patchcore_kit.__file__
@@ -84,9 +85,16 @@ def child(code: str, updates: int) -> dict:
         seconds[name] = times
         cpu_seconds[name] = cpu_times
         changed[name] = len(pictures)
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "distinct_pictures": changed, "build_s": built, "test_images": len(split.test),
-            "defect_types": list(controls["defect type"].options), "code": code,
-            "mean_map_checksum": float(np.mean(state.result(0.1, 9)[1]))}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "distinct_pictures": changed,
+        "build_s": built,
+        "test_images": len(split.test),
+        "defect_types": list(controls["defect type"].options),
+        "code": code,
+        "mean_map_checksum": float(np.mean(state.result(0.1, 9)[1])),
+    }
 
 
 def measure(code: Path, updates: int, threads: int | None, data: str) -> dict:
@@ -100,8 +108,9 @@ def measure(code: Path, updates: int, threads: int | None, data: str) -> dict:
 
 def export(revision: str, folder: Path) -> Path:
     """The code of ``revision`` as plain files (``git archive``): no worktree, no checkout."""
-    archive = subprocess.run(["git", "-C", str(HERE), "archive", revision, "patchcore_kit"], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(HERE), "archive", revision, "patchcore_kit"], check=True, capture_output=True
+    ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
     return folder
@@ -127,24 +136,37 @@ def main() -> None:
             runs[f"before ({args.before})"] = measure(before_code, args.updates, args.threads, data)
         runs["after (this checkout)"] = measure(HERE, args.updates, args.threads, data)
     first = next(iter(runs.values()))
-    print(f"FAST demo brick: {first['test_images']} test images at 128 px, defect types {first['defect_types']}; "
-          f"calibrated; {len(RATIOS)} fits warmed; {args.updates} updates per control, median (min-max) in seconds\n")
+    print(
+        f"FAST demo brick: {first['test_images']} test images at 128 px, defect types {first['defect_types']}; "
+        f"calibrated; {len(RATIOS)} fits warmed; {args.updates} updates per control, median (min-max) in seconds\n"
+    )
     names = list(first["seconds"])
     labels = list(runs)
-    for kind, title in (("seconds", "wall seconds per update"), ("cpu_seconds", "CPU seconds per update (this process)")):
+    for kind, title in (
+        ("seconds", "wall seconds per update"),
+        ("cpu_seconds", "CPU seconds per update (this process)"),
+    ):
         print(f"{title}, median (min-max):")
-        print(f"{'control':<14}" + "".join(f"{label:>30}" for label in labels)
-              + ("   speed-up" if len(runs) == 2 else "") + f"   under {TARGET_S} s")
+        print(
+            f"{'control':<14}"
+            + "".join(f"{label:>30}" for label in labels)
+            + ("   speed-up" if len(runs) == 2 else "")
+            + f"   under {TARGET_S} s"
+        )
         for name in names:
             medians = [statistics.median(run[kind][name]) for run in runs.values()]
-            cells = "".join(f"{m:.3f} ({min(r[kind][name]):.3f}-{max(r[kind][name]):.3f})".rjust(30)
-                            for m, r in zip(medians, runs.values()))
+            cells = "".join(
+                f"{m:.3f} ({min(r[kind][name]):.3f}-{max(r[kind][name]):.3f})".rjust(30)
+                for m, r in zip(medians, runs.values())
+            )
             ratio = f"{medians[0] / medians[-1]:>10.1f}x" if len(runs) == 2 else ""
             print(f"{name:<14}{cells}{ratio}   {'yes' if medians[-1] < TARGET_S else 'NO'}")
         print()
     for label, run in runs.items():
-        print(f"{label}: state + warm fits + first render {run['build_s']:.1f} s; distinct pictures per control "
-              f"{run['distinct_pictures']}; mean map (ratio 0.1) {run['mean_map_checksum']:.6f}")
+        print(
+            f"{label}: state + warm fits + first render {run['build_s']:.1f} s; distinct pictures per control "
+            f"{run['distinct_pictures']}; mean map (ratio 0.1) {run['mean_map_checksum']:.6f}"
+        )
     footer()
 
 

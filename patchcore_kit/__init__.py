@@ -3,9 +3,10 @@
 >>> from patchcore_kit import PatchCore
 >>> model = PatchCore(backbone="efficientnet_lite0", coreset_ratio=0.1)   # then .fit(paths)
 """
-from .errors import InputError, WeightsUnavailableError
 
+from .errors import InputError, WeightsUnavailableError
 from .version import __version__
+
 __all__ = ["PatchCore", "InputError", "WeightsUnavailableError", "load_settings", "tune", "__version__"]
 
 

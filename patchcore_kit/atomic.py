@@ -12,13 +12,14 @@ a CSV file names the very file it came from.
 >>> with open_text("scores.csv") as handle:          # doctest: +SKIP
 ...     handle.write("path,score\\n")
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 #: Text encoding of every file the kit writes; "surrogateescape" writes undecodable file-name
 #: bytes back unchanged instead of failing half way through the file.

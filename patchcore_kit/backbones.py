@@ -26,21 +26,27 @@ ImageNet weights from the torch hub cache, a download, or ``weights=<path or URL
 >>> [tuple(m.shape) for m in maps]
 [(1, 40, 28, 28), (1, 112, 14, 14)]
 """
+
 from __future__ import annotations
 
 import os
 import pickle
 import tempfile
 import urllib.error
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 import torch
 from torch import nn
 
 from .errors import InputError, WeightsUnavailableError
 from .params import (  # noqa: F401 (re-exported)
-    BACKBONES, DEFAULT_BACKBONE, DEFAULT_LAYERS, OFFLINE_BACKBONES, RESNETS, STAGES,
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    DEFAULT_LAYERS,
+    OFFLINE_BACKBONES,
+    RESNETS,
+    STAGES,
 )
 
 #: Output channels of each stage, known without building the network (model files are checked
@@ -77,7 +83,9 @@ class Backbone(nn.Module):
     def check_layers(self, layers: Sequence[str]) -> list[str]:
         unknown = [layer for layer in layers if layer not in self.stages]
         if unknown or not layers:
-            raise InputError(f"backbone {self.name}: unknown layers {unknown or list(layers)}; choose from {list(STAGES)}")
+            raise InputError(
+                f"backbone {self.name}: unknown layers {unknown or list(layers)}; choose from {list(STAGES)}"
+            )
         return sorted(set(layers), key=STAGES.index)
 
     def forward(self, images: torch.Tensor, layers: Sequence[str] = DEFAULT_LAYERS) -> list[torch.Tensor]:
@@ -264,8 +272,9 @@ def backbone_runtime(runtime: str | None = None) -> str:
     return chosen
 
 
-def load_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None, fuse: bool = False,
-                  runtime: str | None = None) -> Backbone:
+def load_backbone(
+    name: str = DEFAULT_BACKBONE, weights: str | Path | None = None, fuse: bool = False, runtime: str | None = None
+) -> Backbone:
     """The named backbone with ImageNet weights (or ``weights``: a file path or URL).
 
     ``fuse=True`` returns the inference copy of :func:`patchcore_kit.fuse.fuse_backbone` (batch norm

@@ -22,10 +22,12 @@ The rest lives here: turning any image input into backbone maps (through a
 the image size and smoothing them with a Gaussian of σ=4 (paper, Sec. 3.3), and ``predict`` with
 a threshold learned from nominal training images only.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -92,12 +94,26 @@ class AnomalyEstimator(BaseEstimator):
 
     def _extractor(self) -> FeatureExtractor:
         layers = self._extract_layers()
-        settings = (self.backbone, layers, as_hw(self.image_size), self.weights, self.device,
-                    self.batch_size, self.feature_cache, self.progress)
+        settings = (
+            self.backbone,
+            layers,
+            as_hw(self.image_size),
+            self.weights,
+            self.device,
+            self.batch_size,
+            self.feature_cache,
+            self.progress,
+        )
         if getattr(self, "_extractor_cache", (None, None))[0] != settings:
             extractor = FeatureExtractor(
-                self.backbone, layers, self.image_size, weights=self.weights, device=self.device,
-                batch_size=self.batch_size, cache_dir=self.feature_cache, progress=self.progress,
+                self.backbone,
+                layers,
+                self.image_size,
+                weights=self.weights,
+                device=self.device,
+                batch_size=self.batch_size,
+                cache_dir=self.feature_cache,
+                progress=self.progress,
             )
             self._extractor_cache = (settings, extractor)
         return self._extractor_cache[1]
@@ -195,8 +211,9 @@ class AnomalyEstimator(BaseEstimator):
 
 
 def _as_list(images) -> list:
-    from PIL import Image
     from pathlib import Path
+
+    from PIL import Image
 
     if isinstance(images, (str, Path, Image.Image)):
         return [images]

@@ -18,6 +18,7 @@ image AUROC and says so; it is never reported as holding or failing.
 >>> claims = check_claims(pd.read_csv("runs/sweep/summary.csv", dtype={"shots": str}), dataset="mvtec")  # doctest: +SKIP
 >>> print(claims_markdown(claims))                                                                      # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import math
@@ -97,9 +98,11 @@ def check_claims(summary: pd.DataFrame, dataset: str | None = None, tolerance: f
     swept = sorted(int(s) for s in table.loc[(table["method"] == "patchcore") & (table["shots"] != "all"), "shots"])
     fifth = [n for n in swept if pool is not None and n <= ONE_FIFTH * pool]
     for metric in ("image_auroc", "pixel_auroc"):
-        entry = {"id": f"a-{metric.split('_')[0]}",
-                 "claim": f"(a) With one fifth of the nominal training data PatchCore matches the best full-data "
-                          f"competitor ({METRIC_NAMES[metric]})."}
+        entry = {
+            "id": f"a-{metric.split('_')[0]}",
+            "claim": f"(a) With one fifth of the nominal training data PatchCore matches the best full-data "
+            f"competitor ({METRIC_NAMES[metric]}).",
+        }
         competitors = {m: _value(table, m, "all", metric) for m in COMPETITORS}
         competitors = {m: v for m, v in competitors.items() if v is not None}
         if pool is None:
@@ -107,8 +110,9 @@ def check_claims(summary: pd.DataFrame, dataset: str | None = None, tolerance: f
         elif not competitors:
             entry.update(_missing([f"PaDiM or SPADE on the full pool with {METRIC_NAMES[metric]}"]))
         elif not fifth:
-            entry.update(_missing([f"a shot count of at most one fifth of the smallest pool ({ONE_FIFTH * pool:.0f} "
-                                   f"of {pool})"]))
+            entry.update(
+                _missing([f"a shot count of at most one fifth of the smallest pool ({ONE_FIFTH * pool:.0f} of {pool})"])
+            )
         else:
             n = fifth[-1]
             ours = _value(table, "patchcore", str(n), metric)
@@ -118,17 +122,24 @@ def check_claims(summary: pd.DataFrame, dataset: str | None = None, tolerance: f
                 best = max(competitors, key=lambda m: competitors[m][0])
                 entry.update(
                     numbers=f"PatchCore with {n} of {pool} images (the largest swept count ≤ one fifth of the "
-                            f"smallest pool): {_fmt(ours)}; best full-data competitor {NAMES[best]}: "
-                            f"{_fmt(competitors[best])}",
-                    holds=_matches(ours, competitors[best], tolerance), note="")
+                    f"smallest pool): {_fmt(ours)}; best full-data competitor {NAMES[best]}: "
+                    f"{_fmt(competitors[best])}",
+                    holds=_matches(ours, competitors[best], tolerance),
+                    note="",
+                )
         claims.append(entry)
 
     # (b) 5 shots against SPADE's full-data localisation; 1 shot against its full-data detection.
-    for shots, metric, what in (("5", "pixel_auroc", "localisation"), ("5", "aupro", "localisation"),
-                                ("1", "image_auroc", "detection")):
-        entry = {"id": f"b-{shots}-{metric.split('_')[0] if metric != 'aupro' else 'aupro'}",
-                 "claim": f"(b) With {shots} shot{'s' if shots != '1' else ''} PatchCore matches SPADE's full-data "
-                          f"{what} ({METRIC_NAMES[metric]})."}
+    for shots, metric, what in (
+        ("5", "pixel_auroc", "localisation"),
+        ("5", "aupro", "localisation"),
+        ("1", "image_auroc", "detection"),
+    ):
+        entry = {
+            "id": f"b-{shots}-{metric.split('_')[0] if metric != 'aupro' else 'aupro'}",
+            "claim": f"(b) With {shots} shot{'s' if shots != '1' else ''} PatchCore matches SPADE's full-data "
+            f"{what} ({METRIC_NAMES[metric]}).",
+        }
         ours, theirs = _value(table, "patchcore", shots, metric), _value(table, "spade", "all", metric)
         if ours is None or theirs is None:
             needs = []
@@ -138,8 +149,11 @@ def check_claims(summary: pd.DataFrame, dataset: str | None = None, tolerance: f
                 needs.append(f"SPADE on the full pool ('all' shots) with {METRIC_NAMES[metric]}")
             entry.update(_missing(needs))
         else:
-            entry.update(numbers=f"PatchCore {shots}-shot: {_fmt(ours)}; SPADE full data: {_fmt(theirs)}",
-                         holds=_matches(ours, theirs, tolerance), note="")
+            entry.update(
+                numbers=f"PatchCore {shots}-shot: {_fmt(ours)}; SPADE full data: {_fmt(theirs)}",
+                holds=_matches(ours, theirs, tolerance),
+                note="",
+            )
         claims.append(entry)
 
     # (c) DifferNet: not in the kit, so only set beside its published figure.
@@ -150,11 +164,17 @@ def check_claims(summary: pd.DataFrame, dataset: str | None = None, tolerance: f
         entry.update(_missing(["PatchCore at 16 shots"]))
         entry["note"] += "; DifferNet is not in the kit either, so it would only be set beside its published figure"
     else:
-        beside = (f"; DifferNet's published full-data image AUROC on {dataset}: {published:.3f} (PatchCore "
-                  f"{'above' if ours[0] > published else 'not above'} it)" if published is not None
-                  else "; no published DifferNet figure for this dataset")
-        entry.update(numbers=f"PatchCore 16-shot: {_fmt(ours)}{beside}", holds=None,
-                     note="DifferNet is not in the kit and was not re-run; only its published figure is quoted")
+        beside = (
+            f"; DifferNet's published full-data image AUROC on {dataset}: {published:.3f} (PatchCore "
+            f"{'above' if ours[0] > published else 'not above'} it)"
+            if published is not None
+            else "; no published DifferNet figure for this dataset"
+        )
+        entry.update(
+            numbers=f"PatchCore 16-shot: {_fmt(ours)}{beside}",
+            holds=None,
+            note="DifferNet is not in the kit and was not re-run; only its published figure is quoted",
+        )
     claims.append(entry)
     return claims
 
@@ -167,7 +187,7 @@ def claims_markdown(claims: list[dict], settings: dict | None = None, tolerance:
     lines += [
         f"Rule: PatchCore *matches* (or beats) a competitor when its mean is at least the competitor's mean "
         f"minus {tolerance:g}. Means are over categories, then mean ± sd over seeds (`summary.csv`). "
-        f"\"Full data\" is the whole training pool of each category (the `all` shots).",
+        f'"Full data" is the whole training pool of each category (the `all` shots).',
         "",
     ]
     for claim in claims:

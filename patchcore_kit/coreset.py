@@ -34,6 +34,7 @@ exactly as the plain loop computes it. ``docs/benchmarks.md`` has the measuremen
 >>> bool((picks == greedy_coreset_plain(x, 50, seed=0)).all())
 True
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -223,7 +224,10 @@ class _LazyDistances:
                 break
             self._catch_up(block)
         # every point at distance `best` (usually one) is in a fresh block whose bound is `best`
-        ties = [self.order[self._rows(b)][self.min_dist[self._rows(b)] == best] for b in np.flatnonzero(fresh & (self.bound == best))]
+        ties = [
+            self.order[self._rows(b)][self.min_dist[self._rows(b)] == best]
+            for b in np.flatnonzero(fresh & (self.bound == best))
+        ]
         return int(torch.cat(ties).min()), float(best)
 
     def _catch_up(self, block: int) -> None:
@@ -346,8 +350,14 @@ def coreset_size(n_points: int, ratio: float | int) -> int:
     return max(1, int(round(n_points * ratio)))
 
 
-def select_coreset(features: torch.Tensor, sampler: str, n: int, projection_dim: int | None = 128,
-                   seed: int = 0, progress: bool = False) -> np.ndarray:
+def select_coreset(
+    features: torch.Tensor,
+    sampler: str,
+    n: int,
+    projection_dim: int | None = 128,
+    seed: int = 0,
+    progress: bool = False,
+) -> np.ndarray:
     """Dispatch by name: ``"greedy"``, ``"random"`` or ``"none"`` (keep everything)."""
     if sampler == "greedy":
         return greedy_coreset(features, n, projection_dim=projection_dim, seed=seed, progress=progress)

@@ -8,6 +8,7 @@ masks, metrics or timings lives here only.
 >>> result = evaluate(PatchCore(), split)                                          # doctest: +SKIP
 >>> result.metrics["image_auroc"]                                                  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import time
@@ -51,7 +52,10 @@ class Evaluation:
 
 
 def compute_metrics(
-    split: Split, scores: np.ndarray, maps: np.ndarray | None, masks: np.ndarray | PixelGroundTruth | None,
+    split: Split,
+    scores: np.ndarray,
+    maps: np.ndarray | None,
+    masks: np.ndarray | PixelGroundTruth | None,
     per_defect: bool = True,
 ) -> dict:
     """Image AUROC, pixel AUROC and AUPRO (None without masks), overall and per defect type.
@@ -74,7 +78,12 @@ def compute_metrics(
 
 
 def evaluate(
-    model, split: Split, *, fit: bool = True, masks: np.ndarray | PixelGroundTruth | None = None, pixel: bool = True,
+    model,
+    split: Split,
+    *,
+    fit: bool = True,
+    masks: np.ndarray | PixelGroundTruth | None = None,
+    pixel: bool = True,
     per_defect: bool = True,
 ) -> Evaluation:
     """Fit ``model`` on ``split.train`` (unless ``fit=False``), score ``split.test``, compute metrics.

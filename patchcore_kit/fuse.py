@@ -24,6 +24,7 @@ its forward runs them so. Its feature maps equal the unfused backbone's within f
 >>> [tuple(m.shape) for m in fast(torch.zeros(1, 3, 224, 224))]
 [(1, 40, 28, 28), (1, 112, 14, 14)]
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,8 +51,16 @@ def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor
 
 def _fused_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d | None, padding: int = 0) -> nn.Conv2d:
     """A plain ``nn.Conv2d`` with ``norm`` folded in and the given symmetric padding."""
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding,
-                      conv.dilation, conv.groups, bias=True)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+    )
     if norm is None:
         weight = conv.weight.detach()
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
@@ -104,8 +113,10 @@ class SamePadConv(nn.Module):
         if self.static:
             x = self.conv(x)
         else:
-            (pad_h, rows), (pad_w, columns) = (self._padding(x.shape[-2], self.stride_[0]),
-                                               self._padding(x.shape[-1], self.stride_[1]))
+            (pad_h, rows), (pad_w, columns) = (
+                self._padding(x.shape[-2], self.stride_[0]),
+                self._padding(x.shape[-1], self.stride_[1]),
+            )
             weight = getattr(self, f"weight_{rows}{columns}") if rows or columns else self.conv.weight
             x = F.conv2d(x, weight, self.conv.bias, self.stride_, (pad_h, pad_w), 1, self.conv.groups)
         return self.activation(x) if self.activation is not None else x

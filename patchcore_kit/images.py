@@ -3,10 +3,11 @@
 Every way an image can enter the kit passes through here, so this is where a bad file becomes a
 clear :class:`~patchcore_kit.errors.InputError` that names the file.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from .errors import InputError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 
 def as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -91,8 +92,7 @@ def read_mask(path: str | Path, hw: tuple[int, int] | None = None) -> np.ndarray
             mask.load()
             if hw is not None and (mask.height, mask.width) != tuple(hw):
                 raise InputError(
-                    f"{path}: mask is {mask.height}x{mask.width} but its image is "
-                    f"{hw[0]}x{hw[1]} (height x width)"
+                    f"{path}: mask is {mask.height}x{mask.width} but its image is {hw[0]}x{hw[1]} (height x width)"
                 )
             return _above_half_range(mask)
     except Image.DecompressionBombError as error:

@@ -15,20 +15,29 @@ per input pixel for layer2+3). They are estimates: good to a small factor, which
 ...          backbone="efficientnet_lite0", n_train=100, n_test=50)["total"] < 2**30
 True
 """
+
 from __future__ import annotations
 
 import math
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 FLOAT = 4
 #: Backbone activation floats per input pixel and image at the peak of a forward pass (measured
 #: with ru_maxrss at 768 px; the wide and ResNeXt nets scaled from ResNet-50 by their widths).
 ACTIVATIONS_PER_PIXEL = {
-    "efficientnet_lite0": 110, "efficientnet_lite2": 120,
-    "resnet18": 40, "resnet34": 40, "resnet50": 80, "resnet101": 80, "resnet152": 80,
-    "wide_resnet50_2": 140, "wide_resnet101_2": 140, "resnext50_32x4d": 110, "resnext101_32x8d": 160,
+    "efficientnet_lite0": 110,
+    "efficientnet_lite2": 120,
+    "resnet18": 40,
+    "resnet34": 40,
+    "resnet50": 80,
+    "resnet101": 80,
+    "resnet152": 80,
+    "wide_resnet50_2": 140,
+    "wide_resnet101_2": 140,
+    "resnext50_32x4d": 110,
+    "resnext101_32x8d": 160,
 }
 STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 #: torch, the backbone's weights and the rest of the process.
@@ -81,8 +90,11 @@ def estimate(
     embed_bytes = batch * grid * (widths + depth) * FLOAT
     patches = n_train * grid
     if n_train:
-        bank = patches if sampler == "none" else (
-            int(coreset_ratio) if coreset_ratio > 1 else math.ceil(coreset_ratio * patches))
+        bank = (
+            patches
+            if sampler == "none"
+            else (int(coreset_ratio) if coreset_ratio > 1 else math.ceil(coreset_ratio * patches))
+        )
         projection = patches * (projection_dim or depth) * FLOAT if sampler == "greedy" else 0
         fit = patches * depth * FLOAT + projection + patches * FLOAT * 2 + bank * depth * FLOAT
     else:

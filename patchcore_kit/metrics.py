@@ -16,10 +16,11 @@ A sweep scores many models on one test set: :class:`PixelGroundTruth` labels the
 regions once and then gives both pixel metrics of a map stack from *one* sort of its pixels
 (:meth:`PixelGroundTruth.metrics`), the same numbers as :func:`pixel_auroc` and :func:`aupro`.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -184,9 +185,7 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
     return float((below + below_or_tied) / (2.0 * defective.size * nominal.size))
 
 
-def pro_curve(
-    masks: np.ndarray, maps: np.ndarray, max_fpr: float = 1.0
-) -> tuple[np.ndarray, np.ndarray] | None:
+def pro_curve(masks: np.ndarray, maps: np.ndarray, max_fpr: float = 1.0) -> tuple[np.ndarray, np.ndarray] | None:
     """The per-region-overlap curve: ``(fpr, pro)`` at every distinct threshold of ``maps``.
 
     For a threshold ``t`` a pixel is flagged when its score is above ``t``. ``fpr`` is the
@@ -287,9 +286,7 @@ def per_defect_metrics(
     labels, scores = _check_image_inputs(labels, scores)
     defect_types = np.asarray(defect_types, dtype=str)
     if defect_types.shape != labels.shape:
-        raise InputError(
-            f"defect_types: expected one per image ({labels.size}), got shape {defect_types.shape}"
-        )
+        raise InputError(f"defect_types: expected one per image ({labels.size}), got shape {defect_types.shape}")
     if (masks is None) != (maps is None):
         raise InputError("masks, maps: give both for pixel metrics, or neither")
     if masks is not None:
@@ -326,15 +323,12 @@ def _check_image_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     if labels.ndim != 1 or labels.shape != scores.shape:
         raise InputError(
-            f"labels, scores: expected two 1-D arrays of the same length, "
-            f"got shapes {labels.shape} and {scores.shape}"
+            f"labels, scores: expected two 1-D arrays of the same length, got shapes {labels.shape} and {scores.shape}"
         )
     if labels.size == 0:
         raise InputError("labels: no images given")
     if not np.isin(labels, (0, 1)).all():
-        raise InputError(
-            f"labels: expected 0 (nominal) or 1 (anomalous), got {np.unique(labels)[:10]}"
-        )
+        raise InputError(f"labels: expected 0 (nominal) or 1 (anomalous), got {np.unique(labels)[:10]}")
     if not np.isfinite(scores).all():
         raise InputError("scores: contain NaN or infinite values")
     return labels.astype(np.int64), scores
@@ -346,8 +340,7 @@ def _check_pixel_inputs(masks, maps) -> tuple[np.ndarray, np.ndarray]:
         masks, maps = masks[None], maps[None]
     if masks.ndim != 3 or masks.shape != maps.shape:
         raise InputError(
-            f"masks, maps: expected two arrays of the same shape (N, H, W), "
-            f"got {masks.shape} and {maps.shape}"
+            f"masks, maps: expected two arrays of the same shape (N, H, W), got {masks.shape} and {maps.shape}"
         )
     if masks.dtype != bool:
         if not np.isin(masks, (0, 1)).all():

@@ -13,11 +13,12 @@ carries before a model is built from it:
 
 >>> params, fitted, tensors = read_model("bottle.safetensors", parameter_names(PatchCore))   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -95,13 +96,21 @@ def read_model(path: str | Path, param_names: Sequence[str]) -> tuple[dict, dict
     _check_names(path, "fitted value", fitted, FITTED_CHECKS)
     for name, (check, expected) in FITTED_CHECKS.items():
         if not check(fitted[name]):
-            raise InputError(f"{path}: damaged model file (fitted value {name!r} must be {expected}, got {fitted[name]!r})")
+            raise InputError(
+                f"{path}: damaged model file (fitted value {name!r} must be {expected}, got {fitted[name]!r})"
+            )
     _check_tensors(path, tensors, fitted)
     return params, fitted, tensors
 
 
-def check_bank_width(path: Path, bank: torch.Tensor, channels: dict[str, int], layers: Sequence[str],
-                     patch_size: int, embed: Callable[[list[torch.Tensor]], torch.Tensor]) -> None:
+def check_bank_width(
+    path: Path,
+    bank: torch.Tensor,
+    channels: dict[str, int],
+    layers: Sequence[str],
+    patch_size: int,
+    embed: Callable[[list[torch.Tensor]], torch.Tensor],
+) -> None:
     """The bank's width must be what ``embed`` makes of the backbone's stages, or scores mean nothing.
 
     ``embed`` runs on small zero maps (one per layer, each stage's channel count, grids in the
@@ -112,15 +121,19 @@ def check_bank_width(path: Path, bank: torch.Tensor, channels: dict[str, int], l
     first = STRIDES[layers[0]]
     # the deepest stage still gets a few positions more than a patch covers (a "valid" border crops p - 1)
     side = (patch_size + 3) * max(STRIDES[layer] for layer in layers) // first
-    maps = [torch.zeros(1, channels[layer], max(1, side * first // STRIDES[layer]),
-                        max(1, side * first // STRIDES[layer])) for layer in layers]
+    maps = [
+        torch.zeros(1, channels[layer], max(1, side * first // STRIDES[layer]), max(1, side * first // STRIDES[layer]))
+        for layer in layers
+    ]
     try:
         width = embed(maps).shape[1]
     except (RuntimeError, ValueError) as error:
         raise InputError(f"{path}: damaged model file (its parameters give no patch embedding: {error})") from None
     if width != bank.shape[1]:
-        raise InputError(f"{path}: damaged model file (memory_bank rows have {bank.shape[1]} values, but layers "
-                         f"{list(layers)} with these parameters give {width})")
+        raise InputError(
+            f"{path}: damaged model file (memory_bank rows have {bank.shape[1]} values, but layers "
+            f"{list(layers)} with these parameters give {width})"
+        )
 
 
 def _json_object(path: Path, metadata: dict, key: str) -> dict:
@@ -147,22 +160,30 @@ def _check_tensors(path: Path, tensors: dict, fitted: dict) -> None:
     _check_names(path, "array", tensors, ARRAYS)
     bank = tensors["memory_bank"]
     if bank.ndim != 2 or len(bank) == 0 or bank.shape[1] == 0 or not bank.is_floating_point():
-        raise InputError(f"{path}: damaged model file (memory_bank must be a non-empty 2-D float array, "
-                         f"got {tuple(bank.shape)} {bank.dtype})")
+        raise InputError(
+            f"{path}: damaged model file (memory_bank must be a non-empty 2-D float array, "
+            f"got {tuple(bank.shape)} {bank.dtype})"
+        )
     if not torch.isfinite(bank).all():
         bad = int((~torch.isfinite(bank)).any(dim=1).sum())
         raise InputError(f"{path}: damaged model file (memory_bank holds NaN or infinite values in {bad} rows)")
     h, w = fitted["feature_shape_"]
     if fitted["n_patches_"] != fitted["n_train_"] * h * w:
-        raise InputError(f"{path}: damaged model file (n_patches_ {fitted['n_patches_']} is not "
-                         f"n_train_ {fitted['n_train_']} x feature_shape_ {h}x{w})")
+        raise InputError(
+            f"{path}: damaged model file (n_patches_ {fitted['n_patches_']} is not "
+            f"n_train_ {fitted['n_train_']} x feature_shape_ {h}x{w})"
+        )
     if len(bank) > fitted["n_patches_"]:
-        raise InputError(f"{path}: damaged model file (memory_bank has {len(bank)} rows, more than the "
-                         f"{fitted['n_patches_']} training patches)")
+        raise InputError(
+            f"{path}: damaged model file (memory_bank has {len(bank)} rows, more than the "
+            f"{fitted['n_patches_']} training patches)"
+        )
     for name, upper in (("bank_image", fitted["n_train_"]), ("coreset_indices", fitted["n_patches_"])):
         values = tensors[name]
         if values.dtype != torch.int64 or values.shape != (len(bank),):
-            raise InputError(f"{path}: damaged model file ({name} must be {len(bank)} int64 values, one per "
-                             f"memory_bank row, got {tuple(values.shape)} {values.dtype})")
+            raise InputError(
+                f"{path}: damaged model file ({name} must be {len(bank)} int64 values, one per "
+                f"memory_bank row, got {tuple(values.shape)} {values.dtype})"
+            )
         if values.min() < 0 or values.max() >= upper:
             raise InputError(f"{path}: damaged model file ({name} values must lie in [0, {upper}))")

@@ -29,6 +29,7 @@ switches on its own. docs/benchmarks.md measures speed, recall and the AUROC cha
 >>> indices.ravel().tolist()
 [0, 1, 2]
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -117,7 +118,9 @@ def _approximate_index(bank: np.ndarray, search: str, seed: int):
         index.hnsw.efSearch = HNSW_EF_SEARCH
         index.add(bank)
         return index
-    n_lists = max(1, min(len(bank) // 39, round(IVF_LISTS_PER_SQRT * len(bank) ** 0.5)))  # faiss wants >= 39 points a cell
+    n_lists = max(
+        1, min(len(bank) // 39, round(IVF_LISTS_PER_SQRT * len(bank) ** 0.5))
+    )  # faiss wants >= 39 points a cell
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, n_lists)
     index.cp.seed = seed  # k-means initialisation: seeded, so the cells are the same every run
     index.train(bank)
@@ -148,8 +151,11 @@ class MemoryBankIndex:
         self.search_kind = resolve_search(search, len(self.bank))
         if self.search_kind != "exact" and faiss is None:
             raise ImportError(f"search={search!r} needs faiss: pip install faiss-cpu (or use search='exact')")
-        use_faiss = (backend == "faiss" or self.search_kind != "exact"
-                     or (backend == "auto" and faiss is not None and self.bank.device.type == "cpu"))
+        use_faiss = (
+            backend == "faiss"
+            or self.search_kind != "exact"
+            or (backend == "auto" and faiss is not None and self.bank.device.type == "cpu")
+        )
         if use_faiss and faiss is None:
             raise ImportError("faiss is not installed: pip install faiss-cpu (or use backend='torch')")
         self.backend = "faiss" if use_faiss else "torch"
@@ -191,7 +197,9 @@ class MemoryBankIndex:
                 candidates = self._faiss_candidates(q, n_candidates)
             else:
                 candidates = _candidates_torch(q, self.bank, self._bank_sq, n_candidates)
-            out_d[q0 : q0 + len(q)], out_i[q0 : q0 + len(q)] = _exact_k_nearest(q, self.bank, candidates.to(self.bank.device), k)
+            out_d[q0 : q0 + len(q)], out_i[q0 : q0 + len(q)] = _exact_k_nearest(
+                q, self.bank, candidates.to(self.bank.device), k
+            )
         return out_d, out_i
 
 

@@ -13,12 +13,13 @@ Optional: ``pip install patchcore-kit[onnx]`` (``onnxruntime``, ``onnx``), then
 exported with ``torch.onnx.export`` once per process, stage list and image size (a few seconds);
 the maps equal the unfused backbone's within float rounding (tested). CPU only.
 """
+
 from __future__ import annotations
 
 import copy
 import io
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -68,9 +69,16 @@ def export_stages(backbone: Backbone, layers: Sequence[str], height: int, width:
         # the tracer warns that the padding amounts become constants: intended (one size per export)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (torch.zeros(1, 3, height, width),), buffer, input_names=["images"],
-                          output_names=list(layers), dynamic_axes={"images": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, height, width),),
+            buffer,
+            input_names=["images"],
+            output_names=list(layers),
+            dynamic_axes={"images": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return buffer.getvalue()
 
 
@@ -112,8 +120,10 @@ class OnnxBackbone(Backbone):
     def forward(self, images: torch.Tensor, layers: Sequence[str] = DEFAULT_LAYERS) -> list[torch.Tensor]:
         wanted = self.check_layers(layers)
         if images.device.type != "cpu":
-            raise InputError(f"the onnxruntime backbone runs on the CPU only (images are on {images.device}); "
-                             f"use runtime='torch' for other devices")
+            raise InputError(
+                f"the onnxruntime backbone runs on the CPU only (images are on {images.device}); "
+                f"use runtime='torch' for other devices"
+            )
         height, width = images.shape[-2:]
         session = self.session(wanted, height, width)
         pixels = np.ascontiguousarray(images.detach().to(torch.float32).numpy())

@@ -11,13 +11,14 @@
 
 Every refusal is an :class:`~patchcore_kit.errors.InputError` naming the path.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .atomic import write_text
 from .errors import InputError
@@ -27,9 +28,22 @@ MARKER = ".patchcore-kit"
 #: What the kit writes into output folders (before the marker existed, a folder holding only these
 #: names, whose JSON files carry the kit's "machine" entry, was written by the kit).
 KIT_NAMES = {
-    "metrics.json", "scores.csv", "split.csv", "results.csv", "summary.json", "sample_efficiency.png",
-    "feature_cache", "report.html", "metrics.csv", "figures", "summary.csv", "claims.md", MARKER,
-    "candidates.csv", "folds.csv", "settings.json",  # patchcore-kit tune
+    "metrics.json",
+    "scores.csv",
+    "split.csv",
+    "results.csv",
+    "summary.json",
+    "sample_efficiency.png",
+    "feature_cache",
+    "report.html",
+    "metrics.csv",
+    "figures",
+    "summary.csv",
+    "claims.md",
+    MARKER,
+    "candidates.csv",
+    "folds.csv",
+    "settings.json",  # patchcore-kit tune
 }
 
 
@@ -65,8 +79,10 @@ def check_apart_from_data(path: Path, datasets: Iterable[Path], what: str = "out
     for dataset in datasets:
         data = Path(os.path.abspath(dataset)).resolve()
         if _inside(here, data):
-            raise InputError(f"{path}: {what} lies inside the dataset {dataset}; the next run would read "
-                             f"its files as data. Choose a folder outside it")
+            raise InputError(
+                f"{path}: {what} lies inside the dataset {dataset}; the next run would read "
+                f"its files as data. Choose a folder outside it"
+            )
         if _inside(data, here):
             raise InputError(f"{path}: {what} holds the dataset {dataset}; choose a folder outside it")
 
@@ -94,8 +110,10 @@ def check_output_folder(path: Path, overwrite: bool = False, datasets: Iterable[
     check_apart_from_data(path, datasets)
     if path.is_dir() and not overwrite and any(path.iterdir()) and not _written_by_kit(path):
         theirs = sorted(e.name for e in path.iterdir() if e.name not in KIT_NAMES or e.suffix == ".json")[:3]
-        raise InputError(f"{path}: folder holds files patchcore-kit did not write ({', '.join(theirs)}); "
-                         f"choose an empty folder or pass --overwrite")
+        raise InputError(
+            f"{path}: folder holds files patchcore-kit did not write ({', '.join(theirs)}); "
+            f"choose an empty folder or pass --overwrite"
+        )
     check_writable(path)
     return path
 
@@ -109,8 +127,14 @@ def claim_output_folder(path: Path) -> Path:
     return path
 
 
-def check_output_file(path: Path, ours: Callable[[Path], bool], kind: str, example: str, overwrite: bool = False,
-                      inputs: Iterable[Path] = ()) -> Path:
+def check_output_file(
+    path: Path,
+    ours: Callable[[Path], bool],
+    kind: str,
+    example: str,
+    overwrite: bool = False,
+    inputs: Iterable[Path] = (),
+) -> Path:
     """An output file: not a folder, not one of the run's inputs, new or the kit's (or ``overwrite``), writable."""
     path = Path(path)
     _existing_ancestor(path.parent)
@@ -121,7 +145,9 @@ def check_output_file(path: Path, ours: Callable[[Path], bool], kind: str, examp
         if any(Path(item).resolve() == target for item in inputs):
             raise InputError(f"{path}: is one of this run's inputs; refusing to overwrite it")
         if not overwrite and not ours(path):
-            raise InputError(f"{path}: exists and is not a {kind} written by patchcore-kit; refusing to overwrite "
-                             f"it (pass --overwrite to replace it)")
+            raise InputError(
+                f"{path}: exists and is not a {kind} written by patchcore-kit; refusing to overwrite "
+                f"it (pass --overwrite to replace it)"
+            )
     check_writable(path.parent)
     return path

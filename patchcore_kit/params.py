@@ -15,22 +15,30 @@ value before the backbone runs, whichever estimator it is.
 'must be an odd whole number >= 1 (1, 3, 5, ...), got 4'
 >>> check_params("PatchCore", {"patch_size": 3, "num_neighbors": 9})
 """
+
 from __future__ import annotations
 
 import math
 import numbers
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .errors import InputError  # no numpy or torch here: the command line parses before they load
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # the same names as backbones.STAGES (no torch here)
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2")
 RESNETS = (
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "wide_resnet50_2", "wide_resnet101_2", "resnext50_32x4d", "resnext101_32x8d",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
 )
 BACKBONES = OFFLINE_BACKBONES + RESNETS
 #: The kit's defaults, in one place (here: the command line reads them without loading torch).
@@ -83,8 +91,12 @@ def _image_size(value) -> bool:
 
 
 def _layers(value) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) > 0 and all(v in STAGES for v in value)
-            and len(set(value)) == len(value))
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(v in STAGES for v in value)
+        and len(set(value)) == len(value)
+    )
 
 
 def _coreset_ratio(value) -> bool:
@@ -130,8 +142,9 @@ class Rule:
 RULES: dict[str, Rule] = {
     "backbone": Rule(f"one of {', '.join(BACKBONES)}", _one_of(*BACKBONES)),
     "layers": Rule(f"a non-empty list of stage names from {', '.join(STAGES)}, each once", _layers),
-    "patch_size": Rule("an odd whole number >= 1 (1, 3, 5, ...)", lambda v: _is_int(v) and v >= 1 and v % 2 == 1,
-                       _parse_int),
+    "patch_size": Rule(
+        "an odd whole number >= 1 (1, 3, 5, ...)", lambda v: _is_int(v) and v >= 1 and v % 2 == 1, _parse_int
+    ),
     "target_dim": Rule("a whole number >= 1 or none", _or_none(_int_at_least(1)), _parse_optional_int),
     "coreset_ratio": Rule("a fraction in (0, 1] or a whole count > 1", _coreset_ratio, _parse_ratio),
     "sampler": Rule("one of greedy, random, none", _one_of("greedy", "random", "none")),
@@ -153,9 +166,11 @@ RULES: dict[str, Rule] = {
     # added with approximate search (older model files lack it: they searched exactly)
     "search": Rule("one of exact, hnsw, ivf, auto", _one_of("exact", "hnsw", "ivf", "auto")),
     # the baselines' own (baselines/)
-    "n_features": Rule("a whole number >= 1, 'auto' or none",
-                       lambda v: v is None or v == "auto" or _int_at_least(1)(v),
-                       lambda text: "auto" if text == "auto" else _parse_optional_int(text)),
+    "n_features": Rule(
+        "a whole number >= 1, 'auto' or none",
+        lambda v: v is None or v == "auto" or _int_at_least(1)(v),
+        lambda text: "auto" if text == "auto" else _parse_optional_int(text),
+    ),
     "epsilon": Rule("a number > 0", lambda v: _is_number(v) and v > 0, float),
     "global_layer": Rule(f"one of {', '.join(STAGES)}, or none", _or_none(_one_of(*STAGES))),
     "top_k_images": Rule("a whole number >= 1", _int_at_least(1), _parse_int),
@@ -181,8 +196,10 @@ def cross_problem(params: dict) -> str | None:
     if _is_int(target) and _layers(layers) and target < len(layers):
         return f"target_dim {target} is smaller than the number of layers ({len(layers)}): each layer needs a channel"
     if params.get("aggregation") == "unfold" and params.get("border") == "valid":
-        return ("border 'valid' leaves neighbours out of a mean; aggregation 'unfold' keeps every neighbour's "
-                "slot, so use border 'zeros' (the official code) or 'reflect'")
+        return (
+            "border 'valid' leaves neighbours out of a mean; aggregation 'unfold' keeps every neighbour's "
+            "slot, so use border 'zeros' (the official code) or 'reflect'"
+        )
     return None
 
 

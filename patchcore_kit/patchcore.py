@@ -13,11 +13,12 @@ image and smoothed with a Gaussian of σ=4.
 >>> maps = model.anomaly_map(test_paths)                # (N, H, W)                  # doctest: +SKIP
 >>> model.save("bottle.safetensors"); PatchCore.load("bottle.safetensors")         # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -102,15 +103,14 @@ def reweighted_image_scores(
     """
     if num_neighbors <= 1 or len(bank_index.bank) < 2:
         return patch_scores.amax(dim=1)
-    s_star, distances = worst_patch_neighbors(patch_scores, nearest_index, patch_features, bank_index,
-                                               num_neighbors)
+    s_star, distances = worst_patch_neighbors(patch_scores, nearest_index, patch_features, bank_index, num_neighbors)
     return (eq7_weight(distances) * s_star).to(s_star.dtype)
 
 
 def image_scores_for(s_star, neighbour_distances, num_neighbors: int) -> np.ndarray:
     """Eq. 7 image scores for ``b = num_neighbors`` from :meth:`PatchCore.score_neighbors`' output."""
     distances = torch.as_tensor(np.asarray(neighbour_distances)[:, : max(1, int(num_neighbors))])
-    return (eq7_weight(distances).double().numpy() * np.asarray(s_star, dtype=np.float64))
+    return eq7_weight(distances).double().numpy() * np.asarray(s_star, dtype=np.float64)
 
 
 class PatchCore(AnomalyEstimator):
@@ -156,9 +156,15 @@ class PatchCore(AnomalyEstimator):
         num_neighbors: int = 9,
         search: str = "exact",
         *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
-        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
-        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
-        feature_cache: str | None = None, progress: bool = False,
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
+        weights: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 8,
+        seed: int = 0,
+        threshold_quantile: float = 0.99,
+        calibrate: bool = True,
+        feature_cache: str | None = None,
+        progress: bool = False,
     ):
         self._store(locals())
 
@@ -202,10 +208,16 @@ class PatchCore(AnomalyEstimator):
         """The search index over the memory bank, built once per fitted bank."""
         cached = getattr(self, "_index_cache", None)
         if cached is None or cached[0] is not self.memory_bank_ or cached[1] != self.search:
-            self._index_cache = (self.memory_bank_, self.search, MemoryBankIndex(self.memory_bank_, search=self.search, seed=self.seed))
+            self._index_cache = (
+                self.memory_bank_,
+                self.search,
+                MemoryBankIndex(self.memory_bank_, search=self.search, seed=self.seed),
+            )
         return self._index_cache[2]
 
-    def _score_embeddings(self, embeddings: torch.Tensor, bank_index: MemoryBankIndex) -> tuple[np.ndarray, torch.Tensor]:
+    def _score_embeddings(
+        self, embeddings: torch.Tensor, bank_index: MemoryBankIndex
+    ) -> tuple[np.ndarray, torch.Tensor]:
         b, _, h, w = embeddings.shape
         flat = flatten_patches(embeddings)
         distances, nearest = bank_index.search(flat, k=1)
@@ -238,13 +250,17 @@ class PatchCore(AnomalyEstimator):
             flat = flatten_patches(embeddings)
             distances, nearest = index.search(flat, k=1)
             grid = distances[:, 0].reshape(b, h * w)
-            s_star, to_neighbors = worst_patch_neighbors(grid, nearest[:, 0].reshape(b, h * w),
-                                                           flat.reshape(b, h * w, -1), index, b_max)
+            s_star, to_neighbors = worst_patch_neighbors(
+                grid, nearest[:, 0].reshape(b, h * w), flat.reshape(b, h * w, -1), index, b_max
+            )
             stars.append(s_star.numpy())
             neighbors.append(to_neighbors.numpy())
             maps.append(upsample_and_smooth(grid.reshape(b, h, w), self.image_size))
-        return (np.concatenate(stars).astype(np.float64), np.concatenate(neighbors).astype(np.float64),
-                np.concatenate(maps))
+        return (
+            np.concatenate(stars).astype(np.float64),
+            np.concatenate(neighbors).astype(np.float64),
+            np.concatenate(maps),
+        )
 
     def patch_scores(self, images) -> torch.Tensor:
         """Raw nearest-neighbour distances on the feature grid ``(N, h, w)``, before upsampling."""
@@ -276,12 +292,18 @@ class PatchCore(AnomalyEstimator):
         self._check_fitted()
         params = self.get_params()
         params["layers"] = list(params["layers"])
-        params["image_size"] = list(params["image_size"]) if not isinstance(params["image_size"], int) else params["image_size"]
+        params["image_size"] = (
+            list(params["image_size"]) if not isinstance(params["image_size"], int) else params["image_size"]
+        )
         params["weights"] = None if params["weights"] is None else str(params["weights"])
         params["feature_cache"] = None  # a cache path is machine-specific
         fitted = {
-            "n_train_": self.n_train_, "n_patches_": self.n_patches_, "feature_shape_": list(self.feature_shape_),
-            "threshold_": self.threshold_, "pixel_threshold_": self.pixel_threshold_, "fit_seconds_": self.fit_seconds_,
+            "n_train_": self.n_train_,
+            "n_patches_": self.n_patches_,
+            "feature_shape_": list(self.feature_shape_),
+            "threshold_": self.threshold_,
+            "pixel_threshold_": self.pixel_threshold_,
+            "fit_seconds_": self.fit_seconds_,
         }
         tensors = {
             "memory_bank": self.memory_bank_,
@@ -291,7 +313,7 @@ class PatchCore(AnomalyEstimator):
         return write_model(path, tensors, params, fitted)
 
     @classmethod
-    def load(cls, path: str | Path) -> "PatchCore":
+    def load(cls, path: str | Path) -> PatchCore:
         """Read a model written by :meth:`save`; every value in the file is checked first (see ``modelfile``)."""
         path = Path(path)
         params, fitted, tensors = read_model(path, parameter_names(cls))
@@ -299,8 +321,9 @@ class PatchCore(AnomalyEstimator):
             params["image_size"] = tuple(params["image_size"])
         params["layers"] = tuple(params["layers"])
         model = cls(**params)
-        check_bank_width(path, tensors["memory_bank"], STAGE_CHANNELS[model.backbone], model.layers,
-                         model.patch_size, model.embed)
+        check_bank_width(
+            path, tensors["memory_bank"], STAGE_CHANNELS[model.backbone], model.layers, model.patch_size, model.embed
+        )
         for key, value in fitted.items():
             setattr(model, key, tuple(value) if key == "feature_shape_" else value)
         model.memory_bank_ = tensors["memory_bank"]

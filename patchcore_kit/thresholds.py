@@ -18,9 +18,10 @@ makes the threshold look better than it will be on the line.
 >>> decision_counts([1.1, 1.4, 2.0], [0, 1, 1], threshold=1.25)["missed"]
 0
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -17,6 +17,7 @@ coreset, b = 9). Run: python scripts/aggregation_study.py [--mtd DIR] [--bottle 
 Writes docs/aggregation/development.csv and docs/aggregation/test.csv (resumable: rows already
 there are kept).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,10 +63,16 @@ def test_row(name: str, dataset: str, split, params: dict, cache: str) -> dict:
     nominal = [s.path for s in split.test if s.label == 0]
     share = top_patch_on_border(model.patch_scores(nominal))
     metrics = result.metrics
-    return {"setting": name, "dataset": dataset, "image_auroc": round(metrics["image_auroc"], 4),
-            "pixel_auroc": round(metrics["pixel_auroc"], 4), "aupro": round(metrics["aupro"], 4),
-            "top_patch_on_ring": round(share, 3), "feature_dim": model.memory_bank_.shape[1],
-            "seconds": round(time.perf_counter() - start)}
+    return {
+        "setting": name,
+        "dataset": dataset,
+        "image_auroc": round(metrics["image_auroc"], 4),
+        "pixel_auroc": round(metrics["pixel_auroc"], 4),
+        "aupro": round(metrics["aupro"], 4),
+        "top_patch_on_ring": round(share, 3),
+        "feature_dim": model.memory_bank_.shape[1],
+        "seconds": round(time.perf_counter() - start),
+    }
 
 
 def main() -> None:
@@ -85,8 +92,13 @@ def main() -> None:
         if "development" in args.skip or any(r["setting"] == name for r in rows):
             continue
         start = time.perf_counter()
-        rows.append({"setting": name, **development_scores(params, mtd, args.cache),
-                     "seconds": round(time.perf_counter() - start)})
+        rows.append(
+            {
+                "setting": name,
+                **development_scores(params, mtd, args.cache),
+                "seconds": round(time.perf_counter() - start),
+            }
+        )
         print(rows[-1], flush=True)
         write_rows(development, rows)
     if rows:
@@ -95,8 +107,10 @@ def main() -> None:
 
     test = args.output / "test.csv"
     rows = read_rows(test)
-    splits = {"mtd": lambda: mtd.with_shots(SHOTS, seed=SEED),
-              "mvtec/bottle": lambda: load_dataset(args.bottle, "mvtec", category="bottle")}
+    splits = {
+        "mtd": lambda: mtd.with_shots(SHOTS, seed=SEED),
+        "mvtec/bottle": lambda: load_dataset(args.bottle, "mvtec", category="bottle"),
+    }
     for dataset, make_split in splits.items():
         if dataset.split("/")[-1] in args.skip:
             continue

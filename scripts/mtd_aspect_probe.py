@@ -16,6 +16,7 @@ Run:  python scripts/mtd_aspect_probe.py [--modes square:224 scale:0.5 height:22
 Prints one line per mode: mean and per-fold development image AUROC (layer3+4, p=3, 10 % greedy
 coreset, b=9, 100 shots). Results are in docs/mtd_settings.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,7 +86,9 @@ def probe(split, backbone, mode: str, value: float) -> list[float]:
         for sample in dev.test:
             f = feats(sample)
             distances, nearest = index.search(f, k=1)
-            scores.append(float(reweighted_image_scores(distances[:, 0][None], nearest[:, 0][None], f[None], index, 9)[0]))
+            scores.append(
+                float(reweighted_image_scores(distances[:, 0][None], nearest[:, 0][None], f[None], index, 9)[0])
+            )
         aucs.append(image_auroc(dev.test_labels, np.array(scores)))
     return aucs
 
@@ -93,8 +96,9 @@ def probe(split, backbone, mode: str, value: float) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=os.environ.get("PATCHCORE_KIT_MTD", "../shared/data/mtd"))
-    parser.add_argument("--modes", nargs="+", default=["square:224", "scale:0.5", "scale:0.67", "scale:0.8",
-                                                       "height:224", "area:224"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["square:224", "scale:0.5", "scale:0.67", "scale:0.8", "height:224", "area:224"]
+    )
     args = parser.parse_args()
     split = load_dataset(args.root, "mtd", seed=settings.SEED)
     backbone = load_backbone("efficientnet_lite0")

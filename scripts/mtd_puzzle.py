@@ -22,6 +22,7 @@ explanations are measured here, side by side, on the standard MTD split (seed 0,
 Run: python scripts/mtd_puzzle.py [--root DIR] [--shots 5 20 50] [--seeds 0] [--only NAME_START ...]
 Writes docs/sample_efficiency/mtd_puzzle.csv (resumable).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ import torch
 
 from patchcore_kit import PatchCore
 from patchcore_kit.atomic import write_csv
-from patchcore_kit.baselines import PaDiM, SPADE
+from patchcore_kit.baselines import SPADE, PaDiM
 from patchcore_kit.data import load_dataset
 from patchcore_kit.data.base import read_sample_mask
 from patchcore_kit.evaluate import compute_metrics, ground_truth_masks
@@ -46,7 +47,10 @@ from patchcore_kit.tuning.run import estimator_class
 
 SHARED = dict(layers=("layer2", "layer3"))
 #: The settings each baseline's own MTD tune chose (same protocol as PatchCore's: 100 shots, seed 0, 5 folds).
-OWN_SETTINGS = {"padim": Path("docs/tuning/mtd_padim/settings.json"), "spade": Path("docs/tuning/mtd_spade/settings.json")}
+OWN_SETTINGS = {
+    "padim": Path("docs/tuning/mtd_padim/settings.json"),
+    "spade": Path("docs/tuning/mtd_spade/settings.json"),
+}
 LABELS = {"padim": "PaDiM", "spade": "SPADE"}
 
 
@@ -76,7 +80,7 @@ def letterbox(path: Path, fill: int = 0) -> np.ndarray:
     side = max(h, w)
     out = np.full((side, side, 3), fill, np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
-    out[top: top + h, left: left + w] = image
+    out[top : top + h, left : left + w] = image
     return out
 
 
@@ -85,7 +89,7 @@ def letterbox_mask(mask: np.ndarray) -> np.ndarray:
     side = max(h, w)
     out = np.zeros((side, side), bool)
     top, left = (side - h) // 2, (side - w) // 2
-    out[top: top + h, left: left + w] = mask
+    out[top : top + h, left : left + w] = mask
     return out
 
 
@@ -111,7 +115,9 @@ def own_settings(cache: str) -> dict:
         if not path.is_file():
             continue
         params, chosen = load_settings(path, method), read_settings(path)["setting"]
-        make = (lambda p, m: lambda s: estimator_class(m)(**p, seed=s, calibrate=False, feature_cache=cache))(params, method)
+        make = (lambda p, m: lambda s: estimator_class(m)(**p, seed=s, calibrate=False, feature_cache=cache))(
+            params, method
+        )
         rows[f"{LABELS[method]} at its own development-fold setting ({chosen})"] = (make, "stretch")
     return rows
 
@@ -121,19 +127,29 @@ def experiments(cache: str) -> dict:
     return {
         "PatchCore (kit default)": (lambda s: PatchCore(seed=s, **common), "stretch"),
         "PatchCore, features before #10 (mean, border valid)": (
-            lambda s: PatchCore(seed=s, aggregation="mean", border="valid", **common), "stretch"),
+            lambda s: PatchCore(seed=s, aggregation="mean", border="valid", **common),
+            "stretch",
+        ),
         "PatchCore, standardised channels": (lambda s: StandardisedPatchCore(seed=s, **common), "stretch"),
         "PatchCore, letterboxed": (lambda s: PatchCore(seed=s, **common), "letterbox"),
         "PatchCore at its MTD development-fold setting (layer3+4, p = 1)": (
-            lambda s: PatchCore(seed=s, layers=("layer3", "layer4"), patch_size=1, **common), "stretch"),
+            lambda s: PatchCore(seed=s, layers=("layer3", "layer4"), patch_size=1, **common),
+            "stretch",
+        ),
         "PaDiM (paper stages), stretched": (lambda s: PaDiM(seed=s, **common), "stretch"),
         "PaDiM (paper stages), letterboxed": (lambda s: PaDiM(seed=s, **common), "letterbox"),
         "PaDiM on PatchCore's stages (first sweep)": (
-            lambda s: PaDiM(seed=s, n_features=100, **SHARED, **common), "stretch"),
+            lambda s: PaDiM(seed=s, n_features=100, **SHARED, **common),
+            "stretch",
+        ),
         "PaDiM on layer3+4 (all 432 channels)": (
-            lambda s: PaDiM(seed=s, layers=("layer3", "layer4"), n_features=None, **common), "stretch"),
+            lambda s: PaDiM(seed=s, layers=("layer3", "layer4"), n_features=None, **common),
+            "stretch",
+        ),
         "SPADE on PatchCore's stages (first sweep)": (
-            lambda s: SPADE(seed=s, global_layer=None, **SHARED, **common), "stretch"),
+            lambda s: SPADE(seed=s, global_layer=None, **SHARED, **common),
+            "stretch",
+        ),
     } | own_settings(cache)
 
 

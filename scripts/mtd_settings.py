@@ -11,6 +11,7 @@ Run:  python scripts/mtd_settings.py [--root ../shared/data/mtd] [--output docs/
 It writes ``candidates.csv``, ``folds.csv``, ``settings.json`` (the tune's files) and
 ``chosen.json`` (the winner's standard-split metrics and held-out figure). A stopped run resumes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,10 @@ FIXED = {"coreset_ratio": 0.1, "num_neighbors": 9}
 def grid(names=None) -> dict:
     """The candidates above as a tune grid (``names`` picks some)."""
     chosen = [params for name, params in CANDIDATES.items() if names is None or name in names]
-    return {"candidates": [{k: list(v) if isinstance(v, tuple) else v for k, v in p.items()} for p in chosen],
-            "fixed": FIXED}
+    return {
+        "candidates": [{k: list(v) if isinstance(v, tuple) else v for k, v in p.items()} for p in chosen],
+        "fixed": FIXED,
+    }
 
 
 def development_split(split: Split, fold: int, seed: int = SEED) -> tuple[Split, list]:
@@ -82,9 +85,12 @@ def development_scores(params: dict, split: Split, cache: str | None) -> dict:
         for key, value in row.items():
             if key.startswith("image_auroc_"):
                 per_class.setdefault(key, []).append(value)
-    return {"image_auroc": round(float(np.mean(folds)), 4), "sd": round(float(np.std(folds)), 4),
-            **{f"fold{k}": v for k, v in enumerate(folds)},
-            **{key: round(float(np.mean(v)), 4) for key, v in per_class.items()}}
+    return {
+        "image_auroc": round(float(np.mean(folds)), 4),
+        "sd": round(float(np.std(folds)), 4),
+        **{f"fold{k}": v for k, v in enumerate(folds)},
+        **{key: round(float(np.mean(v)), 4) for key, v in per_class.items()},
+    }
 
 
 def main() -> None:
@@ -96,8 +102,17 @@ def main() -> None:
     parser.add_argument("--dev-only", action="store_true", help="score the candidates, skip the final run")
     args = parser.parse_args()
 
-    settings = tune(args.root, "mtd", output=args.output, shots=SHOTS, seed=SEED, grid=grid(args.only),
-                    validation="real", folds=N_FOLDS, feature_cache=args.cache)
+    settings = tune(
+        args.root,
+        "mtd",
+        output=args.output,
+        shots=SHOTS,
+        seed=SEED,
+        grid=grid(args.only),
+        validation="real",
+        folds=N_FOLDS,
+        feature_cache=args.cache,
+    )
     if args.dev_only:
         return
     split = load_dataset(args.root, "mtd", seed=SEED)
@@ -107,13 +122,18 @@ def main() -> None:
     keep = np.array([s.label == 0 or split.relative(s.path) not in used for s in split.test])
     metrics = result.metrics
     chosen = {
-        "setting": settings["setting"], "development_image_auroc": settings["development"]["image_auroc"],
+        "setting": settings["setting"],
+        "development_image_auroc": settings["development"]["image_auroc"],
         "params": settings["params"],
         "standard_seed0_100shots": {
             **{k: round(metrics[k], 4) for k in ("image_auroc", "pixel_auroc", "aupro")},
-            **{f"image_auroc_{k}": round(v["image_auroc"], 4) for k, v in metrics["per_defect"].items()}},
-        "held_out_half": {"image_auroc": round(image_auroc(result.labels[keep], result.scores[keep]), 4),
-                          "n_nominal": int((result.labels == 0).sum()), "n_defective": int(keep.sum() - (result.labels == 0).sum())},
+            **{f"image_auroc_{k}": round(v["image_auroc"], 4) for k, v in metrics["per_defect"].items()},
+        },
+        "held_out_half": {
+            "image_auroc": round(image_auroc(result.labels[keep], result.scores[keep]), 4),
+            "n_nominal": int((result.labels == 0).sum()),
+            "n_defective": int(keep.sum() - (result.labels == 0).sum()),
+        },
     }
     (args.output / "chosen.json").write_text(json.dumps(chosen, indent=2) + "\n")
     print(json.dumps(chosen, indent=2))

@@ -12,6 +12,7 @@ show here), and what the run left in its output.
 
 Uses the offline backbone at ``--image-size 64`` only: no network, no GPU, no real dataset.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,11 +70,14 @@ def make_dataset(root: Path) -> None:
 
 def png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG declaring ``width x height`` pixels: enough to trip Pillow's decompression-bomb check."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
 
 
 class _Payload:
@@ -90,6 +94,7 @@ def poisoned_pickle(path: Path) -> None:
 
 def edit_model(changes: dict | None = None, tensor_edit=None):
     """A case setup: ``model.safetensors`` rewritten with other parameters or tensors."""
+
     def setup(folder: Path) -> None:
         from safetensors import safe_open
         from safetensors.torch import load_file, save_file
@@ -104,6 +109,7 @@ def edit_model(changes: dict | None = None, tensor_edit=None):
         if tensor_edit:
             tensor_edit(tensors)
         save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
+
     return setup
 
 
@@ -119,6 +125,7 @@ def _chain(*steps):
     def setup(folder: Path) -> None:
         for step in steps:
             step(folder)
+
     return setup
 
 
@@ -161,16 +168,34 @@ CASES = [
     ("good input: predict", None, ["predict", "model.safetensors", IMAGE, "--output", "out/s.csv"], "out"),
     ("missing dataset folder", None, ["evaluate", "nothing", "--format", "mvtec", "--output", "out"], "out"),
     ("unknown category", None, [*EVAL, "--category", "gadget"], "out"),
-    ("truncated test image", lambda f: (f / "data/widget/test/scratch/001.png").write_bytes(
-        (f / "data/widget/test/scratch/001.png").read_bytes()[:40]), [*EVAL, *FAST], "out"),
+    (
+        "truncated test image",
+        lambda f: (f / "data/widget/test/scratch/001.png").write_bytes(
+            (f / "data/widget/test/scratch/001.png").read_bytes()[:40]
+        ),
+        [*EVAL, *FAST],
+        "out",
+    ),
     ("empty training image", lambda f: (f / TRAIN / "002.png").write_bytes(b""), [*EVAL, *FAST], "out"),
     ("text file named .png", lambda f: (f / TRAIN / "002.png").write_text("hello"), [*EVAL, *FAST], "out"),
-    ("decompression bomb (14000 x 14000 PNG)", lambda f: png_header_only(f / TRAIN / "009.png", 14000, 14000),
-     [*EVAL, *FAST], "out"),
-    ("mask of the wrong size", lambda f: write_mask(f / "data/widget/ground_truth/scratch/000_mask.png", (20, 16)),
-     [*EVAL, *FAST], "out"),
-    ("non-UTF-8 file name in the test set", lambda f: write_png(_odd_name(f / "data/widget/test/good"), seed=7),
-     [*EVAL, *FAST], "out"),
+    (
+        "decompression bomb (14000 x 14000 PNG)",
+        lambda f: png_header_only(f / TRAIN / "009.png", 14000, 14000),
+        [*EVAL, *FAST],
+        "out",
+    ),
+    (
+        "mask of the wrong size",
+        lambda f: write_mask(f / "data/widget/ground_truth/scratch/000_mask.png", (20, 16)),
+        [*EVAL, *FAST],
+        "out",
+    ),
+    (
+        "non-UTF-8 file name in the test set",
+        lambda f: write_png(_odd_name(f / "data/widget/test/good"), seed=7),
+        [*EVAL, *FAST],
+        "out",
+    ),
     ("unknown backbone", None, [*EVAL, "--backbone", "vgg16"], "out"),
     ("unknown layer", None, [*EVAL, "--layers", "layer2", "layer9"], "out"),
     ("unknown flag", None, [*EVAL, "--colour", "red"], "out"),
@@ -189,39 +214,99 @@ CASES = [
     ("--shots 99", None, [*EVAL, *FAST, "--shots", "99"], "out"),
     ("--device cuda", None, [*EVAL, *FAST, "--device", "cuda"], "out"),
     ("missing weights file", None, [*EVAL, "--backbone", "resnet18", "--weights", "wrn.pth"], "out"),
-    ("weights file holding a code payload", lambda f: poisoned_pickle(f / "evil.pth"),
-     [*EVAL, *FAST, "--backbone", "resnet18", "--weights", "evil.pth"], "out"),
-    ("poisoned file in the torch hub cache", lambda f: poisoned_pickle(
-        f / "torch_home/hub/checkpoints/resnet18-f37072fd.pth"), [*EVAL, *FAST, "--backbone", "resnet18"], "out"),
+    (
+        "weights file holding a code payload",
+        lambda f: poisoned_pickle(f / "evil.pth"),
+        [*EVAL, *FAST, "--backbone", "resnet18", "--weights", "evil.pth"],
+        "out",
+    ),
+    (
+        "poisoned file in the torch hub cache",
+        lambda f: poisoned_pickle(f / "torch_home/hub/checkpoints/resnet18-f37072fd.pth"),
+        [*EVAL, *FAST, "--backbone", "resnet18"],
+        "out",
+    ),
     ("output is a file", None, ["evaluate", "data", "--format", "mvtec", "--output", "notes.txt", *FAST], "notes.txt"),
-    ("output below a file", None, ["evaluate", "data", "--format", "mvtec", "--output", "notes.txt/run", *FAST],
-     "notes.txt"),
-    ("output inside the dataset", None, ["sweep", "data", "--format", "mvtec", "--shots", "1", "--seeds", "0",
-                                         "--methods", "patchcore", "--image-size", "64", "--output", TRAIN], TRAIN),
+    (
+        "output below a file",
+        None,
+        ["evaluate", "data", "--format", "mvtec", "--output", "notes.txt/run", *FAST],
+        "notes.txt",
+    ),
+    (
+        "output inside the dataset",
+        None,
+        [
+            "sweep",
+            "data",
+            "--format",
+            "mvtec",
+            "--shots",
+            "1",
+            "--seeds",
+            "0",
+            "--methods",
+            "patchcore",
+            "--image-size",
+            "64",
+            "--output",
+            TRAIN,
+        ],
+        TRAIN,
+    ),
     ("output holding the dataset", None, ["evaluate", "data", "--format", "mvtec", "--output", ".", *FAST], "."),
     ("feature cache inside the dataset", None, [*EVAL, *FAST, "--feature-cache", "data/cache"], "out"),
-    ("output folder with the user's metrics.json", lambda f: (f / "out").mkdir() or (f / "out/metrics.json").write_text(
-        '{"mine": 1}'), [*EVAL, *FAST], "out"),
-    ("output folder not writable", _lock, ["evaluate", "data", "--format", "mvtec", "--output", unwritable(), *FAST],
-     unwritable()),
-    ("fit: folder without images", lambda f: (f / "empty").mkdir(), ["fit", "empty", "--output", "out/m.safetensors"],
-     "out"),
+    (
+        "output folder with the user's metrics.json",
+        lambda f: (f / "out").mkdir() or (f / "out/metrics.json").write_text('{"mine": 1}'),
+        [*EVAL, *FAST],
+        "out",
+    ),
+    (
+        "output folder not writable",
+        _lock,
+        ["evaluate", "data", "--format", "mvtec", "--output", unwritable(), *FAST],
+        unwritable(),
+    ),
+    (
+        "fit: folder without images",
+        lambda f: (f / "empty").mkdir(),
+        ["fit", "empty", "--output", "out/m.safetensors"],
+        "out",
+    ),
     ("fit: missing input", None, ["fit", "nope", "--output", "out/m.safetensors"], "out"),
     ("fit --output one of its input images", None, ["fit", TRAIN, "--output", f"{TRAIN}/000.png", *FAST], TRAIN),
     ("fit --output the user's notes", None, ["fit", TRAIN, "--output", "notes.txt", *FAST], "notes.txt"),
     ("predict: not a model", None, ["predict", "notes.txt", IMAGE], "out"),
     ("predict: missing model", None, ["predict", "missing.safetensors", IMAGE], "out"),
-    ("predict: model with patch_size -3", edit_model({"patch_size": -3}), ["predict", "model.safetensors", IMAGE], "out"),
+    (
+        "predict: model with patch_size -3",
+        edit_model({"patch_size": -3}),
+        ["predict", "model.safetensors", IMAGE],
+        "out",
+    ),
     ("predict: model with batch_size 0", edit_model({"batch_size": 0}), ["predict", "model.safetensors", IMAGE], "out"),
     ("predict: NaN in the memory bank", edit_model(tensor_edit=_nan), ["predict", "model.safetensors", IMAGE], "out"),
-    ("predict: layers that do not match the bank", edit_model({"layers": ["layer3"]}),
-     ["predict", "model.safetensors", IMAGE], "out"),
-    ("predict: weights URL stored in the model", edit_model({"weights": "http://127.0.0.1:9/w.pth"}),
-     ["predict", "model.safetensors", IMAGE], "out"),
+    (
+        "predict: layers that do not match the bank",
+        edit_model({"layers": ["layer3"]}),
+        ["predict", "model.safetensors", IMAGE],
+        "out",
+    ),
+    (
+        "predict: weights URL stored in the model",
+        edit_model({"weights": "http://127.0.0.1:9/w.pth"}),
+        ["predict", "model.safetensors", IMAGE],
+        "out",
+    ),
     ("predict: missing image", None, ["predict", "model.safetensors", "nope.png"], "out"),
     ("predict --output an input image", None, ["predict", "model.safetensors", IMAGE, "--output", IMAGE], IMAGE),
-    ("predict --output over its own scores, a non-UTF-8 name among the images", _scores_from_earlier_predict,
-     ["predict", "model.safetensors", "images", "--output", "s.csv"], "s.csv"),
+    (
+        "predict --output over its own scores, a non-UTF-8 name among the images",
+        _scores_from_earlier_predict,
+        ["predict", "model.safetensors", "images", "--output", "s.csv"],
+        "s.csv",
+    ),
     ("download to a path that is a file", None, ["download", "mtd", "notes.txt"], "notes.txt"),
     ("download that fails", None, ["download", "mtd", "new/mtd"], "new"),
     ("Ctrl-C during start-up", None, ["fit", TRAIN, "--output", "out/m.safetensors"], "out"),
@@ -242,8 +327,14 @@ def digest(folder: Path, skip: Path | None) -> dict[str, str]:
 
 
 def run(folder: Path, args: list[str], interrupt: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TORCH_HOME": "torch_home",
-           "PATCHCORE_KIT_MTD_URL": (folder / "no-such-archive.zip").as_uri(), "PYTHONIOENCODING": "utf-8"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "TORCH_HOME": "torch_home",
+        "PATCHCORE_KIT_MTD_URL": (folder / "no-such-archive.zip").as_uri(),
+        "PYTHONIOENCODING": "utf-8",
+    }
     start = [sys.executable, "-c", INTERRUPT] if interrupt else [sys.executable, "-m", "patchcore_kit.cli"]
     return subprocess.run(start + args, cwd=folder, env=env, capture_output=True, timeout=600)
 
@@ -296,9 +387,13 @@ def one_case(base: Path, work: Path, what: str, setup, args: list[str], output: 
         unchanged_text = "yes"
     shown_args = " ".join(a if " " not in a else repr(a) for a in args)
     return {
-        "what": what, "command": f"patchcore-kit {shown_args}", "code": result.returncode,
+        "what": what,
+        "command": f"patchcore-kit {shown_args}",
+        "code": result.returncode,
         "message": message + (" **(traceback)**" if traceback else ""),
-        "unchanged": unchanged_text, "left": left_in(folder, output, everything_before), "seconds": seconds,
+        "unchanged": unchanged_text,
+        "left": left_in(folder, output, everything_before),
+        "seconds": seconds,
     }
 
 
@@ -306,11 +401,15 @@ def table(rows: list[dict]) -> str:
     def cell(text) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| # | input | command | exit | message (last line) | inputs unchanged | left in the output |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| # | input | command | exit | message (last line) | inputs unchanged | left in the output |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for index, row in enumerate(rows, 1):
-        lines.append(f"| {index} | {cell(row['what'])} | `{cell(row['command'])}` | {row['code']} | "
-                     f"{cell(row['message'])} | {cell(row['unchanged'])} | {cell(row['left'])} |")
+        lines.append(
+            f"| {index} | {cell(row['what'])} | `{cell(row['command'])}` | {row['code']} | "
+            f"{cell(row['message'])} | {cell(row['unchanged'])} | {cell(row['left'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -332,8 +431,8 @@ no traceback (Ctrl-C: one line, status 130); nothing is checked after the comput
 before it (parameters, masks, output folder, memory); no input file is ever modified; outputs are written
 atomically; weights files never run code.
 
-**Summary: {len(rows)} cases; {sum(r['code'] == 0 for r in rows)} succeed (good input, odd file names),
-{sum(r['code'] == 2 for r in rows)} are refused with one line and exit status 2, {sum(r['code'] == 130 for r in rows)} interrupted (130);
+**Summary: {len(rows)} cases; {sum(r["code"] == 0 for r in rows)} succeed (good input, odd file names),
+{sum(r["code"] == 2 for r in rows)} are refused with one line and exit status 2, {sum(r["code"] == 130 for r in rows)} interrupted (130);
 {len(tracebacks)} tracebacks, {len(failures)} other exit statuses, inputs changed in {len(changed)} cases.**
 Usage errors (option values) answer in well under a second: argparse checks them with the rules of
 `patchcore_kit/params.py` before torch loads.

@@ -2,6 +2,7 @@
 
 Run: python scripts/summary_tables.py docs/sample_efficiency/bottle/summary.csv [...]
 """
+
 from __future__ import annotations
 
 import sys

@@ -12,6 +12,7 @@ scored), and the Spearman rank correlation between the two validations' candidat
 Both tunes resume (their folders are ``<output>/real`` and ``<output>/synthetic``); they share one
 feature cache. Results are in docs/tuning.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,14 @@ def test_figures(settings_path: Path, split, used: set[str], cache: str) -> dict
     result = evaluate(model, split)
     keep = np.array([s.label == 0 or split.relative(s.path) not in used for s in split.test])
     m = result.metrics
-    return {"image_auroc": round(m["image_auroc"], 4),
-            "pixel_auroc": None if m["pixel_auroc"] is None else round(m["pixel_auroc"], 4),
-            "aupro": None if m["aupro"] is None else round(m["aupro"], 4),
-            "held_out_image_auroc": round(image_auroc(result.labels[keep], result.scores[keep]), 4),
-            "per_defect_image_auroc": {k: round(v["image_auroc"], 4) for k, v in m["per_defect"].items()},
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "image_auroc": round(m["image_auroc"], 4),
+        "pixel_auroc": None if m["pixel_auroc"] is None else round(m["pixel_auroc"], 4),
+        "aupro": None if m["aupro"] is None else round(m["aupro"], 4),
+        "held_out_image_auroc": round(image_auroc(result.labels[keep], result.scores[keep]), 4),
+        "per_defect_image_auroc": {k: round(v["image_auroc"], 4) for k, v in m["per_defect"].items()},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def main() -> None:
@@ -64,14 +67,25 @@ def main() -> None:
     for validation in args.validations:
         folder = args.output / validation
         start = time.perf_counter()
-        settings = tune(split, args.format, args.category, output=folder, shots=args.shots, seed=args.seed,
-                        grid=args.grid, validation=validation, feature_cache=cache)
+        settings = tune(
+            split,
+            args.format,
+            args.category,
+            output=folder,
+            shots=args.shots,
+            seed=args.seed,
+            grid=args.grid,
+            validation=validation,
+            feature_cache=cache,
+        )
         tune_s = time.perf_counter() - start
         with (folder / "candidates.csv").open() as handle:
             tables[validation] = {r["setting"]: float(r["image_auroc"]) for r in csv.DictReader(handle)}
         study["tunes"][validation] = {
-            "chosen": settings["setting"], "development_image_auroc": settings["development"]["image_auroc"],
-            "development_sd": settings["development"]["sd"], "tune_wall_s_this_call": round(tune_s),
+            "chosen": settings["setting"],
+            "development_image_auroc": settings["development"]["image_auroc"],
+            "development_sd": settings["development"]["sd"],
+            "tune_wall_s_this_call": round(tune_s),
             "test": test_figures(folder / "settings.json", test_split, set(settings["defective_used"]), cache),
         }
         print(json.dumps(study["tunes"][validation]), flush=True)

@@ -1,4 +1,5 @@
 """Shared test fixtures: where the real MTD data lives, and tiny datasets written into tmp_path."""
+
 from __future__ import annotations
 
 import os
@@ -103,8 +104,13 @@ def make_mvtec(tmp_path):
 def make_folder_dataset(tmp_path):
     """Factory writing a plain folder dataset: ``<root>/good`` plus one folder per defect type."""
 
-    def make(nominal: int = 10, defects: dict[str, int] | None = None, masks: str | None = None,
-             nominal_name: str = "good", size: tuple[int, int] = (16, 16)) -> Path:
+    def make(
+        nominal: int = 10,
+        defects: dict[str, int] | None = None,
+        masks: str | None = None,
+        nominal_name: str = "good",
+        size: tuple[int, int] = (16, 16),
+    ) -> Path:
         root = tmp_path / "mydata"
         defects = {"dent": 2, "scratch": 3} if defects is None else defects
         for i in range(nominal):

@@ -1,5 +1,6 @@
 """Patch features both ways (issue #10): the paper's mean and the official code's unfold, and the
 border rules, checked against direct computations written out position by position."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,11 @@ import torch.nn.functional as F
 
 from patchcore_kit import PatchCore
 from patchcore_kit.features import (
-    aggregate_local, border_ring, patch_embeddings, top_patch_on_border, unfold_neighbourhood,
+    aggregate_local,
+    border_ring,
+    patch_embeddings,
+    top_patch_on_border,
+    unfold_neighbourhood,
 )
 
 
@@ -18,10 +23,16 @@ def _maps(seed: int = 0, batch: int = 2):
     return [torch.randn(batch, 5, 8, 8, generator=generator), torch.randn(batch, 7, 4, 4, generator=generator)]
 
 
-@pytest.mark.parametrize("aggregation, border, depth", [
-    ("mean", "valid", 12), ("mean", "zeros", 12), ("mean", "reflect", 12),
-    ("unfold", "zeros", 1024), ("unfold", "reflect", 1024),
-])
+@pytest.mark.parametrize(
+    "aggregation, border, depth",
+    [
+        ("mean", "valid", 12),
+        ("mean", "zeros", 12),
+        ("mean", "reflect", 12),
+        ("unfold", "zeros", 1024),
+        ("unfold", "reflect", 1024),
+    ],
+)
 def test_shapes_of_both_aggregations(aggregation, border, depth):
     embeddings = patch_embeddings(_maps(), 3, aggregation=aggregation, border=border)
     assert embeddings.shape == (2, depth, 8, 8)
@@ -63,7 +74,7 @@ def test_valid_border_builds_border_patches_unlike_inner_ones():
 def _adaptive_pool(vector: np.ndarray, size: int) -> np.ndarray:
     """adaptive_avg_pool1d written out: output i averages input[floor(i L / n) : ceil((i+1) L / n)]."""
     length = len(vector)
-    return np.array([vector[(i * length) // size: -((-(i + 1) * length) // size)].mean() for i in range(size)])
+    return np.array([vector[(i * length) // size : -((-(i + 1) * length) // size)].mean() for i in range(size)])
 
 
 def test_unfold_path_against_a_direct_computation():
@@ -81,7 +92,7 @@ def test_unfold_path_against_a_direct_computation():
         out = np.zeros((c * 9, h, w), np.float32)
         for y in range(h):
             for x in range(w):
-                out[:, y, x] = padded[:, y: y + 3, x: x + 3].reshape(-1)  # channel, then row, then column
+                out[:, y, x] = padded[:, y : y + 3, x : x + 3].reshape(-1)  # channel, then row, then column
         return out
 
     n2 = neighbourhoods(layer2[0].numpy())
@@ -121,8 +132,15 @@ def test_border_ring_and_the_top_patch_share():
 
 def test_patchcore_passes_the_aggregation_through(tmp_path):
     images = [np.full((64, 64, 3), 100 + 10 * i, np.uint8) for i in range(3)]
-    model = PatchCore(image_size=64, aggregation="unfold", border="zeros", pretrain_dim=64, target_dim=48,
-                      coreset_ratio=0.5, calibrate=False).fit(images)
+    model = PatchCore(
+        image_size=64,
+        aggregation="unfold",
+        border="zeros",
+        pretrain_dim=64,
+        target_dim=48,
+        coreset_ratio=0.5,
+        calibrate=False,
+    ).fit(images)
     assert model.memory_bank_.shape[1] == 48
     path = model.save(tmp_path / "m.safetensors")
     loaded = PatchCore.load(path)

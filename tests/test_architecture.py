@@ -17,7 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "patchcore_kit"
 #: A module is placed by its first name under ``patchcore_kit`` (``data.demo.tiles`` -> ``data``).
 #: A new module must be placed here (and described in docs/ARCHITECTURE.md) before the test passes.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation: errors, files, default folders, published numbers", {"errors", "atomic", "paths", "paper", "version"}),
+    (
+        "foundation: errors, files, default folders, published numbers",
+        {"errors", "atomic", "paths", "paper", "version"},
+    ),
     (
         "pure helpers: images, settings, metrics, thresholds, search, figures",
         {"images", "params", "metrics", "thresholds", "memory", "neighbors", "claims", "outputs", "viz"},

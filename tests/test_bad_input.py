@@ -2,6 +2,7 @@
 
 Every case runs ``patchcore_kit.cli.main`` in-process and hashes the user's files before and after.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from patchcore_kit.base import parameter_names
 from patchcore_kit.cli import main
 from patchcore_kit.errors import InputError
-from patchcore_kit.base import parameter_names
 from patchcore_kit.patchcore import PatchCore
 
 FAST = ["--image-size", "64", "--coreset-ratio", "0.25"]
@@ -214,6 +215,7 @@ def _edit_json(key, change):
         value = json.loads(metadata[key])
         change(value)
         metadata[key] = json.dumps(value)
+
     return edit
 
 
@@ -224,17 +226,26 @@ DAMAGE = {
     "missing parameter": (_edit_json("params", lambda p: p.pop("backbone")), ["missing parameters", "backbone"]),
     "unknown parameter": (_edit_json("params", lambda p: p.update(colour="red")), ["unknown parameters", "colour"]),
     "layers of the wrong type": (_edit_json("params", lambda p: p.update(layers=3)), ["'layers'", "list of stage"]),
-    "image size of the wrong type": (_edit_json("params", lambda p: p.update(image_size="big")), ["'image_size'", "'big'"]),
+    "image size of the wrong type": (
+        _edit_json("params", lambda p: p.update(image_size="big")),
+        ["'image_size'", "'big'"],
+    ),
     "calibrate not a bool": (_edit_json("params", lambda p: p.update(calibrate="yes")), ["'calibrate'"]),
     "missing fitted value": (_edit_json("fitted", lambda f: f.pop("n_train_")), ["missing fitted values", "n_train_"]),
-    "unknown fitted value": (_edit_json("fitted", lambda f: f.update(memory_bank_=[1])), ["unknown fitted", "memory_bank_"]),
+    "unknown fitted value": (
+        _edit_json("fitted", lambda f: f.update(memory_bank_=[1])),
+        ["unknown fitted", "memory_bank_"],
+    ),
     "feature shape not a pair": (_edit_json("fitted", lambda f: f.update(feature_shape_=4)), ["'feature_shape_'"]),
     "patch count does not add up": (_edit_json("fitted", lambda f: f.update(n_patches_=7)), ["n_patches_ 7"]),
     "missing array": (lambda t, m: t.pop("bank_image"), ["missing arrays", "bank_image"]),
     "unknown array": (lambda t, m: t.update(extra=torch.zeros(1)), ["unknown arrays", "extra"]),
     "memory bank not 2-D": (lambda t, m: t.update(memory_bank=t["memory_bank"].flatten()), ["memory_bank", "2-D"]),
     "indices of the wrong dtype": (lambda t, m: t.update(bank_image=t["bank_image"].float()), ["bank_image", "int64"]),
-    "indices of the wrong length": (lambda t, m: t.update(coreset_indices=t["coreset_indices"][:1]), ["coreset_indices"]),
+    "indices of the wrong length": (
+        lambda t, m: t.update(coreset_indices=t["coreset_indices"][:1]),
+        ["coreset_indices"],
+    ),
     "indices out of range": (lambda t, m: t.update(bank_image=t["bank_image"] + 5), ["bank_image", "[0, 2)"]),
 }
 

@@ -1,4 +1,5 @@
 """PaDiM, SPADE and 1-NN against slow direct computations on tiny random maps, plus one real run."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,11 +9,10 @@ import torch.nn.functional as F
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
 from patchcore_kit.base import upsample_and_smooth
-from patchcore_kit.errors import InputError
 from patchcore_kit.baselines import (
-    PaDiM,
     SPADE,
     NearestImage,
+    PaDiM,
     gaussian_from_sums,
     global_features,
     knn_distance,
@@ -20,6 +20,7 @@ from patchcore_kit.baselines import (
     padim_feature_count,
     random_channels,
 )
+from patchcore_kit.errors import InputError
 
 IMAGE_SIZE = 16  # synthetic maps: 4x4 grid upsampled to 16x16
 #: The random maps below play layer2 + layer3; SPADE and 1-NN then pool the deeper of them (the
@@ -193,8 +194,13 @@ def test_nearest_image_equals_brute_force():
         np.testing.assert_allclose(grid[b].numpy(), np.linalg.norm(f_test[b] - f_train[nearest], axis=-1), rtol=1e-4)
 
 
-@pytest.mark.parametrize("make", [lambda: SPADE(top_k_images=2, image_size=IMAGE_SIZE, **SHARED),
-                                  lambda: NearestImage(image_size=IMAGE_SIZE, **SHARED)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SPADE(top_k_images=2, image_size=IMAGE_SIZE, **SHARED),
+        lambda: NearestImage(image_size=IMAGE_SIZE, **SHARED),
+    ],
+)
 def test_image_memory_leave_one_out_equals_refitting(make):
     train = random_maps(4, seed=12)
     model = fit_on_maps(make(), train)
@@ -265,7 +271,9 @@ def test_spade_paper_stages_pixels_from_layer123_global_from_layer4(k):
         assert scores[b] == pytest.approx(np.sort(distances)[:4].mean(), rel=1e-5)
         gallery = f_train[nearest].reshape(-1, f_train.shape[-1])
         pair = np.linalg.norm(f_test[b][:, None] - gallery[None], axis=2)
-        np.testing.assert_allclose(grid[b].reshape(-1).numpy(), np.sort(pair, axis=1)[:, :k].mean(1), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            grid[b].reshape(-1).numpy(), np.sort(pair, axis=1)[:, :k].mean(1), rtol=1e-4, atol=1e-5
+        )
 
 
 def direct_per_layer_grid(train, test, b, nearest, k):
@@ -288,13 +296,17 @@ def test_spade_per_layer_matching_equals_the_reference_codes_loops(k):
     train, test = paper_maps(7, seed=23), paper_maps(3, seed=24)
     model = fit_on_maps(SPADE(top_k_images=4, k=k, image_size=IMAGE_SIZE, pixel_matching="per_layer"), train)
     scores, grid = model._score_maps(test)
-    aligned_scores, aligned_grid = fit_on_maps(SPADE(top_k_images=4, k=k, image_size=IMAGE_SIZE), train)._score_maps(test)
+    aligned_scores, aligned_grid = fit_on_maps(SPADE(top_k_images=4, k=k, image_size=IMAGE_SIZE), train)._score_maps(
+        test
+    )
     np.testing.assert_array_equal(scores, aligned_scores)  # the image score does not depend on the matching
     assert not np.allclose(grid.numpy(), aligned_grid.numpy())  # ... the maps do
     g_train, g_test = train[3].double().mean((2, 3)).numpy(), test[3].double().mean((2, 3)).numpy()
     for b in range(3):
         nearest = np.argsort(np.linalg.norm(g_train - g_test[b], axis=1))[:4]
-        np.testing.assert_allclose(grid[b].numpy(), direct_per_layer_grid(train, test, b, nearest, k), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            grid[b].numpy(), direct_per_layer_grid(train, test, b, nearest, k), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_spade_pixel_matching_is_checked():
@@ -311,7 +323,10 @@ def test_nearest_image_paper_stages_extracts_the_union_once():
 @pytest.mark.parametrize("k", [1, 3])
 def test_chunked_knn_is_exact(k):
     rng = np.random.default_rng(30 + k)
-    queries, gallery = torch.from_numpy(rng.normal(size=(9, 6))).float(), torch.from_numpy(rng.normal(size=(50, 6))).float()
+    queries, gallery = (
+        torch.from_numpy(rng.normal(size=(9, 6))).float(),
+        torch.from_numpy(rng.normal(size=(50, 6))).float(),
+    )
     whole = knn_distance(queries, gallery, k, max_bytes=1 << 30)
     for max_bytes in (1, 4 * 9 * 7, 4 * 9 * 25):  # one gallery row per block, 7 rows, 25 rows
         torch.testing.assert_close(knn_distance(queries, gallery, k, max_bytes=max_bytes), whole, rtol=1e-5, atol=1e-5)

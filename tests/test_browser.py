@@ -6,6 +6,7 @@ system's ``/usr/bin/chromium``, never a downloaded browser) waits for the render
 moves the threshold slider with the keyboard, and checks that the kernel sends a new picture.
 Everything stays on 127.0.0.1; the server is stopped at the end, whatever happens.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,14 @@ import nbformat
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SERVER_START_S = 60
 RENDER_S = 240  # the kernel imports torch and fits three small models before the widget appears
 UPDATE_S = 60
@@ -92,9 +99,22 @@ def voila_url(tmp_path):
     log = tmp_path / "voila.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "voila", str(path), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-             "--VoilaExecutor.timeout=300", "--show_tracebacks=True"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "voila",
+                str(path),
+                "--no-browser",
+                f"--port={port}",
+                "--Voila.ip=127.0.0.1",
+                "--VoilaExecutor.timeout=300",
+                "--show_tracebacks=True",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -136,7 +156,8 @@ def test_moving_the_threshold_slider_changes_the_gallery(voila_url):
             page.keyboard.press("ArrowLeft")
             page.wait_for_function(
                 "([el, old]) => el.src !== old && el.naturalWidth > 0",
-                arg=[picture.element_handle(), before_src], timeout=UPDATE_S * 1000,
+                arg=[picture.element_handle(), before_src],
+                timeout=UPDATE_S * 1000,
             )
             assert readout.inner_text() != value_before  # the slider really moved
             # ...and the picture the browser decoded shows a different gallery.

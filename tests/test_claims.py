@@ -4,6 +4,7 @@ Each test names the notebook statement it guards. The MTD-scale figures (distanc
 weights 0.992-1.000) were measured on the real data; here they are reproduced with distances of
 that size, which is all the weight sees.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -2,6 +2,7 @@
 
 Bad input on the command line is tested in ``test_bad_input.py``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -80,7 +81,10 @@ def test_evaluate_with_shots_trains_on_a_seeded_subset(mvtec, tmp_path, capsys):
     from patchcore_kit.data import load_dataset
 
     out = tmp_path / "run"
-    assert main(["evaluate", str(mvtec), "--format", "mvtec", "--output", str(out), "--shots", "2", "--seed", "1", *FAST]) == 0
+    assert (
+        main(["evaluate", str(mvtec), "--format", "mvtec", "--output", str(out), "--shots", "2", "--seed", "1", *FAST])
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] == 2 and metrics["shots"] == 2 and metrics["n_test"] == 5
     expected = load_dataset(mvtec, "mvtec").with_shots(2, seed=1)
@@ -124,7 +128,9 @@ def test_patch_size_reaches_the_model(mvtec, tmp_path, capsys):
     assert main(["fit", train, "--output", str(model_path), *FAST, "--patch-size", "1"]) == 0
     model = PatchCore.load(model_path)
     assert model.patch_size == 1
-    default = PatchCore(image_size=64, coreset_ratio=0.25, patch_size=3).fit(list((mvtec / "widget" / "train" / "good").iterdir()))
+    default = PatchCore(image_size=64, coreset_ratio=0.25, patch_size=3).fit(
+        list((mvtec / "widget" / "train" / "good").iterdir())
+    )
     # without aggregation the bank holds the raw stage features: different entries than with p=3
     assert not np.allclose(model.memory_bank_, default.memory_bank_)
 
@@ -145,7 +151,10 @@ def test_console_script_runs_in_its_own_process(mvtec, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [str(script), "evaluate", str(mvtec), "--format", "mvtec", "--output", str(out), *FAST],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "image AUROC" in result.stdout and "Traceback" not in result.stderr
@@ -157,8 +166,22 @@ def test_evaluate_on_mtd(mtd_root, tmp_path, capsys):
     from patchcore_kit.data import load_dataset
 
     out = tmp_path / "mtd"
-    code = main(["evaluate", str(mtd_root), "--format", "mtd", "--shots", "5", "--coreset-ratio", "0.1",
-                 "--image-size", "96", "--output", str(out)])
+    code = main(
+        [
+            "evaluate",
+            str(mtd_root),
+            "--format",
+            "mtd",
+            "--shots",
+            "5",
+            "--coreset-ratio",
+            "0.1",
+            "--image-size",
+            "96",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] == 5 and metrics["dataset"] == "mtd"
@@ -171,7 +194,9 @@ def test_evaluate_on_mtd(mtd_root, tmp_path, capsys):
 
     # No tile (group) on both sides: the written split, checked against the loader's tile groups.
     groups = {s.path.relative_to(mtd_root).as_posix(): s.group for s in load_dataset(mtd_root, "mtd", seed=0).test}
-    groups.update({s.path.relative_to(mtd_root).as_posix(): s.group for s in load_dataset(mtd_root, "mtd", seed=0).train})
+    groups.update(
+        {s.path.relative_to(mtd_root).as_posix(): s.group for s in load_dataset(mtd_root, "mtd", seed=0).train}
+    )
     rows = read_csv(out / "split.csv")
     assert len(rows) == 5 + metrics["n_test"]
     train_groups = {groups[r["path"]] for r in rows if r["split"] == "train"}

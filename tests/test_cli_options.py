@@ -1,4 +1,5 @@
 """The command line's estimator options against the estimator: one parameter, one rule, one default."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,12 @@ def test_every_estimator_option_is_a_parameter_with_a_rule_and_back():
     assert set(MODEL_OPTIONS) | set(NOT_ON_THE_COMMAND_LINE) == params  # every parameter has a place
     assert not set(MODEL_OPTIONS) & set(NOT_ON_THE_COMMAND_LINE)
     assert set(SWEEP_WIDE) | set(SWEEP_PATCHCORE) | set(TUNE_FIXED) <= set(MODEL_OPTIONS)
-    for command, names in [("evaluate", MODEL_OPTIONS), ("fit", MODEL_OPTIONS),
-                           ("sweep", set(SWEEP_WIDE) | set(SWEEP_PATCHCORE)), ("tune", TUNE_FIXED)]:
+    for command, names in [
+        ("evaluate", MODEL_OPTIONS),
+        ("fit", MODEL_OPTIONS),
+        ("sweep", set(SWEEP_WIDE) | set(SWEEP_PATCHCORE)),
+        ("tune", TUNE_FIXED),
+    ]:
         actions = _estimator_actions(command)
         assert set(actions) == set(names), command
         for name, action in actions.items():
@@ -65,15 +70,24 @@ def test_an_option_not_given_leaves_the_estimators_default(tmp_path):
     assert given(args, MODEL_OPTIONS) == {}
 
 
-@pytest.mark.parametrize("name, text, value", [
-    ("coreset_ratio", "250", 250), ("coreset_ratio", "0.01", 0.01), ("image_size", "256x320", (256, 320)),
-    ("layers", "layer3 layer4", ("layer3", "layer4")), ("target_dim", "none", None), ("projection_dim", "none", None),
-    ("search", "hnsw", "hnsw"), ("seed", "7", 7),
-])
+@pytest.mark.parametrize(
+    "name, text, value",
+    [
+        ("coreset_ratio", "250", 250),
+        ("coreset_ratio", "0.01", 0.01),
+        ("image_size", "256x320", (256, 320)),
+        ("layers", "layer3 layer4", ("layer3", "layer4")),
+        ("target_dim", "none", None),
+        ("projection_dim", "none", None),
+        ("search", "hnsw", "hnsw"),
+        ("seed", "7", 7),
+    ],
+)
 def test_a_given_option_reaches_the_estimator_as_its_rule_reads_it(name, text, value, tmp_path):
     from patchcore_kit.cli.options import given
 
-    args = build_parser().parse_args(["fit", str(tmp_path), "--output", str(tmp_path / "m.safetensors"),
-                                      option(name), *text.split()])
+    args = build_parser().parse_args(
+        ["fit", str(tmp_path), "--output", str(tmp_path / "m.safetensors"), option(name), *text.split()]
+    )
     assert given(args, MODEL_OPTIONS) == {name: value}
     assert PatchCore(**given(args, MODEL_OPTIONS)).get_params()[name] == value

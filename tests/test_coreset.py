@@ -1,4 +1,5 @@
 """Coreset samplers: the lazy greedy k-center makes exactly the plain loop's choices."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,10 @@ def uniform(n_points: int, dim: int, seed: int = 0) -> torch.Tensor:
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
-@pytest.fixture(params=[(7, 3, 14), (64, 10**9, 2**20), (64, 11, 64 * 3)],
-                ids=["block7-regroup3-tile2", "block64", "block64-regroup11-tile3"])
+@pytest.fixture(
+    params=[(7, 3, 14), (64, 10**9, 2**20), (64, 11, 64 * 3)],
+    ids=["block7-regroup3-tile2", "block64", "block64-regroup11-tile3"],
+)
 def small_blocks(request, monkeypatch):
     """Tiny blocks, so that small test data spans many of them (the default is 1024 points);
     regrouping every few steps (the default is every 500) or never; and a block catching up on
@@ -67,8 +70,17 @@ def assert_same_as_plain(features, n, **kwargs):
         (clustered(300, 24, seed=6) + 1000.0, 50, {"projection_dim": None}),  # a large offset: rounding
         (clustered(300, 24, seed=7) * 1e-3, 50, {}),  # tiny scale
     ],
-    ids=["clustered", "project-16", "uniform-3d", "n-equals-N", "n-1", "fixed-start", "other-seed", "offset",
-         "tiny-scale"],
+    ids=[
+        "clustered",
+        "project-16",
+        "uniform-3d",
+        "n-equals-N",
+        "n-1",
+        "fixed-start",
+        "other-seed",
+        "offset",
+        "tiny-scale",
+    ],
 )
 def test_lazy_greedy_equals_plain_loop(small_blocks, features, n, kwargs):
     picks, _ = assert_same_as_plain(features, n, **kwargs)
@@ -103,7 +115,9 @@ def test_the_loop_leaves_torch_threads_as_they_were(monkeypatch):
     torch.set_num_threads(2)  # the autouse fixture restores the caller's setting afterwards
     seen = []
     regroup = coreset._LazyDistances.regroup
-    monkeypatch.setattr(coreset._LazyDistances, "regroup", lambda self: seen.append(torch.get_num_threads()) or regroup(self))
+    monkeypatch.setattr(
+        coreset._LazyDistances, "regroup", lambda self: seen.append(torch.get_num_threads()) or regroup(self)
+    )
     assert_same_as_plain(clustered(500, 16, seed=15), 40)
     assert seen and set(seen) == {coreset.LOOP_THREADS}
     assert torch.get_num_threads() == 2
@@ -162,14 +176,24 @@ def test_random_and_none_samplers():
     np.testing.assert_array_equal(random_coreset(features, 500), np.arange(100))
     np.testing.assert_array_equal(select_coreset(features, "none", 10), np.arange(100))
     np.testing.assert_array_equal(select_coreset(features, "random", 30, seed=3), picks)
-    np.testing.assert_array_equal(select_coreset(features, "greedy", 10, projection_dim=None),
-                                  greedy_coreset(features, 10, projection_dim=None))
+    np.testing.assert_array_equal(
+        select_coreset(features, "greedy", 10, projection_dim=None), greedy_coreset(features, 10, projection_dim=None)
+    )
 
 
 @pytest.mark.parametrize(
     "n_points, ratio, expected",
-    [(1000, 0.1, 100), (1000, 1.0, 1000), (1000, 1, 1000), (5, 0.01, 1), (1000, 250, 250), (100, 250, 100),
-     (1000, 0.0015, 2), (3, 2, 2), (1000, 250.0, 250)],
+    [
+        (1000, 0.1, 100),
+        (1000, 1.0, 1000),
+        (1000, 1, 1000),
+        (5, 0.01, 1),
+        (1000, 250, 250),
+        (100, 250, 100),
+        (1000, 0.0015, 2),
+        (3, 2, 2),
+        (1000, 250.0, 250),
+    ],
 )
 def test_coreset_size(n_points, ratio, expected):
     assert coreset_size(n_points, ratio) == expected

@@ -1,9 +1,9 @@
 """Dataset loaders: MVTec layout, plain folders, MTD tile grouping and the seeded splits."""
+
 from __future__ import annotations
 
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ from patchcore_kit.data import (
     tile_groups,
 )
 from patchcore_kit.errors import InputError
+
 
 # --- MVTec layout -----------------------------------------------------------------------------
 def test_mvtec_layout_is_parsed(make_mvtec):
@@ -144,7 +145,11 @@ def test_split_rows_summary_and_repr(make_mvtec):
     split = load_mvtec(make_mvtec(), "widget")
     rows = split.to_rows()
     assert len(rows) == 8 and rows[0] == {
-        "path": "train/good/000.png", "split": "train", "label": 0, "defect_type": "good", "group": "train/good/000",
+        "path": "train/good/000.png",
+        "split": "train",
+        "label": 0,
+        "defect_type": "good",
+        "group": "train/good/000",
     }
     assert split.summary()["defect_types"] == {"scratch": 2}
     assert repr(split) == "Split(name='mvtec/widget', train=4, test=2 nominal + 2 anomalous, has_masks=True)"
@@ -200,7 +205,10 @@ def test_folder_dataset_with_given_train_and_test(tmp_path, png_writer, mask_wri
     write_mask(root / "masks" / "crack" / "c0_mask.png")
     split = load_folder(root, masks="masks")
     assert [p.name for p in split.train_paths] == ["t0.png", "t1.png", "t2.png"]
-    assert [(s.path.name, s.label, s.defect_type) for s in split.test] == [("n0.png", 0, "good"), ("c0.png", 1, "crack")]
+    assert [(s.path.name, s.label, s.defect_type) for s in split.test] == [
+        ("n0.png", 0, "good"),
+        ("c0.png", 1, "crack"),
+    ]
     assert split.test[1].mask_path.name == "c0_mask.png"
 
 
@@ -228,8 +236,10 @@ def test_load_dataset_dispatches_and_checks_arguments(make_mvtec, make_folder_da
     root = make_mvtec()
     assert load_dataset(root, "MVTec", category="widget").name == "mvtec/widget"
     folder = make_folder_dataset()
-    assert load_dataset(folder, "folder", seed=1, test_fraction=0.3).split_hash() == \
-        load_folder(folder, seed=1, test_fraction=0.3).split_hash()
+    assert (
+        load_dataset(folder, "folder", seed=1, test_fraction=0.3).split_hash()
+        == load_folder(folder, seed=1, test_fraction=0.3).split_hash()
+    )
     with pytest.raises(InputError, match="unknown dataset format; choose one of mvtec, mtd, folder"):
         load_dataset(root, "coco")
     with pytest.raises(InputError, match="only applies to format 'mvtec'"):
@@ -275,7 +285,11 @@ def test_mtd_class_counts(mtd_split):
     assert len(everything) == 1344
     assert sum(s.label == 0 for s in everything) == 952
     assert Counter(s.defect_type for s in everything if s.label) == {
-        "blowhole": 115, "break": 85, "crack": 57, "fray": 32, "uneven": 103,
+        "blowhole": 115,
+        "break": 85,
+        "crack": 57,
+        "fray": 32,
+        "uneven": 103,
     }
     assert all(s.label == 1 for s in everything if s.defect_type != "good")
     assert all(s.mask_path is not None and s.mask_path.suffix == ".png" for s in everything if s.label)

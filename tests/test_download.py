@@ -1,4 +1,5 @@
 """Downloads against a local HTTP server on 127.0.0.1: checksums, progress, unsafe archives, re-runs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from patchcore_kit.data import load_mtd, load_mvtec
-from patchcore_kit.errors import InputError
 from patchcore_kit.data.download import (
     MTD_CLASSES,
     DownloadError,
@@ -23,6 +23,7 @@ from patchcore_kit.data.download import (
     download_mvtec,
     safe_extract,
 )
+from patchcore_kit.errors import InputError
 
 
 # --- a local server -----------------------------------------------------------------------------

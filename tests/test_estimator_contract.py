@@ -5,6 +5,7 @@ so only the checks about parameters, ``__init__``, cloning and ``repr`` apply, a
 on every estimator. Numbers, not images, are what the fit-time check refuses: a bad value must
 fail in ``fit`` before the backbone is ever loaded.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,16 +21,45 @@ from patchcore_kit.patchcore import PatchCore
 
 ESTIMATORS = [PatchCore, PaDiM, SPADE, NearestImage]
 #: scikit-learn's checks that need no numeric X (the rest feed arrays of numbers to fit)
-SKLEARN_CHECKS = ["check_parameters_default_constructible", "check_no_attributes_set_in_init",
-                  "check_get_params_invariance", "check_set_params", "check_estimator_repr",
-                  "check_estimator_cloneable", "check_do_not_raise_errors_in_init_or_set_params"]
+SKLEARN_CHECKS = [
+    "check_parameters_default_constructible",
+    "check_no_attributes_set_in_init",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_estimator_repr",
+    "check_estimator_cloneable",
+    "check_do_not_raise_errors_in_init_or_set_params",
+]
 #: one value per parameter that its rule refuses
-BAD = {"backbone": "resnet9", "layers": ("layer5",), "patch_size": 4, "aggregation": "median", "border": "wrap",
-       "pretrain_dim": 0, "target_dim": 0, "coreset_ratio": 1.5, "sampler": "kmeans", "projection_dim": 0,
-       "num_neighbors": 0, "search": "annoy", "image_size": 8, "weights": "", "device": "gpu", "batch_size": 0,
-       "seed": -1, "threshold_quantile": 2.0, "calibrate": "yes", "feature_cache": "", "progress": 1,
-       "n_features": 0, "epsilon": 0.0, "global_layer": "layer9", "top_k_images": 0, "k": 0,
-       "pixel_matching": "nearest"}
+BAD = {
+    "backbone": "resnet9",
+    "layers": ("layer5",),
+    "patch_size": 4,
+    "aggregation": "median",
+    "border": "wrap",
+    "pretrain_dim": 0,
+    "target_dim": 0,
+    "coreset_ratio": 1.5,
+    "sampler": "kmeans",
+    "projection_dim": 0,
+    "num_neighbors": 0,
+    "search": "annoy",
+    "image_size": 8,
+    "weights": "",
+    "device": "gpu",
+    "batch_size": 0,
+    "seed": -1,
+    "threshold_quantile": 2.0,
+    "calibrate": "yes",
+    "feature_cache": "",
+    "progress": 1,
+    "n_features": 0,
+    "epsilon": 0.0,
+    "global_layer": "layer9",
+    "top_k_images": 0,
+    "k": 0,
+    "pixel_matching": "nearest",
+}
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda cls: cls.__name__)

@@ -1,4 +1,5 @@
 """The exercise checkers: a right answer passes, an unsolved or wrong one is told why, nothing raises."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -74,10 +75,17 @@ def pro_point(masks, maps, t):
 
 
 SOLUTIONS = {
-    "check_aggregation": aggregation, "check_patch_embedding": patch_embedding,
-    "check_nearest_distance": nearest_distance, "check_greedy_coreset": greedy, "check_covering_radius": radius,
-    "check_random_projection": projection, "check_gaussian": gaussian, "check_mahalanobis": mahalanobis,
-    "check_spade_image_scores": spade, "check_eq7_weight": eq7, "check_anomaly_map": anomaly_map,
+    "check_aggregation": aggregation,
+    "check_patch_embedding": patch_embedding,
+    "check_nearest_distance": nearest_distance,
+    "check_greedy_coreset": greedy,
+    "check_covering_radius": radius,
+    "check_random_projection": projection,
+    "check_gaussian": gaussian,
+    "check_mahalanobis": mahalanobis,
+    "check_spade_image_scores": spade,
+    "check_eq7_weight": eq7,
+    "check_anomaly_map": anomaly_map,
     "check_pro_curve": pro_point,
 }
 

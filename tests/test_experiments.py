@@ -1,4 +1,5 @@
 """The sample-efficiency sweep on a tiny MVTec-layout dataset: table, cache, resume, figure, CLI entry."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,14 @@ from patchcore_kit.viz import PAPER_MVTEC_REFERENCE, plot_sample_efficiency
 
 SIZE = 32  # tiny images and maps keep every sweep at a few seconds
 # small PaDiM channel subsets keep the per-position covariance inverses cheap
-SWEEP = dict(shots=(1, 2), methods=("patchcore", "padim"), seeds=(0, 1), image_size=SIZE, progress=False,
-             padim={"n_features": 16})
+SWEEP = dict(
+    shots=(1, 2),
+    methods=("patchcore", "padim"),
+    seeds=(0, 1),
+    image_size=SIZE,
+    progress=False,
+    padim={"n_features": 16},
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +79,15 @@ def test_sweep_table_and_files(split, cache_dir, tmp_path):
     assert summary["feature_pass"]["images"] == len(drawn) + 6  # the training draws + the test set
     assert summary["sweep_wall_s"] >= summary["feature_pass"]["seconds"] > 0
     if summary["feature_pass"]["computed"] == summary["feature_pass"]["images"]:  # a cold cache
-        assert summary["sweep_over_one_pass"] == pytest.approx(summary["sweep_wall_s"] / summary["feature_pass"]["seconds"])
+        assert summary["sweep_over_one_pass"] == pytest.approx(
+            summary["sweep_wall_s"] / summary["feature_pass"]["seconds"]
+        )
     assert table.attrs["summary"]["settings"]["image_size"] == [SIZE, SIZE]
 
     means = summarize(table)
-    assert means.loc[2, ("padim", "mean")] == pytest.approx(table.query("method == 'padim' and shots == 2").image_auroc.mean())
+    assert means.loc[2, ("padim", "mean")] == pytest.approx(
+        table.query("method == 'padim' and shots == 2").image_auroc.mean()
+    )
 
 
 def test_second_sweep_runs_no_backbone(split, cache_dir, count_backbone, monkeypatch):
@@ -118,7 +129,9 @@ def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, 
     summary = table.attrs["summary"]
     assert summary["rows_resumed"] == 3 and summary["feature_pass"]["computed"] == 0
     assert [run["status"] for run in summary["earlier_runs"]] == ["running"]  # the interrupted run
-    assert summary["wall_s_all_runs"] == pytest.approx(summary["sweep_wall_s"] + summary["earlier_runs"][0]["elapsed_s"])
+    assert summary["wall_s_all_runs"] == pytest.approx(
+        summary["sweep_wall_s"] + summary["earlier_runs"][0]["elapsed_s"]
+    )
     fresh = sample_efficiency(split, cache_dir=cache_dir, **SWEEP)
     np.testing.assert_allclose(table.image_auroc, fresh.image_auroc)
     np.testing.assert_allclose(table.aupro, fresh.aupro)
@@ -197,8 +210,18 @@ def test_bad_sweeps_are_refused_before_any_work(split):
 
 
 def test_run_sweep_writes_results_figure_and_summary(split, cache_dir, tmp_path, capsys):
-    output = run_sweep(split.root, "mvtec", category="widget", shots=(1, 2), methods=("spade", "nearest_image"),
-                       seeds=(0,), image_size=SIZE, output=tmp_path / "sweep", cache_dir=cache_dir, progress=False)
+    output = run_sweep(
+        split.root,
+        "mvtec",
+        category="widget",
+        shots=(1, 2),
+        methods=("spade", "nearest_image"),
+        seeds=(0,),
+        image_size=SIZE,
+        output=tmp_path / "sweep",
+        cache_dir=cache_dir,
+        progress=False,
+    )
     assert {p.name for p in output.iterdir()} >= {"results.csv", "sample_efficiency.png", "summary.json"}
     assert len(pd.read_csv(output / "results.csv")) == 4
     assert json.loads((output / "summary.json").read_text())["status"] == "finished"
@@ -213,8 +236,15 @@ def synthetic_results() -> pd.DataFrame:
     for method, level in (("patchcore", 0.9), ("padim", 0.8), ("spade", 0.7)):
         for shots in (1, 2, 5, 10):
             for seed in range(3):
-                rows.append({"method": method, "shots": shots, "seed": seed,
-                             "image_auroc": level - 0.1 / shots + rng.normal(0, 0.01), "pixel_auroc": None})
+                rows.append(
+                    {
+                        "method": method,
+                        "shots": shots,
+                        "seed": seed,
+                        "image_auroc": level - 0.1 / shots + rng.normal(0, 0.01),
+                        "pixel_auroc": None,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -227,7 +257,8 @@ def test_sample_efficiency_figure():
     assert legend == ["PatchCore", "PaDiM", "SPADE", "paper, MVTec AD, full data"]
     stars = [c for c in ax.collections if isinstance(c, PathCollection)]  # the bands are PolyCollections
     assert sorted(float(c.get_offsets()[0, 1]) for c in stars) == sorted(
-        PAPER_MVTEC_REFERENCE[m]["image_auroc"] for m in ("patchcore", "padim", "spade"))
+        PAPER_MVTEC_REFERENCE[m]["image_auroc"] for m in ("patchcore", "padim", "spade")
+    )
     means = synthetic_results().groupby(["method", "shots"]).image_auroc.mean()
     patchcore_line = ax.get_lines()[0]
     np.testing.assert_allclose(patchcore_line.get_ydata(), means["patchcore"].values)
@@ -257,7 +288,10 @@ def test_method_stages_paper_and_shared():
     assert method_stages("patchcore", "paper", ("layer2", "layer3")) == {"layers": ("layer2", "layer3")}
     assert method_stages("padim", "paper") == {} and method_stages("spade", "paper") == {}  # class defaults
     assert method_stages("padim", "shared", ("layer3", "layer4")) == {"layers": ("layer3", "layer4"), "n_features": 100}
-    assert method_stages("spade", "shared", ("layer2", "layer3")) == {"layers": ("layer2", "layer3"), "global_layer": None}
+    assert method_stages("spade", "shared", ("layer2", "layer3")) == {
+        "layers": ("layer2", "layer3"),
+        "global_layer": None,
+    }
     with pytest.raises(ValueError, match="baseline_stages"):
         method_stages("spade", "own")
 
@@ -273,13 +307,19 @@ def test_one_pass_over_the_union_of_stages_serves_every_method(split, tmp_path, 
 
     features.FeatureExtractor._compute = record
     try:
-        table = sample_efficiency(split, cache_dir=tmp_path / "cache", **dict(SWEEP, methods=("patchcore", "padim", "spade"),
-                                                                              shots=(1, "all"), seeds=(0,)))
+        table = sample_efficiency(
+            split,
+            cache_dir=tmp_path / "cache",
+            **dict(SWEEP, methods=("patchcore", "padim", "spade"), shots=(1, "all"), seeds=(0,)),
+        )
     finally:
         features.FeatureExtractor._compute = original
     summary = table.attrs["summary"]
-    assert summary["stages"] == {"patchcore": ["layer2", "layer3"], "padim": ["layer1", "layer2", "layer3"],
-                                 "spade": ["layer1", "layer2", "layer3", "layer4"]}
+    assert summary["stages"] == {
+        "patchcore": ["layer2", "layer3"],
+        "padim": ["layer1", "layer2", "layer3"],
+        "spade": ["layer1", "layer2", "layer3", "layer4"],
+    }
     assert set(stages_asked) == {("layer1", "layer2", "layer3", "layer4")}  # the extraction pass only
     assert count_backbone["images"] == len(split.train) + len(split.test)  # every image once, all stages at once
     assert summary["spade_table"]["used"]
@@ -289,7 +329,11 @@ def test_all_shots_are_the_whole_pool_marked_full(split, cache_dir):
     table = sample_efficiency(split, cache_dir=cache_dir, **dict(SWEEP, shots=(1, "all", 4), seeds=(0,)))
     assert sorted(table.shots.unique()) == [1, 4]  # "all" is the pool of 4, given twice: one row per method
     assert table.set_index(["method", "shots"]).full.to_dict() == {
-        ("padim", 1): False, ("padim", 4): True, ("patchcore", 1): False, ("patchcore", 4): True}
+        ("padim", 1): False,
+        ("padim", 4): True,
+        ("patchcore", 1): False,
+        ("patchcore", 4): True,
+    }
     with pytest.raises(InputError, match="'most'"):
         sample_efficiency(split, shots=("most",), progress=False)
 
@@ -300,8 +344,9 @@ def test_spade_pair_table_equals_fitting_spade_on_each_draw(split, cache_dir, pi
     from patchcore_kit.baselines import SPADE
     from patchcore_kit.experiments import SpadePairTable
 
-    setting = dict(image_size=SIZE, top_k_images=2, feature_cache=str(cache_dir), calibrate=False,
-                   pixel_matching=pixel_matching)
+    setting = dict(
+        image_size=SIZE, top_k_images=2, feature_cache=str(cache_dir), calibrate=False, pixel_matching=pixel_matching
+    )
     model = SPADE(**setting)
     draws = [split.with_shots(n, seed).train_paths for n in (1, 2, 3, 4) for seed in (0, 1)]
     table = SpadePairTable.for_sweep(model, split, draws, budget_gb=1.0)
@@ -315,7 +360,9 @@ def test_spade_pair_table_equals_fitting_spade_on_each_draw(split, cache_dir, pi
     assert stats["pairs_computed"] <= len(split.test) * len(split.train) < stats["pairs_read"]
     # Over budget, or k > 1: no table, the sweep scores SPADE row by row.
     assert SpadePairTable.for_sweep(model, split, draws, budget_gb=1e-9) is None
-    assert SpadePairTable.for_sweep(SPADE(image_size=SIZE, k=2, feature_cache=str(cache_dir)), split, draws, 1.0) is None
+    assert (
+        SpadePairTable.for_sweep(SPADE(image_size=SIZE, k=2, feature_cache=str(cache_dir)), split, draws, 1.0) is None
+    )
 
 
 def test_sweep_spade_rows_equal_with_and_without_the_table(split, cache_dir):
@@ -335,14 +382,31 @@ def fabricated_results() -> pd.DataFrame:
     """Two categories (pools 10 and 20), two seeds, PatchCore only: numbers chosen to average by hand."""
     rows = []
     values = {  # (category, shots, seed) -> image AUROC; pixel AUROC = image - 0.1; AUPRO missing in "b"
-        ("a", 1, 0): 0.6, ("a", 1, 1): 0.8, ("b", 1, 0): 0.4, ("b", 1, 1): 0.6,
-        ("a", 10, 0): 0.9, ("a", 10, 1): 0.9, ("b", 20, 0): 0.7, ("b", 20, 1): 0.9,
+        ("a", 1, 0): 0.6,
+        ("a", 1, 1): 0.8,
+        ("b", 1, 0): 0.4,
+        ("b", 1, 1): 0.6,
+        ("a", 10, 0): 0.9,
+        ("a", 10, 1): 0.9,
+        ("b", 20, 0): 0.7,
+        ("b", 20, 1): 0.9,
     }
     for (category, shots, seed), value in values.items():
         full = (category, shots) in {("a", 10), ("b", 20)}
-        rows.append({"category": category, "method": "patchcore", "shots": shots, "full": full, "seed": seed,
-                     "image_auroc": value, "pixel_auroc": value - 0.1, "aupro": value if category == "a" else None,
-                     "fit_s": 1.0, "infer_s": 1.0})
+        rows.append(
+            {
+                "category": category,
+                "method": "patchcore",
+                "shots": shots,
+                "full": full,
+                "seed": seed,
+                "image_auroc": value,
+                "pixel_auroc": value - 0.1,
+                "aupro": value if category == "a" else None,
+                "fit_s": 1.0,
+                "infer_s": 1.0,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -374,12 +438,24 @@ def summary_of(values: dict, pool: int = 200) -> pd.DataFrame:
     """A fabricated summary: ``values[(method, shots)] = (image, pixel, aupro)`` means, sd 0.01."""
     rows = []
     for (method, shots), (image, pixel, pro) in values.items():
-        rows.append({"method": method, "shots": str(shots), "full": shots == "all",
-                     "train_images": pool if shots == "all" else shots,
-                     "train_images_min": pool if shots == "all" else shots,
-                     "train_images_max": pool if shots == "all" else shots, "n_categories": 15, "n_seeds": 3,
-                     "image_auroc_mean": image, "image_auroc_sd": 0.01, "pixel_auroc_mean": pixel,
-                     "pixel_auroc_sd": 0.01, "aupro_mean": pro, "aupro_sd": 0.01})
+        rows.append(
+            {
+                "method": method,
+                "shots": str(shots),
+                "full": shots == "all",
+                "train_images": pool if shots == "all" else shots,
+                "train_images_min": pool if shots == "all" else shots,
+                "train_images_max": pool if shots == "all" else shots,
+                "n_categories": 15,
+                "n_seeds": 3,
+                "image_auroc_mean": image,
+                "image_auroc_sd": 0.01,
+                "pixel_auroc_mean": pixel,
+                "pixel_auroc_sd": 0.01,
+                "aupro_mean": pro,
+                "aupro_sd": 0.01,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -390,16 +466,27 @@ def verdicts(claims) -> dict:
 def test_claims_hold_when_the_numbers_say_so():
     from patchcore_kit.claims import check_claims, claims_markdown
 
-    summary = summary_of({
-        ("patchcore", 1): (0.86, 0.93, 0.85), ("patchcore", 5): (0.93, 0.965, 0.915),
-        ("patchcore", 16): (0.96, 0.97, 0.92), ("patchcore", 40): (0.946, 0.975, 0.93),
-        ("patchcore", 50): (0.90, 0.90, 0.90),  # 50 > 200 / 5: not the "one fifth" point
-        ("patchcore", "all"): (0.99, 0.98, 0.935),
-        ("padim", "all"): (0.953, 0.975, 0.921), ("spade", "all"): (0.855, 0.96, 0.917),
-    })
+    summary = summary_of(
+        {
+            ("patchcore", 1): (0.86, 0.93, 0.85),
+            ("patchcore", 5): (0.93, 0.965, 0.915),
+            ("patchcore", 16): (0.96, 0.97, 0.92),
+            ("patchcore", 40): (0.946, 0.975, 0.93),
+            ("patchcore", 50): (0.90, 0.90, 0.90),  # 50 > 200 / 5: not the "one fifth" point
+            ("patchcore", "all"): (0.99, 0.98, 0.935),
+            ("padim", "all"): (0.953, 0.975, 0.921),
+            ("spade", "all"): (0.855, 0.96, 0.917),
+        }
+    )
     claims = check_claims(summary, dataset="mvtec")
-    assert verdicts(claims) == {"a-image": True, "a-pixel": True, "b-5-pixel": True, "b-5-aupro": True,
-                                "b-1-image": True, "c": None}
+    assert verdicts(claims) == {
+        "a-image": True,
+        "a-pixel": True,
+        "b-5-pixel": True,
+        "b-5-aupro": True,
+        "b-1-image": True,
+        "c": None,
+    }
     first = claims[0]["numbers"]
     assert "40 of 200" in first and "PaDiM" in first and "0.946 ± 0.010" in first  # 0.946 >= 0.953 - 0.01
     assert "0.949" in claims[-1]["numbers"] and "not re-run" in claims[-1]["note"]  # DifferNet: published only
@@ -410,14 +497,25 @@ def test_claims_hold_when_the_numbers_say_so():
 def test_claims_fail_when_patchcore_falls_short():
     from patchcore_kit.claims import check_claims, claims_markdown
 
-    summary = summary_of({
-        ("patchcore", 1): (0.80, 0.90, 0.80), ("patchcore", 5): (0.90, 0.94, 0.95),
-        ("patchcore", 40): (0.942, 0.99, 0.9), ("patchcore", "all"): (0.99, 0.99, 0.95),
-        ("padim", "all"): (0.953, 0.975, 0.921), ("spade", "all"): (0.855, 0.96, 0.917),
-    })
+    summary = summary_of(
+        {
+            ("patchcore", 1): (0.80, 0.90, 0.80),
+            ("patchcore", 5): (0.90, 0.94, 0.95),
+            ("patchcore", 40): (0.942, 0.99, 0.9),
+            ("patchcore", "all"): (0.99, 0.99, 0.95),
+            ("padim", "all"): (0.953, 0.975, 0.921),
+            ("spade", "all"): (0.855, 0.96, 0.917),
+        }
+    )
     claims = check_claims(summary, dataset="mtd")
-    assert verdicts(claims) == {"a-image": False, "a-pixel": True, "b-5-pixel": False, "b-5-aupro": True,
-                                "b-1-image": False, "c": None}  # 0.942 < 0.953 - 0.01; 0.94 < 0.96 - 0.01
+    assert verdicts(claims) == {
+        "a-image": False,
+        "a-pixel": True,
+        "b-5-pixel": False,
+        "b-5-aupro": True,
+        "b-1-image": False,
+        "c": None,
+    }  # 0.942 < 0.953 - 0.01; 0.94 < 0.96 - 0.01
     assert "not checked: needs PatchCore at 16 shots" in claims_markdown(claims)
     assert claims_markdown(claims).count("**does not hold**") == 3
 
@@ -425,15 +523,28 @@ def test_claims_fail_when_patchcore_falls_short():
 def test_claims_that_need_rows_not_swept_say_what_they_need():
     from patchcore_kit.claims import check_claims, status
 
-    no_full = check_claims(summary_of({("patchcore", 1): (0.9, 0.9, 0.9), ("patchcore", 5): (0.9, 0.9, 0.9),
-                                       ("spade", 5): (0.8, 0.8, 0.8)}))
+    no_full = check_claims(
+        summary_of(
+            {("patchcore", 1): (0.9, 0.9, 0.9), ("patchcore", 5): (0.9, 0.9, 0.9), ("spade", 5): (0.8, 0.8, 0.8)}
+        )
+    )
     assert set(verdicts(no_full).values()) == {None}
     assert "'all' shots" in status(no_full[0]) and "SPADE on the full pool" in status(no_full[2])
-    small = check_claims(summary_of({("patchcore", 1): (0.9, 0.9, 0.9), ("patchcore", "all"): (0.9, 0.9, 0.9),
-                                     ("spade", "all"): (0.8, 0.8, None)}, pool=4))
+    small = check_claims(
+        summary_of(
+            {
+                ("patchcore", 1): (0.9, 0.9, 0.9),
+                ("patchcore", "all"): (0.9, 0.9, 0.9),
+                ("spade", "all"): (0.8, 0.8, None),
+            },
+            pool=4,
+        )
+    )
     assert "one fifth of the smallest pool (1 of 4)" in status(small[0])  # 1 shot > 4 / 5
     assert verdicts(small)["b-1-image"] is True and "AUPRO" in status(small[3])  # SPADE has no AUPRO
-    assert "no published DifferNet figure" in check_claims(summary_of({("patchcore", 16): (0.9, 0.9, 0.9)}))[-1]["numbers"]
+    assert (
+        "no published DifferNet figure" in check_claims(summary_of({("patchcore", 16): (0.9, 0.9, 0.9)}))[-1]["numbers"]
+    )
 
 
 # --- the three-panel figure and the command ------------------------------------------------------
@@ -459,9 +570,31 @@ def test_cli_sweep_all_categories_and_all_shots(make_mvtec, tmp_path, capsys):
     root = make_mvtec("cap", n_train=3, test={"good": 2, "crack": 2}, size=(64, 64))
     make_mvtec("nut", n_train=4, test={"good": 2, "hole": 2}, size=(64, 64), root=root)
     output = tmp_path / "sweep"
-    status = main(["sweep", str(root), "--format", "mvtec", "--category", "all", "--shots", "1", "2", "all",
-                   "--methods", "patchcore", "padim", "spade", "--seeds", "0", "1", "--image-size", "64",
-                   "--output", str(output)])
+    status = main(
+        [
+            "sweep",
+            str(root),
+            "--format",
+            "mvtec",
+            "--category",
+            "all",
+            "--shots",
+            "1",
+            "2",
+            "all",
+            "--methods",
+            "patchcore",
+            "padim",
+            "spade",
+            "--seeds",
+            "0",
+            "1",
+            "--image-size",
+            "64",
+            "--output",
+            str(output),
+        ]
+    )
     assert status == 0
     for category, pool in (("cap", 3), ("nut", 4)):
         rows = pd.read_csv(output / category / "results.csv")
@@ -488,8 +621,21 @@ def test_a_sweep_run_in_pieces_is_summarised_whole(make_mvtec, tmp_path):
 
     root = make_mvtec("cap", n_train=3, test={"good": 2, "crack": 2}, size=(64, 64))
     output = tmp_path / "sweep"
-    base = ["sweep", str(root), "--format", "mvtec", "--category", "cap", "--shots", "1", "2", "--image-size", "64",
-            "--output", str(output)]
+    base = [
+        "sweep",
+        str(root),
+        "--format",
+        "mvtec",
+        "--category",
+        "cap",
+        "--shots",
+        "1",
+        "2",
+        "--image-size",
+        "64",
+        "--output",
+        str(output),
+    ]
     assert main(base + ["--methods", "patchcore", "--seeds", "0", "1"]) == 0
     assert main(base + ["--methods", "spade", "--seeds", "0"]) == 0
     summary = pd.read_csv(output / "summary.csv", dtype={"shots": str})
@@ -506,7 +652,24 @@ def test_cli_sweep_passes_patchcore_settings_only_when_given(monkeypatch, tmp_pa
     root = make_mvtec(n_train=2, test={"good": 1, "scratch": 1})  # read before the sweep: checks come first
     base = ["sweep", str(root), "--format", "mvtec", "--output", str(tmp_path / "out")]  # outside the dataset
     assert cli.main(base) == 0 and "patchcore" not in calls[-1] and calls[-1]["baseline_stages"] == "paper"
-    assert cli.main(base + ["--aggregation", "unfold", "--border", "zeros", "--coreset-ratio", "0.01",
-                            "--baseline-stages", "shared", "--shots", "1", "all"]) == 0
+    assert (
+        cli.main(
+            base
+            + [
+                "--aggregation",
+                "unfold",
+                "--border",
+                "zeros",
+                "--coreset-ratio",
+                "0.01",
+                "--baseline-stages",
+                "shared",
+                "--shots",
+                "1",
+                "all",
+            ]
+        )
+        == 0
+    )
     assert calls[-1]["patchcore"] == {"aggregation": "unfold", "border": "zeros", "coreset_ratio": 0.01}
     assert calls[-1]["baseline_stages"] == "shared" and calls[-1]["shots"] == (1, "all")

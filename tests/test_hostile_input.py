@@ -3,6 +3,7 @@
 One test (or one parametrized group) per item of the issue; each failed on the code before the fix.
 ``test_bad_input.py`` holds the cases that already passed then.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from patchcore_kit.errors import InputError, WeightsUnavailableError
-from patchcore_kit.base import parameter_names
-from patchcore_kit.patchcore import PatchCore
 from test_bad_input import assert_one_line_error, run_cli, tree_digest
+
+from patchcore_kit.base import parameter_names
+from patchcore_kit.errors import InputError, WeightsUnavailableError
+from patchcore_kit.patchcore import PatchCore
 
 FAST = ["--image-size", "64", "--coreset-ratio", "0.25"]
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +87,18 @@ def test_poisoned_hub_cache_file_never_runs_its_code(hub, tmp_path, mvtec, capsy
     message = str(error.value)
     assert message.startswith(str(cached)) and "not a plain weights file" in message
     assert "weights_only" not in message  # no advice to turn the protection off
-    code, err = run_cli(["fit", mvtec / "widget" / "train" / "good", "--backbone", "resnet18",
-                         "--output", tmp_path / "m.safetensors", *FAST], capsys)
+    code, err = run_cli(
+        [
+            "fit",
+            mvtec / "widget" / "train" / "good",
+            "--backbone",
+            "resnet18",
+            "--output",
+            tmp_path / "m.safetensors",
+            *FAST,
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, cached, "not a plain weights file")
     assert not marker.exists()
 
@@ -163,13 +174,42 @@ def test_evaluate_handles_non_utf8_file_names(make_mvtec, tmp_path, capsys, png_
 def test_output_inside_the_dataset_or_holding_it_is_refused(mvtec, tmp_path, capsys, no_backbone):
     train = mvtec / "widget" / "train" / "good"
     before = tree_digest(tmp_path)
-    code, err = run_cli(["sweep", mvtec, "--format", "mvtec", "--shots", "1", "--seeds", "0", "--methods",
-                         "patchcore", "--image-size", "64", "--output", train], capsys)
+    code, err = run_cli(
+        [
+            "sweep",
+            mvtec,
+            "--format",
+            "mvtec",
+            "--shots",
+            "1",
+            "--seeds",
+            "0",
+            "--methods",
+            "patchcore",
+            "--image-size",
+            "64",
+            "--output",
+            train,
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, train, "inside the dataset")
     code, err = run_cli(["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path, *FAST], capsys)
     assert_one_line_error(code, err, tmp_path, "holds the dataset")
-    code, err = run_cli(["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path / "run",
-                         "--feature-cache", str(mvtec / "cache"), *FAST], capsys)
+    code, err = run_cli(
+        [
+            "evaluate",
+            mvtec,
+            "--format",
+            "mvtec",
+            "--output",
+            tmp_path / "run",
+            "--feature-cache",
+            str(mvtec / "cache"),
+            *FAST,
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, mvtec / "cache", "inside the dataset")
     assert tree_digest(tmp_path) == before
 
@@ -182,6 +222,7 @@ def _with_params(**changes):
         params = json.loads(metadata["params"])
         params.update(changes)
         metadata["params"] = json.dumps(params)
+
     return edit
 
 
@@ -208,8 +249,10 @@ DAMAGED_MODELS = {
     "unknown border": (_with_params(border="wrap"), ["'border'", "wrap"]),
     "pretrain_dim 0": (_with_params(pretrain_dim=0), ["'pretrain_dim'"]),
     "unfold with a valid border": (_with_params(aggregation="unfold", border="valid"), ["unfold", "valid"]),
-    "NaN threshold": (lambda t, m: m.update(fitted=m["fitted"].replace('"threshold_": null', '"threshold_": NaN')),
-                      ["'threshold_'"]),
+    "NaN threshold": (
+        lambda t, m: m.update(fitted=m["fitted"].replace('"threshold_": null', '"threshold_": NaN')),
+        ["'threshold_'"],
+    ),
 }
 
 
@@ -238,10 +281,15 @@ def test_model_files_without_the_newer_parameters_still_load(saved_model, tmp_pa
 
 def test_the_estimator_checks_its_parameters_before_the_backbone_runs(no_backbone, png_writer, tmp_path):
     images = [png_writer(tmp_path / f"{i}.png", seed=i) for i in range(2)]
-    for params, word in [({"patch_size": 4}, "patch_size"), ({"batch_size": 0}, "batch_size"),
-                         ({"target_dim": 0}, "target_dim"), ({"image_size": 1}, "image_size"),
-                         ({"seed": -1}, "seed"), ({"num_neighbors": 0}, "num_neighbors"),
-                         ({"layers": ("layer2", "layer3"), "target_dim": 1}, "target_dim")]:
+    for params, word in [
+        ({"patch_size": 4}, "patch_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"target_dim": 0}, "target_dim"),
+        ({"image_size": 1}, "image_size"),
+        ({"seed": -1}, "seed"),
+        ({"num_neighbors": 0}, "num_neighbors"),
+        ({"layers": ("layer2", "layer3"), "target_dim": 1}, "target_dim"),
+    ]:
         with pytest.raises(InputError, match=word):
             PatchCore(**params).fit(images)
 
@@ -249,11 +297,14 @@ def test_the_estimator_checks_its_parameters_before_the_backbone_runs(no_backbon
 # --- 5. tracebacks where the CLI promises one line and exit status 2 --------------------------------
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG that declares ``width x height`` pixels (no pixel data needed to trip the bomb check)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -275,18 +326,31 @@ def test_unwritable_output_is_found_before_the_compute(mvtec, tmp_path, capsys, 
         locked.mkdir()
         locked.chmod(0o500)
         out = locked / "out"
-    for command in (["evaluate", mvtec, "--format", "mvtec", "--output", out, *FAST],
-                    ["fit", mvtec / "widget" / "train" / "good", "--output", out / "m.safetensors", *FAST]):
+    for command in (
+        ["evaluate", mvtec, "--format", "mvtec", "--output", out, *FAST],
+        ["fit", mvtec / "widget" / "train" / "good", "--output", out / "m.safetensors", *FAST],
+    ):
         code, err = run_cli(command, capsys)
         assert_one_line_error(code, err, out, "cannot write")
 
 
-@pytest.mark.parametrize("option", [
-    ["--image-size", "0"], ["--image-size", "-5"], ["--image-size", "0x64"], ["--image-size", "1"],
-    ["--batch-size", "0"], ["--seed", "-1"], ["--target-dim", "0"], ["--num-neighbors", "0"],
-    ["--device", "tpu"], ["--layers", "layer2", "layer3", "--target-dim", "1"], ["--pretrain-dim", "0"],
-    ["--border", "valid", "--aggregation", "unfold"],
-])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--image-size", "0"],
+        ["--image-size", "-5"],
+        ["--image-size", "0x64"],
+        ["--image-size", "1"],
+        ["--batch-size", "0"],
+        ["--seed", "-1"],
+        ["--target-dim", "0"],
+        ["--num-neighbors", "0"],
+        ["--device", "tpu"],
+        ["--layers", "layer2", "layer3", "--target-dim", "1"],
+        ["--pretrain-dim", "0"],
+        ["--border", "valid", "--aggregation", "unfold"],
+    ],
+)
 def test_bad_values_are_one_line(mvtec, tmp_path, capsys, option, no_backbone):
     code, err = run_cli(["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path / "out", *FAST, *option], capsys)
     assert_one_line_error(code, err, option[-2].lstrip("-").split("-")[0])
@@ -295,8 +359,9 @@ def test_bad_values_are_one_line(mvtec, tmp_path, capsys, option, no_backbone):
 
 def test_missing_cuda_is_one_line(mvtec, tmp_path, capsys, monkeypatch, no_backbone):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    code, err = run_cli(["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path / "out", *FAST,
-                         "--device", "cuda"], capsys)
+    code, err = run_cli(
+        ["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path / "out", *FAST, "--device", "cuda"], capsys
+    )
     assert_one_line_error(code, err, "cuda", "not available")
 
 
@@ -322,8 +387,9 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
         "runpy.run_module('patchcore_kit.cli', run_name='__main__')\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path, env=env)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+    )
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == "patchcore-kit: interrupted" and result.returncode == 130
 
@@ -331,8 +397,9 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
 # --- 6. an upper bound on work -----------------------------------------------------------------------
 def test_a_run_that_will_not_fit_in_memory_is_refused_at_once(mvtec, tmp_path, capsys, no_backbone):
     start = time.perf_counter()
-    code, err = run_cli(["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path / "out",
-                         "--image-size", "8000"], capsys)
+    code, err = run_cli(
+        ["evaluate", mvtec, "--format", "mvtec", "--output", tmp_path / "out", "--image-size", "8000"], capsys
+    )
     line = assert_one_line_error(code, err, "--image-size 8000", "--max-memory", "GiB")
     assert time.perf_counter() - start < 10, line
 

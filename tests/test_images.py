@@ -1,4 +1,5 @@
 """images.py: every way an image or mask enters the kit, and every way a file can be bad."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Each metric against an independent computation: pair counts, per-threshold loops, hand values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,6 @@ from patchcore_kit.metrics import (
     pixel_auroc,
     pro_curve,
 )
-
 
 # --- independent reference computations -------------------------------------------------------
 
@@ -350,9 +350,7 @@ def test_per_defect_pixel_metrics_use_nominal_plus_that_types_images():
     masks[3, 1, 1] = True  # the spot: scored below every nominal pixel
     maps = np.full(masks.shape, 0.5)
     maps[2, 0, 0], maps[3, 1, 1] = 1.0, 0.0
-    results = per_defect_metrics(
-        [0, 0, 1, 1], ["good", "good", "crack", "spot"], [0, 0, 1, 1], masks, maps
-    )
+    results = per_defect_metrics([0, 0, 1, 1], ["good", "good", "crack", "spot"], [0, 0, 1, 1], masks, maps)
     assert results["crack"]["pixel_auroc"] == pytest.approx(1.0)
     assert results["crack"]["aupro"] == pytest.approx(1.0)
     assert results["spot"]["pixel_auroc"] == pytest.approx(0.0)
@@ -369,9 +367,7 @@ def test_per_defect_metrics_names_bad_input():
     with pytest.raises(InputError, match="give both"):
         per_defect_metrics([0, 1], ["good", "a"], [0.1, 0.2], masks=np.zeros((2, 2, 2), bool))
     with pytest.raises(InputError, match="masks: expected one per image"):
-        per_defect_metrics(
-            [0, 1], ["good", "a"], [0.1, 0.2], np.zeros((3, 2, 2), bool), np.zeros((3, 2, 2))
-        )
+        per_defect_metrics([0, 1], ["good", "a"], [0.1, 0.2], np.zeros((3, 2, 2), bool), np.zeros((3, 2, 2)))
 
 
 def test_mask_iou_pools_the_pixels_of_all_images():

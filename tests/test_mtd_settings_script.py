@@ -1,4 +1,5 @@
 """scripts/mtd_settings.py chooses MTD settings on a development split: it must never touch the test set."""
+
 from __future__ import annotations
 
 import importlib.util

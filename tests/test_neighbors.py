@@ -1,4 +1,5 @@
 """Exact k-NN: the torch and faiss backends agree with brute force, tiles and chunks do not matter."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,10 @@ import torch
 from patchcore_kit import neighbors
 from patchcore_kit.neighbors import MemoryBankIndex, faiss_available, nearest_neighbors
 
-BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))]
+BACKENDS = [
+    "torch",
+    pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed")),
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -30,7 +34,9 @@ def random_data(n_queries=300, n_bank=700, dim=24, seed=0):
 
 def tied_data():
     """A query at the origin with bank entries at exactly equal distances, and duplicated entries."""
-    bank = torch.tensor([[3.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [1.0, 0.0]])
+    bank = torch.tensor(
+        [[3.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [1.0, 0.0]]
+    )
     queries = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 0.5], [10.0, 10.0]])
     return queries, bank
 
@@ -131,8 +137,10 @@ def test_cuda_bank_gives_the_cpu_answer():
 
 
 # --- approximate search (faiss HNSW / IVF): candidates approximate, distances exact -----------------
-APPROXIMATE = [pytest.param(s, marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))
-               for s in ("hnsw", "ivf")]
+APPROXIMATE = [
+    pytest.param(s, marks=pytest.mark.skipif(not faiss_available(), reason="faiss not installed"))
+    for s in ("hnsw", "ivf")
+]
 
 
 def clustered_data(n_queries=400, n_bank=6000, dim=32, seed=6):

@@ -6,6 +6,7 @@ demo data and the backbone features are made once and the repository's ``data/``
 The kernel is the ``python3`` kernel spec; jupyter_client starts it with the interpreter running
 these tests (``sys.executable``), i.e. the project's virtual environment.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,15 @@ def _ids(paths):
 
 def test_the_numbered_notebooks_are_all_there():
     names = [p.stem for p in NOTEBOOKS]
-    for wanted in ("00_overview", "01_feature_extraction", "02_coreset_umap", "03_sample_efficiency",
-                   "04_segmentation_gallery", "05_decisions", "06_your_own_images"):
+    for wanted in (
+        "00_overview",
+        "01_feature_extraction",
+        "02_coreset_umap",
+        "03_sample_efficiency",
+        "04_segmentation_gallery",
+        "05_decisions",
+        "06_your_own_images",
+    ):
         assert wanted in names
     scripts = {p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.py")}
     assert scripts == set(names), "every notebook has a jupytext .py twin and vice versa"
@@ -69,8 +77,11 @@ def test_notebook_reads_the_fast_switch_in_a_parameters_cell(path):
     assert first_code is parameters[0], f"{path.name}: the parameters cell comes first"
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem in WITH_EXERCISES],
-                         ids=_ids([p for p in NOTEBOOKS if p.stem in WITH_EXERCISES]))
+@pytest.mark.parametrize(
+    "path",
+    [p for p in NOTEBOOKS if p.stem in WITH_EXERCISES],
+    ids=_ids([p for p in NOTEBOOKS if p.stem in WITH_EXERCISES]),
+)
 def test_notebook_has_three_exercises_with_checkers_and_hidden_solutions(path):
     notebook = nbformat.read(path, as_version=4)
     code = [c for c in notebook.cells if c.cell_type == "code"]
@@ -104,8 +115,9 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(path, notebook_data, monkeypat
     for name in ("PATCHCORE_KIT_DATASET", "PATCHCORE_KIT_FORMAT", "PATCHCORE_KIT_CATEGORY"):
         monkeypatch.delenv(name, raising=False)  # the demo data, whatever the developer's shell says
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client = NotebookClient(
+        notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
+    )
     client.execute()  # raises CellExecutionError (with the traceback) when a cell or an assert fails
 
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]

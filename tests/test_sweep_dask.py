@@ -1,4 +1,5 @@
 """The sweep on Dask: a 2-worker LocalCluster gives the serial sweep's rows, resumes, and shuts down clean."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -13,8 +14,14 @@ from patchcore_kit.experiments import sweep as sweep_module
 
 SIZE = 32
 # SPADE with its shared pair table (one task per seed on Dask), PatchCore and PaDiM one task per cell
-GRID = dict(shots=(1, 2, "all"), methods=("patchcore", "padim", "spade"), seeds=(0, 1), image_size=SIZE,
-            progress=False, padim={"n_features": 16})
+GRID = dict(
+    shots=(1, 2, "all"),
+    methods=("patchcore", "padim", "spade"),
+    seeds=(0, 1),
+    image_size=SIZE,
+    progress=False,
+    padim={"n_features": 16},
+)
 KEYS = ["method", "shots", "seed"]
 TIMINGS = ["fit_s", "infer_s"]
 
@@ -48,8 +55,9 @@ def test_dask_sweep_equals_the_serial_sweep_row_by_row(split, tmp_path):
     cache = tmp_path / "cache"
     serial = sample_efficiency(split, cache_dir=cache, results_path=tmp_path / "serial.csv", **GRID)
     before = children()
-    dask = sample_efficiency(split, cache_dir=cache, results_path=tmp_path / "dask.csv", scheduler="processes",
-                             workers=2, **GRID)
+    dask = sample_efficiency(
+        split, cache_dir=cache, results_path=tmp_path / "dask.csv", scheduler="processes", workers=2, **GRID
+    )
     assert children() <= before  # the LocalCluster's worker processes are gone
     assert len(serial) == 3 * 3 * 2
     # Every metric digit: the CSV holds each float's repr, compared exactly.

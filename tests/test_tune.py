@@ -1,4 +1,5 @@
 """patchcore-kit tune: grouped folds, validation anomalies, grids, the loop, settings.json round trips."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ TINY = {"layers": [["layer3"]], "patch_size": [1, 3], "image_size": [64], "fixed
 
 def _tiled_split(n_groups: int = 9, per_group: int = 3) -> Split:
     """A pool of MTD-like objects photographed several times, plus a test set (no files needed)."""
-    pool = [Sample(Path(f"pool/t{g}_{i}.png"), 0, "good", None, f"t{g}") for g in range(n_groups) for i in range(per_group)]
+    pool = [
+        Sample(Path(f"pool/t{g}_{i}.png"), 0, "good", None, f"t{g}") for g in range(n_groups) for i in range(per_group)
+    ]
     test = [Sample(Path(f"test/n{g}.png"), 0, "good", None, f"n{g}") for g in range(3)]
     test += [Sample(Path(f"test/{d}{g}.png"), 1, d, None, f"{d}{g}") for d in ("crack", "hole") for g in range(4)]
     return Split("tiles", pool, test, has_masks=False)
@@ -113,8 +116,12 @@ def test_synthetic_anomalies_are_seeded_and_their_masks_match_their_pastes(make_
 def test_grid_checks_name_the_problem(tmp_path):
     candidates, fixed = load_grid(None)
     assert len(candidates) == 4 * 3 * 2 and fixed["coreset_ratio"] == 0.1
-    assert {c["layers"] for c in candidates} == {("layer2", "layer3"), ("layer3",), ("layer3", "layer4"),
-                                                 ("layer2", "layer3", "layer4")}
+    assert {c["layers"] for c in candidates} == {
+        ("layer2", "layer3"),
+        ("layer3",),
+        ("layer3", "layer4"),
+        ("layer2", "layer3", "layer4"),
+    }
     bad = tmp_path / "grid.yaml"
     for text, message in [
         ("layers: [[layer3, layer5]]\n", "unknown stage 'layer5'"),
@@ -130,8 +137,15 @@ def test_grid_checks_name_the_problem(tmp_path):
             load_grid(bad)
         assert str(error.value).startswith(str(bad))
     good = tmp_path / "grid.json"
-    good.write_text(json.dumps({"layers": [["layer4", "layer3"]], "patch_size": [1, 1],
-                                "candidates": [{"layers": ["layer2"], "image_size": 96}]}))
+    good.write_text(
+        json.dumps(
+            {
+                "layers": [["layer4", "layer3"]],
+                "patch_size": [1, 1],
+                "candidates": [{"layers": ["layer2"], "image_size": 96}],
+            }
+        )
+    )
     candidates, _ = load_grid(good)
     assert [c["layers"] for c in candidates] == [("layer3", "layer4"), ("layer2",)]  # duplicates dropped, order kept
 
@@ -168,8 +182,9 @@ def test_tune_scores_every_candidate_writes_settings_and_resumes(make_mvtec, tmp
     settings = tune(root, "mvtec", "widget", output=out, grid=TINY, folds=3, validation="real", progress=False)
     assert seen and not set(seen) & test_nominals  # the test split's nominal images are never read
     rows = _read_csv(out / "candidates.csv")
-    assert [r["setting"] for r in rows] == sorted([r["setting"] for r in rows], key=lambda n: -float(
-        next(x["image_auroc"] for x in rows if x["setting"] == n)))  # best first
+    assert [r["setting"] for r in rows] == sorted(
+        [r["setting"] for r in rows], key=lambda n: -float(next(x["image_auroc"] for x in rows if x["setting"] == n))
+    )  # best first
     assert {r["setting"] for r in rows} == {"layer3, 64 px, p=1", "layer3, 64 px, p=3"}
     for row in rows:
         folds = [float(row[f"fold{k}"]) for k in range(3)]
@@ -198,14 +213,44 @@ def test_tune_scores_every_candidate_writes_settings_and_resumes(make_mvtec, tmp
 
     # ... and into evaluate (explicit options win), which reports the figure on what the tune never saw
     report = tmp_path / "eval"
-    assert main(["evaluate", str(root), "--format", "mvtec", "--settings", str(out / "settings.json"), "--shots", "6",
-                 "--output", str(report)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(root),
+                "--format",
+                "mvtec",
+                "--settings",
+                str(out / "settings.json"),
+                "--shots",
+                "6",
+                "--output",
+                str(report),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["layers"] == ["layer3"] and metrics["image_size"] == 64
     assert metrics["patch_size"] == params["patch_size"] and metrics["coreset_ratio"] == 0.5
     assert metrics["held_out"]["n_nominal"] == 3 and metrics["held_out"]["n_defective"] == 4
-    assert main(["evaluate", str(root), "--format", "mvtec", "--settings", str(out / "settings.json"),
-                 "--patch-size", "5", "--output", str(report)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(root),
+                "--format",
+                "mvtec",
+                "--settings",
+                str(out / "settings.json"),
+                "--patch-size",
+                "5",
+                "--output",
+                str(report),
+            ]
+        )
+        == 0
+    )
     assert json.loads((report / "metrics.json").read_text())["patch_size"] == 5
 
 
@@ -213,16 +258,47 @@ def test_synthetic_tune_needs_no_defective_image_and_fit_takes_its_settings(make
     root = make_mvtec(n_train=9, test={"good": 2}, size=(48, 48))  # no defective image at all
     with pytest.raises(InputError, match="no defective images.*--validation synthetic"):
         tune(root, "mvtec", "widget", output=tmp_path / "real", grid=TINY, folds=3, validation="real", progress=False)
-    assert main(["tune", str(root), "--format", "mvtec", "--validation", "synthetic", "--folds", "3", "--jobs", "2",
-                 "--grid", _grid_file(tmp_path), "--output", str(tmp_path / "syn")]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                str(root),
+                "--format",
+                "mvtec",
+                "--validation",
+                "synthetic",
+                "--folds",
+                "3",
+                "--jobs",
+                "2",
+                "--grid",
+                _grid_file(tmp_path),
+                "--output",
+                str(tmp_path / "syn"),
+            ]
+        )
+        == 0
+    )
     settings = json.loads((tmp_path / "syn" / "settings.json").read_text())
     assert settings["defective_used"] == [] and settings["protocol"]["validation"] == "synthetic"
     rows = _read_csv(tmp_path / "syn" / "candidates.csv")
-    assert {k.removeprefix("image_auroc_") for k in rows[0] if k.startswith("image_auroc_") and k != "image_auroc_sd"} \
-        <= set(DEFECT_TYPES)
+    assert {
+        k.removeprefix("image_auroc_") for k in rows[0] if k.startswith("image_auroc_") and k != "image_auroc_sd"
+    } <= set(DEFECT_TYPES)
     model_file = tmp_path / "model.safetensors"
-    assert main(["fit", str(root / "widget" / "train" / "good"), "--settings", str(tmp_path / "syn" / "settings.json"),
-                 "--output", str(model_file)]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(root / "widget" / "train" / "good"),
+                "--settings",
+                str(tmp_path / "syn" / "settings.json"),
+                "--output",
+                str(model_file),
+            ]
+        )
+        == 0
+    )
     loaded = PatchCore.load(model_file)
     assert loaded.layers == ("layer3",) and loaded.patch_size == settings["params"]["patch_size"]
 
@@ -242,6 +318,19 @@ def test_cli_tune_bad_input_is_one_line(make_mvtec, tmp_path, capsys):
     assert err.count("\n") == 0 and "unknown stage 'layer9'" in err
     assert main(["tune", str(root), "--format", "mvtec", "--output", str(tmp_path / "o")]) == 2
     assert "4 nominal training images in the training pool, too few for 5 folds" in capsys.readouterr().err
-    assert main(["evaluate", str(root), "--format", "mvtec", "--settings", str(tmp_path / "none.json"),
-                 "--output", str(tmp_path / "e")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                str(root),
+                "--format",
+                "mvtec",
+                "--settings",
+                str(tmp_path / "none.json"),
+                "--output",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 2
+    )
     assert "no such settings file" in capsys.readouterr().err

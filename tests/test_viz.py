@@ -1,4 +1,5 @@
 """The report's figure functions: pure array helpers compute the right pixels, plots return Figures."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -155,8 +156,13 @@ def test_metrics_table_figure_tints_scores():
 
 
 def test_shots_curve_has_one_line_per_category():
-    table = pd.DataFrame({"shots": [1, 5, 40] * 2, "image_auroc": [0.7, 0.9, 1.0, 0.6, 0.8, 0.95],
-                          "category": ["brick"] * 3 + ["grass"] * 3})
+    table = pd.DataFrame(
+        {
+            "shots": [1, 5, 40] * 2,
+            "image_auroc": [0.7, 0.9, 1.0, 0.6, 0.8, 0.95],
+            "category": ["brick"] * 3 + ["grass"] * 3,
+        }
+    )
     figure = plot_shots_curve(table)
     ax = figure.axes[0]
     assert len(figure.axes) == 1 and ax.get_xscale() == "log"

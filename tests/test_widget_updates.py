@@ -5,6 +5,7 @@ search or a fit; and what it shows equals a fresh computation — the figure upd
 the arrays, colours and titles of a gallery built from scratch, and the metrics table the
 numbers measured from scratch. (How fast it is, is measured by benchmarks/bench_widgets.py.)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,11 +24,19 @@ from patchcore_kit.widgets import GalleryFigure, GalleryState, gallery_explorer,
 
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
-    root = build_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", categories=("gravel",), n_train=4,
-                              n_test_good=2, n_test_per_defect=1, image_size=64, progress=False)
+    root = build_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "demo",
+        categories=("gravel",),
+        n_train=4,
+        n_test_good=2,
+        n_test_per_defect=1,
+        image_size=64,
+        progress=False,
+    )
     split = load_dataset(root, "mvtec", "gravel")
-    return GalleryState(split, image_size=64, feature_cache=str(tmp_path_factory.mktemp("features")),
-                        calibrate=True).warm([0.5], [1, 3])
+    return GalleryState(
+        split, image_size=64, feature_cache=str(tmp_path_factory.mktemp("features")), calibrate=True
+    ).warm([0.5], [1, 3])
 
 
 @pytest.fixture
@@ -39,6 +48,7 @@ def no_new_work(monkeypatch):
         def called(*args, **kwargs):
             calls.append(name)
             raise AssertionError(f"{name} was called")
+
         return called
 
     monkeypatch.setattr(FeatureExtractor, "_compute", spy("backbone"))
@@ -76,8 +86,14 @@ def test_no_refit_controls_update_the_same_figure_and_show_what_a_fresh_gallery_
     view = GalleryFigure(state, max_images=2)
     values = {"defect_type": defects[0], "threshold": 1.0, "coreset_ratio": 0.5, "num_neighbors": 3, "cmap": "inferno"}
     figure = view.render(**values)
-    for change in ({"num_neighbors": 1}, {"threshold": 0.4}, {"cmap": "jet"}, {"defect_type": defects[1]},
-                   {"threshold": 1.7, "cmap": "gray", "num_neighbors": 3}, {"defect_type": defects[-1]}):
+    for change in (
+        {"num_neighbors": 1},
+        {"threshold": 0.4},
+        {"cmap": "jet"},
+        {"defect_type": defects[1]},
+        {"threshold": 1.7, "cmap": "gray", "num_neighbors": 3},
+        {"defect_type": defects[-1]},
+    ):
         values.update(change)
         assert view.render(**values) is figure, change  # updated in place
         assert_same_picture(figure, render_gallery(state, max_images=2, **values))
@@ -96,8 +112,12 @@ def test_the_explorer_answers_b_threshold_colour_map_and_defect_type_without_new
     controls = {c.description.split(" (")[0]: c for row in box.children[:-2] for c in row.children}
     picture, table = box.children[-2], box.children[-1]
     seen = {bytes(picture.value)}
-    for name, value in (("neighbours b", 1), ("threshold", 0.5), ("colour map", "gray"),
-                        ("defect type", controls["defect type"].options[1])):
+    for name, value in (
+        ("neighbours b", 1),
+        ("threshold", 0.5),
+        ("colour map", "gray"),
+        ("defect type", controls["defect type"].options[1]),
+    ):
         controls[name].value = value
         seen.add(bytes(picture.value))
     assert len(seen) == 5  # every change drew something new
@@ -111,7 +131,11 @@ def test_stored_metrics_equal_metrics_measured_from_scratch(state):
         table = gallery_metrics(state, coreset_ratio=0.5, num_neighbors=b, threshold=threshold)
         scores, maps = state.result(0.5, b)
         fresh = pd.DataFrame(per_defect_metrics(state.labels, state.defect_types, scores, state.masks, maps)).T
-        for column, name in (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO (FPR ≤ 0.3)")):
+        for column, name in (
+            ("image_auroc", "image AUROC"),
+            ("pixel_auroc", "pixel AUROC"),
+            ("aupro", "AUPRO (FPR ≤ 0.3)"),
+        ):
             np.testing.assert_allclose(table[name].to_numpy(), fresh[column].astype(float).round(3).to_numpy())
         predicted = maps / state.model(0.5).pixel_threshold_ > threshold
         iou = [mask_iou(state.masks[state.defect_types == d], predicted[state.defect_types == d]) for d in table.index]

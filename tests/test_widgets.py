@@ -3,6 +3,7 @@
 UMAP itself is exercised by notebook 02 (tests/test_notebooks.py); here it is replaced by a
 stand-in so these tests take seconds, not numba's compile time.
 """
+
 from __future__ import annotations
 
 import sys
@@ -56,8 +57,15 @@ def fake_umap(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory):
-    root = build_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", categories=("gravel",), n_train=4,
-                              n_test_good=2, n_test_per_defect=1, image_size=64, progress=False)
+    root = build_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "demo",
+        categories=("gravel",),
+        n_train=4,
+        n_test_good=2,
+        n_test_per_defect=1,
+        image_size=64,
+        progress=False,
+    )
     return load_dataset(root, "mvtec", "gravel")
 
 
@@ -92,8 +100,7 @@ def test_umap_embedding_is_cached_by_data_and_settings(tmp_path, fake_umap):
 def coreset(fake_umap, tmp_path):
     features = torch.randn(2 * 6 * 6, 16, generator=torch.Generator().manual_seed(0))
     images = np.zeros((2, 48, 48, 3), dtype=np.uint8)
-    return coreset_state(features, (6, 6), images, max_ratio=0.5, n_shown=50, projection_dim=None,
-                         cache_dir=tmp_path)
+    return coreset_state(features, (6, 6), images, max_ratio=0.5, n_shown=50, projection_dim=None, cache_dir=tmp_path)
 
 
 def test_coreset_state_holds_greedy_prefixes(coreset):
@@ -106,7 +113,9 @@ def test_coreset_state_holds_greedy_prefixes(coreset):
     # every pick is embedded, plus a uniform sample of the whole bank, each patch once
     assert set(coreset.order) <= set(coreset.shown) and len(set(coreset.shown)) == len(coreset.shown)
     assert coreset.in_sample.sum() == 50 and coreset.embedding.shape == (len(coreset.shown), 2)
-    assert (coreset.in_sample | np.isin(coreset.shown, coreset.order) | np.isin(coreset.shown, coreset.random_order)).all()
+    assert (
+        coreset.in_sample | np.isin(coreset.shown, coreset.order) | np.isin(coreset.shown, coreset.random_order)
+    ).all()
     with pytest.raises(ValueError, match="max_ratio"):
         coreset.coreset(0.9)
 
@@ -151,8 +160,9 @@ def test_the_coreset_explorer_builds_another_bank_only_when_chosen(coreset, fake
     def other():
         calls.append(1)
         features = torch.randn(2 * 6 * 6, 16, generator=torch.Generator().manual_seed(1))
-        return coreset_state(features, (6, 6), coreset.images, max_ratio=0.5, n_shown=50, projection_dim=None,
-                             cache_dir=tmp_path)
+        return coreset_state(
+            features, (6, 6), coreset.images, max_ratio=0.5, n_shown=50, projection_dim=None, cache_dir=tmp_path
+        )
 
     box = coreset_explorer(coreset, ratios=(0.05, 0.2, 0.5), variants={"default": coreset, "other": other})
     bank = [c for row in box.children[:-1] for c in row.children if c.description == "bank"][0]
@@ -225,8 +235,13 @@ def test_gallery_explorer_follows_every_control(gallery):
     box = gallery_explorer(gallery, ratios=(0.25, 0.5), num_neighbors=(1, 3))
     controls = [c for row in box.children[:-2] for c in row.children]
     picture, table = box.children[-2], box.children[-1]
-    assert [c.description for c in controls] == ["defect type", "threshold", "colour map", "coreset ratio",
-                                                 "neighbours b"]
+    assert [c.description for c in controls] == [
+        "defect type",
+        "threshold",
+        "colour map",
+        "coreset ratio",
+        "neighbours b",
+    ]
     seen = {bytes(picture.value)}
     defect, threshold, cmap, ratio, _ = controls
     threshold.value = 0.2
@@ -246,9 +261,16 @@ def sweep_table(offset: float = 0.0) -> pd.DataFrame:
     for method, base in (("patchcore", 0.8), ("padim", 0.7), ("spade", 0.6)):
         for shots in (1, 2, 5):
             for seed in (0, 1):
-                rows.append({"method": method, "shots": shots, "seed": seed,
-                             "image_auroc": base + offset + 0.02 * shots + 0.01 * seed, "pixel_auroc": base,
-                             "aupro": None})
+                rows.append(
+                    {
+                        "method": method,
+                        "shots": shots,
+                        "seed": seed,
+                        "image_auroc": base + offset + 0.02 * shots + 0.01 * seed,
+                        "pixel_auroc": base,
+                        "aupro": None,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -318,7 +340,9 @@ def test_patch_pca_figure_colours_each_group():
 
 
 def test_the_gallery_explorer_offers_patch_size_and_refits_from_the_cache(gallery):
-    box = gallery_explorer(gallery, ratios=(0.5,), num_neighbors=(1,), patch_sizes=(1, 3), aggregations=("mean", "unfold"))
+    box = gallery_explorer(
+        gallery, ratios=(0.5,), num_neighbors=(1,), patch_sizes=(1, 3), aggregations=("mean", "unfold")
+    )
     controls = {c.description: c for row in box.children[:-2] for c in row.children}
     assert {"patch size p", "aggregation"} <= set(controls)
     picture = box.children[-2]
@@ -346,5 +370,7 @@ def test_decision_state_thresholds_come_from_calibration_scores_only(tiny_split,
     box = errors_explorer(state, budgets=(0.0, 0.5))
     assert "threshold" in box.children[-1].value  # the counts table below the picture
     with pytest.raises(ValueError, match="calibrate=True"):
-        DecisionState.from_model(PatchCore(image_size=64, calibrate=False, feature_cache=str(tmp_path))
-                                 .fit(tiny_split.train_paths), tiny_split)
+        DecisionState.from_model(
+            PatchCore(image_size=64, calibrate=False, feature_cache=str(tmp_path)).fit(tiny_split.train_paths),
+            tiny_split,
+        )

@@ -30,6 +30,7 @@ PatchCore adds. ``layers=PatchCore's layers, global_layer=None`` (global = deepe
 Modules: :mod:`.common` (aligned and global features, the exact block-wise nearest-neighbour
 kernels), :mod:`.padim`, :mod:`.spade` (SPADE and 1-NN); everything is importable from here.
 """
+
 from __future__ import annotations
 
 from .common import (
@@ -54,8 +55,25 @@ from .padim import (
 from .spade import PIXEL_MATCHING, SPADE, SPADE_GLOBAL_LAYER, SPADE_LAYERS, NearestImage, spade_image_scores
 
 __all__ = [
-    "PaDiM", "SPADE", "NearestImage", "PADIM_LAYERS", "PADIM_SHARE", "SPADE_LAYERS", "SPADE_GLOBAL_LAYER",
-    "SPADE_CHUNK_BYTES", "aligned_features", "global_features", "positions_last", "random_channels",
-    "gaussian_from_sums", "outer_products", "mahalanobis", "padim_feature_count", "knn_distance",
-    "nearest_in_each_image", "nearest_images", "spade_image_scores", "PIXEL_MATCHING",
+    "PaDiM",
+    "SPADE",
+    "NearestImage",
+    "PADIM_LAYERS",
+    "PADIM_SHARE",
+    "SPADE_LAYERS",
+    "SPADE_GLOBAL_LAYER",
+    "SPADE_CHUNK_BYTES",
+    "aligned_features",
+    "global_features",
+    "positions_last",
+    "random_channels",
+    "gaussian_from_sums",
+    "outer_products",
+    "mahalanobis",
+    "padim_feature_count",
+    "knn_distance",
+    "nearest_in_each_image",
+    "nearest_images",
+    "spade_image_scores",
+    "PIXEL_MATCHING",
 ]

@@ -1,9 +1,10 @@
 """Kernels PaDiM, SPADE and 1-NN share: aligned pixel features, pooled global features, and the
 exact, block-wise nearest-neighbour searches SPADE's maps are made of.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -13,6 +14,7 @@ from ..features import patch_embeddings
 #: Bound on the distance block SPADE's pixel search holds at once (bytes): the search is chunked,
 #: and exact, whatever the gallery's size.
 SPADE_CHUNK_BYTES = 512 * 2**20
+
 
 def aligned_features(layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:
     """Layer maps resized to the first layer's grid and concatenated: ``(B, C, h, w)``.
@@ -68,7 +70,9 @@ def knn_distance(
 
 
 def nearest_in_each_image(
-    queries: torch.Tensor, train_positions: torch.Tensor, index: Sequence[int] | torch.Tensor | None = None,
+    queries: torch.Tensor,
+    train_positions: torch.Tensor,
+    index: Sequence[int] | torch.Tensor | None = None,
     max_bytes: int = SPADE_CHUNK_BYTES,
 ) -> torch.Tensor:
     """Distance of every query position to the nearest position of each training image.
@@ -95,12 +99,16 @@ def nearest_in_each_image(
         gallery_norms = (gallery * gallery).sum(1)
         for row in range(0, len(flat), rows):
             partial = torch.addmm(gallery_norms, flat[row : row + rows], gallery.T, beta=1, alpha=-2)
-            out[row : row + rows, first : first + len(chosen)] = partial.view(-1, len(chosen), p_train).min(dim=2).values
+            out[row : row + rows, first : first + len(chosen)] = (
+                partial.view(-1, len(chosen), p_train).min(dim=2).values
+            )
     out = (out + query_norms).clamp_min_(0.0).sqrt_()
     return out.view(b, p, len(index)).permute(0, 2, 1)
 
 
-def nearest_images(test_global: torch.Tensor, train_global: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_images(
+    test_global: torch.Tensor, train_global: torch.Tensor, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances ``(B, K)`` and indices ``(B, K)`` of the ``K = min(top_k, N)`` nearest training images."""
     # Without the matrix-product shortcut cdist takes for larger inputs, each distance is the same
     # whatever else is in the batch: the chosen images never depend on how the test set is batched.

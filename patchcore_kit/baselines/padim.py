@@ -1,8 +1,9 @@
 """PaDiM (Defard et al., 2020): one Gaussian per grid position, scored by Mahalanobis distance."""
+
 from __future__ import annotations
 
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +28,6 @@ def random_channels(n_channels: int, n_features: int | None, seed: int) -> torch
     return torch.randperm(n_channels, generator=generator)[:n_features].sort().values
 
 
-
 def gaussian_from_sums(
     total: torch.Tensor, outer: torch.Tensor, n: int, epsilon: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,12 +49,10 @@ def gaussian_from_sums(
     return mean, covariance.contiguous()  # one d×d block after another: what LAPACK is fast on
 
 
-
 def outer_products(x: torch.Tensor) -> torch.Tensor:
     """``Σ_b x_b x_bᵀ`` per position: ``(B, P, d)`` -> ``(P, d, d)``, contiguous."""
     per_position = x.transpose(0, 1)  # (P, B, d)
     return per_position.mT @ per_position
-
 
 
 def mahalanobis(x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
@@ -62,7 +60,6 @@ def mahalanobis(x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) ->
     delta = (x - mean).transpose(0, 1)  # (P, B, d): one small matrix product per position
     squared = (torch.bmm(delta, precision) * delta).sum(-1).T
     return squared.clamp_min(0.0).sqrt()
-
 
 
 def padim_feature_count(n_channels: int, n_features: int | str | None = "auto") -> int:
@@ -81,7 +78,6 @@ def padim_feature_count(n_channels: int, n_features: int | str | None = "auto") 
             raise ValueError(f"n_features must be an int, None or 'auto', got {n_features!r}")
         return max(1, round(n_channels * PADIM_SHARE[0] / PADIM_SHARE[1]))
     return min(int(n_features), n_channels)
-
 
 
 class PaDiM(AnomalyEstimator):
@@ -113,9 +109,15 @@ class PaDiM(AnomalyEstimator):
         n_features: int | str | None = "auto",
         epsilon: float = 0.01,
         *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
-        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
-        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
-        feature_cache: str | None = None, progress: bool = False,
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
+        weights: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 8,
+        seed: int = 0,
+        threshold_quantile: float = 0.99,
+        calibrate: bool = True,
+        feature_cache: str | None = None,
+        progress: bool = False,
     ):
         self._store(locals())
 
@@ -129,7 +131,9 @@ class PaDiM(AnomalyEstimator):
         for layer_maps in batches:
             if total is None:  # the first batch tells the channel count and the grid
                 n_channels = sum(m.shape[1] for m in layer_maps)
-                self.channel_index_ = random_channels(n_channels, padim_feature_count(n_channels, self.n_features), self.seed)
+                self.channel_index_ = random_channels(
+                    n_channels, padim_feature_count(n_channels, self.n_features), self.seed
+                )
                 self.feature_shape_ = tuple(layer_maps[0].shape[-2:])
             x = self.embed(layer_maps)
             if total is None:

@@ -1,8 +1,9 @@
 """The methods that keep every training image: SPADE (Cohen & Hoshen, 2020) and 1-NN."""
+
 from __future__ import annotations
 
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -47,14 +48,17 @@ def average_layer_grids(minima: torch.Tensor, shapes: Sequence[tuple[int, int]])
     (bilinear) to the first layer's and the layers averaged. One layer: just the reshape."""
     parts = minima.split([h * w for h, w in shapes], dim=1)
     grids = [
-        part.reshape(-1, h, w) if (h, w) == tuple(shapes[0])
+        part.reshape(-1, h, w)
+        if (h, w) == tuple(shapes[0])
         else F.interpolate(part.reshape(-1, 1, h, w), size=tuple(shapes[0]), mode="bilinear", align_corners=False)[:, 0]
         for part, (h, w) in zip(parts, shapes)
     ]
     return grids[0] if len(grids) == 1 else torch.stack(grids).mean(dim=0)
 
 
-def spade_image_scores(test_global: torch.Tensor, train_global: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def spade_image_scores(
+    test_global: torch.Tensor, train_global: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SPADE's first stage: mean distance of each test image ``(B, D)`` to its ``k`` nearest training images.
 
     Returns the image scores ``(B,)`` and the indices ``(B, k)`` of those training images, nearest
@@ -62,7 +66,6 @@ def spade_image_scores(test_global: torch.Tensor, train_global: torch.Tensor, k:
     """
     nearest_d, nearest_i = nearest_images(test_global, train_global, k)
     return nearest_d.mean(dim=1), nearest_i
-
 
 
 class _ImageMemory(AnomalyEstimator):
@@ -112,8 +115,10 @@ class _ImageMemory(AnomalyEstimator):
         for i in range(n):
             others = torch.arange(n) != i
             score, grid = self._score_against(
-                self.train_global_[i : i + 1], take_images(self.train_positions_, slice(i, i + 1)),
-                self.train_global_[others], take_images(self.train_positions_, others),
+                self.train_global_[i : i + 1],
+                take_images(self.train_positions_, slice(i, i + 1)),
+                self.train_global_[others],
+                take_images(self.train_positions_, others),
             )
             scores.append(float(score[0]))
             maxima.append(upsample_and_smooth(grid.reshape(1, *self.feature_shape_), self.image_size)[0].max())
@@ -168,9 +173,15 @@ class SPADE(_ImageMemory):
         k: int = 1,
         pixel_matching: str = "aligned",
         *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
-        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
-        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
-        feature_cache: str | None = None, progress: bool = False,
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
+        weights: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 8,
+        seed: int = 0,
+        threshold_quantile: float = 0.99,
+        calibrate: bool = True,
+        feature_cache: str | None = None,
+        progress: bool = False,
     ):
         self._store(locals())
 
@@ -181,8 +192,11 @@ class SPADE(_ImageMemory):
             return super().features(layer_maps)
         by_name = dict(zip(self._extract_layers(), layer_maps))
         pixel = [by_name[layer] for layer in self.layers]
-        pooled = (global_features(pixel, self.layers) if self.global_layer is None
-                  else by_name[self.global_layer].float().mean(dim=(2, 3)))
+        pooled = (
+            global_features(pixel, self.layers)
+            if self.global_layer is None
+            else by_name[self.global_layer].float().mean(dim=(2, 3))
+        )
         return pooled, tuple(positions_last(m.float()) for m in pixel)
 
     def pair_minima(self, test_positions, train_positions, index=None) -> torch.Tensor:
@@ -210,10 +224,16 @@ class SPADE(_ImageMemory):
             else:
                 per_layer = [positions] if isinstance(positions, torch.Tensor) else positions
                 galleries = [train_positions] if isinstance(train_positions, torch.Tensor) else train_positions
-                distances.append(torch.cat([
-                    knn_distance(query[0], gallery[chosen].reshape(-1, gallery.shape[-1]), self.k)  # K*h*w positions
-                    for query, gallery in zip(per_layer, galleries)
-                ]))
+                distances.append(
+                    torch.cat(
+                        [
+                            knn_distance(
+                                query[0], gallery[chosen].reshape(-1, gallery.shape[-1]), self.k
+                            )  # K*h*w positions
+                            for query, gallery in zip(per_layer, galleries)
+                        ]
+                    )
+                )
         grids = self.grid_from_minima(torch.stack(distances), self.pixel_shapes_)
         return image_scores, grids.flatten(1)
 
@@ -235,9 +255,15 @@ class NearestImage(_ImageMemory):
         layers: Sequence[str] = SPADE_LAYERS,
         global_layer: str | None = SPADE_GLOBAL_LAYER,
         *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
-        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, weights: str | None = None, device: str = "cpu",
-        batch_size: int = 8, seed: int = 0, threshold_quantile: float = 0.99, calibrate: bool = True,
-        feature_cache: str | None = None, progress: bool = False,
+        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
+        weights: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 8,
+        seed: int = 0,
+        threshold_quantile: float = 0.99,
+        calibrate: bool = True,
+        feature_cache: str | None = None,
+        progress: bool = False,
     ):
         self._store(locals())
 

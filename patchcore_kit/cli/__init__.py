@@ -23,6 +23,7 @@ Modules: ``options`` (what commands share; the estimator options made from Patch
 and their rules), ``evaluate``, ``model`` (fit, predict), ``study`` (sweep, tune), ``data`` (demo,
 download); this one builds the parser and runs a command.
 """
+
 from __future__ import annotations
 
 # Only the standard library and the light modules here: torch loads inside main(), where Ctrl-C
@@ -66,33 +67,58 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="fit on a dataset's training pool and evaluate its test set")
     dataset_options(evaluate)
     model_options(evaluate)
-    evaluate.add_argument("--shots", type=cli_type("shots"), default=None, help="train on N images drawn (seeded) from the pool")
+    evaluate.add_argument(
+        "--shots", type=cli_type("shots"), default=None, help="train on N images drawn (seeded) from the pool"
+    )
     evaluate.add_argument("--output", type=Path, required=True)
     evaluate.set_defaults(run=cmd_evaluate)
 
     sweep = commands.add_parser("sweep", help="sample-efficiency sweep: AUROC against number of training images")
     dataset_options(sweep)
-    sweep.add_argument("--shots", type=shots_or_all, nargs="+", default=[1, 2, 5, 10, 16, 20, 50],
-                       help="training images per fit; 'all' = the whole training pool (e.g. 1 2 5 all)")
+    sweep.add_argument(
+        "--shots",
+        type=shots_or_all,
+        nargs="+",
+        default=[1, 2, 5, 10, 16, 20, 50],
+        help="training images per fit; 'all' = the whole training pool (e.g. 1 2 5 all)",
+    )
     sweep.add_argument("--methods", nargs="+", default=["patchcore", "padim", "spade"])
     sweep.add_argument("--seeds", type=cli_type("seed"), nargs="+", default=[0, 1, 2])
     add_model_options(sweep.add_argument_group("every method (one feature cache for all)"), SWEEP_WIDE)
     add_model_options(sweep.add_argument_group("PatchCore (kit defaults when not given)"), SWEEP_PATCHCORE)
-    sweep.add_argument("--baseline-stages", choices=("paper", "shared"), default="paper",
-                       help="paper: PaDiM layer1+2+3, SPADE layer1+2+3 + pooled layer4; "
-                            "shared: all methods on PatchCore's --layers (the kit's earlier sweep)")
-    sweep.add_argument("--spade-table-gb", type=float, default=4.0,
-                       help="memory SPADE's shared pair table may take (0: score SPADE row by row)")
-    sweep.add_argument("--scheduler", default="serial", metavar="{serial,processes,ADDRESS}",
-                       help="where the cells run: serial (here), processes (a Dask LocalCluster) or a Dask "
-                            "scheduler's address (tcp://host:8786) or scheduler file; a cluster needs "
-                            "--feature-cache and the data on storage every worker reads")
-    sweep.add_argument("--workers", type=int, default=None, help="--scheduler processes: worker processes "
-                       "(default: one per core)")
-    sweep.add_argument("--settings", nargs="+", default=None, metavar="[METHOD=]FILE",
-                       help="settings.json files written by 'patchcore-kit tune' (one per method, e.g. "
-                            "patchcore=A.json padim=B.json spade=C.json): each method runs at its own setting; "
-                            "PatchCore's fill the options above (explicit options win)")
+    sweep.add_argument(
+        "--baseline-stages",
+        choices=("paper", "shared"),
+        default="paper",
+        help="paper: PaDiM layer1+2+3, SPADE layer1+2+3 + pooled layer4; "
+        "shared: all methods on PatchCore's --layers (the kit's earlier sweep)",
+    )
+    sweep.add_argument(
+        "--spade-table-gb",
+        type=float,
+        default=4.0,
+        help="memory SPADE's shared pair table may take (0: score SPADE row by row)",
+    )
+    sweep.add_argument(
+        "--scheduler",
+        default="serial",
+        metavar="{serial,processes,ADDRESS}",
+        help="where the cells run: serial (here), processes (a Dask LocalCluster) or a Dask "
+        "scheduler's address (tcp://host:8786) or scheduler file; a cluster needs "
+        "--feature-cache and the data on storage every worker reads",
+    )
+    sweep.add_argument(
+        "--workers", type=int, default=None, help="--scheduler processes: worker processes (default: one per core)"
+    )
+    sweep.add_argument(
+        "--settings",
+        nargs="+",
+        default=None,
+        metavar="[METHOD=]FILE",
+        help="settings.json files written by 'patchcore-kit tune' (one per method, e.g. "
+        "patchcore=A.json padim=B.json spade=C.json): each method runs at its own setting; "
+        "PatchCore's fill the options above (explicit options win)",
+    )
     sweep.add_argument("--output", type=Path, required=True)
     run_options(sweep)
     sweep.set_defaults(run=cmd_sweep)
@@ -107,20 +133,35 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", type=Path)
     predict.add_argument("images", type=Path, nargs="+")
     predict.add_argument("--output", type=Path, default=None, help="CSV file (default: print)")
-    predict.add_argument("--allow-download", action="store_true",
-                         help="fetch backbone weights from a URL stored in the model file")
+    predict.add_argument(
+        "--allow-download", action="store_true", help="fetch backbone weights from a URL stored in the model file"
+    )
     run_options(predict)
     predict.set_defaults(run=cmd_predict)
 
-    tune = commands.add_parser("tune", help="choose settings on development folds of the training pool (never the test set)")
+    tune = commands.add_parser(
+        "tune", help="choose settings on development folds of the training pool (never the test set)"
+    )
     dataset_options(tune)
-    tune.add_argument("--shots", type=cli_type("shots"), default=None, help="each fold trains on N images drawn from the other folds")
+    tune.add_argument(
+        "--shots", type=cli_type("shots"), default=None, help="each fold trains on N images drawn from the other folds"
+    )
     tune.add_argument("--seed", type=cli_type("seed"), default=0)
-    tune.add_argument("--method", default="patchcore", choices=METHOD_NAMES,
-                      help="the estimator whose settings are chosen; each has its own grid keys and default grid")
-    tune.add_argument("--grid", type=Path, default=None, help="YAML/JSON grid file (default: the method's built-in grid)")
-    tune.add_argument("--validation", default="real", choices=("real", "synthetic"),
-                      help="real: half the defective images per type; synthetic: defects painted on pool images")
+    tune.add_argument(
+        "--method",
+        default="patchcore",
+        choices=METHOD_NAMES,
+        help="the estimator whose settings are chosen; each has its own grid keys and default grid",
+    )
+    tune.add_argument(
+        "--grid", type=Path, default=None, help="YAML/JSON grid file (default: the method's built-in grid)"
+    )
+    tune.add_argument(
+        "--validation",
+        default="real",
+        choices=("real", "synthetic"),
+        help="real: half the defective images per type; synthetic: defects painted on pool images",
+    )
     tune.add_argument("--folds", type=int, default=5, help="k development folds (default 5)")
     tune.add_argument("--groups", default=None, help="regex over file names naming the object (folder data)")
     tune.add_argument("--metric", default="image_auroc", choices=("image_auroc", "pixel_auroc"))
@@ -154,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "sweep":
                 defaults = settings_defaults(files["patchcore"], "patchcore") if "patchcore" in files else {}
             else:
-                (method, path), = files.items()
+                ((method, path),) = files.items()
                 defaults = settings_defaults(path, method)
             known = {action.dest for action in command._actions}
             command.set_defaults(**{key: value for key, value in defaults.items() if key in known})

@@ -1,4 +1,5 @@
 """``python -m patchcore_kit.cli``: the same as the ``patchcore-kit`` command."""
+
 import sys
 
 from . import main

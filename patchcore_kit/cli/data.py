@@ -1,4 +1,5 @@
 """``patchcore-kit demo`` and ``download``: data to try the kit on."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """``patchcore-kit evaluate``: fit on a dataset's training pool, evaluate its test set, write the figures."""
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,11 @@ def cmd_evaluate(args) -> int:
 
     method = model_method(args)  # PatchCore, or the baseline a settings file is for
     # every parameter checked before any data is read
-    model = model_from_args(args, calibrate=False) if method == "patchcore" else \
-        baseline_from_settings(args, method, calibrate=False)
+    model = (
+        model_from_args(args, calibrate=False)
+        if method == "patchcore"
+        else baseline_from_settings(args, method, calibrate=False)
+    )
     params = model.get_params()
     split = load_dataset(args.root, args.format, category=args.category, seed=params["seed"])
     if args.shots is not None:
@@ -63,15 +67,21 @@ def cmd_evaluate(args) -> int:
     write_csv(output / "scores.csv", result.score_rows())
     write_csv(output / "split.csv", [{k: r[k] for k in ("path", "split", "label")} for r in split.to_rows()])
     print(f"{split.name}: {len(split.train)} training images, {len(split.test)} test images")
-    print(f"image AUROC {format_metric(metrics['image_auroc'])}  pixel AUROC {format_metric(metrics['pixel_auroc'])}"
-          f"  AUPRO {format_metric(metrics['aupro'])}")
+    print(
+        f"image AUROC {format_metric(metrics['image_auroc'])}  pixel AUROC {format_metric(metrics['pixel_auroc'])}"
+        f"  AUPRO {format_metric(metrics['aupro'])}"
+    )
     for defect, values in metrics["per_defect"].items():
-        print(f"  {defect:<16} image {format_metric(values['image_auroc'])}  pixel {format_metric(values['pixel_auroc'])}"
-              f"  AUPRO {format_metric(values['aupro'])}")
+        print(
+            f"  {defect:<16} image {format_metric(values['image_auroc'])}  pixel {format_metric(values['pixel_auroc'])}"
+            f"  AUPRO {format_metric(values['aupro'])}"
+        )
     if metrics.get("held_out"):
         held = metrics["held_out"]
-        print(f"held out from the tune ({held['n_nominal']} nominal + {held['n_defective']} defective images it never "
-              f"scored): image AUROC {format_metric(held['image_auroc'])}")
+        print(
+            f"held out from the tune ({held['n_nominal']} nominal + {held['n_defective']} defective images it never "
+            f"scored): image AUROC {format_metric(held['image_auroc'])}"
+        )
     print(f"wrote {display(output / 'metrics.json')}, scores.csv, split.csv")
     return 0
 
@@ -80,12 +90,32 @@ def _model_metrics(model, method: str) -> dict:
     """The model's own settings for ``metrics.json``: PatchCore's options and bank, or a baseline's params."""
     params = model.get_params()
     if method != "patchcore":
-        shared = ("backbone", "layers", "image_size", "weights", "threshold_quantile", "calibrate", "progress",
-                  *BASELINE_RUNTIME)
+        shared = (
+            "backbone",
+            "layers",
+            "image_size",
+            "weights",
+            "threshold_quantile",
+            "calibrate",
+            "progress",
+            *BASELINE_RUNTIME,
+        )
         return {key: value for key, value in params.items() if key not in shared}
-    return {**{k: params[k] for k in ("patch_size", "aggregation", "border", "pretrain_dim", "target_dim",
-                                      "coreset_ratio", "num_neighbors")},
-            "memory_bank": list(model.memory_bank_.shape)}
+    return {
+        **{
+            k: params[k]
+            for k in (
+                "patch_size",
+                "aggregation",
+                "border",
+                "pretrain_dim",
+                "target_dim",
+                "coreset_ratio",
+                "num_neighbors",
+            )
+        },
+        "memory_bank": list(model.memory_bank_.shape),
+    }
 
 
 def _held_out_figure(settings_path: Path, split, result) -> dict | None:
@@ -101,5 +131,9 @@ def _held_out_figure(settings_path: Path, split, result) -> dict | None:
     labels = result.labels[keep]
     if labels.min() == labels.max():
         return None
-    return {"image_auroc": image_auroc(labels, result.scores[keep]), "n_nominal": int((labels == 0).sum()),
-            "n_defective": int((labels == 1).sum()), "defective_used_by_tune": len(settings.get("defective_used", []))}
+    return {
+        "image_auroc": image_auroc(labels, result.scores[keep]),
+        "n_nominal": int((labels == 0).sum()),
+        "n_defective": int((labels == 1).sum()),
+        "defective_used_by_tune": len(settings.get("defective_used", [])),
+    }

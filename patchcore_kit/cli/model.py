@@ -1,4 +1,5 @@
 """``patchcore-kit fit`` and ``predict``: a model fitted on your nominal images, saved, and used to score."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,12 +50,15 @@ def cmd_fit(args) -> int:
     method = model_method(args)
     if method != "patchcore":
         label = {"padim": "PaDiM", "spade": "SPADE"}[method]
-        raise InputError(f"{args.settings}: holds {label} settings; fit saves PatchCore models only ({label} has no "
-                         f"model file): use 'evaluate --settings' or {label}(**load_settings(path, {method!r})).fit(images)")
+        raise InputError(
+            f"{args.settings}: holds {label} settings; fit saves PatchCore models only ({label} has no "
+            f"model file): use 'evaluate --settings' or {label}(**load_settings(path, {method!r})).fit(images)"
+        )
     model = model_from_args(args)  # every parameter checked before any image is read
     images = collect_images(args.images)
-    check_output_file(args.output, _is_saved_model, "model file", "model.safetensors", args.overwrite,
-                      inputs=[*images, *args.images])
+    check_output_file(
+        args.output, _is_saved_model, "model file", "model.safetensors", args.overwrite, inputs=[*images, *args.images]
+    )
     if model.feature_cache:
         check_writable(Path(model.feature_cache))
     check_memory(args, model.get_params(), n_train=len(images))
@@ -70,10 +74,16 @@ def _check_weights_source(args, model) -> None:
     """A weights URL inside a model file is never fetched unless the user says so (``--allow-download``)."""
     from ..backbones import hub_cache_path, is_url
 
-    if model.weights is not None and is_url(model.weights) and not hub_cache_path(model.weights).is_file() \
-            and not args.allow_download:
-        raise InputError(f"{args.model}: its backbone weights come from {model.weights}, which is not in the torch "
-                         f"hub cache; predict downloads nothing on its own: pass --allow-download to fetch it")
+    if (
+        model.weights is not None
+        and is_url(model.weights)
+        and not hub_cache_path(model.weights).is_file()
+        and not args.allow_download
+    ):
+        raise InputError(
+            f"{args.model}: its backbone weights come from {model.weights}, which is not in the torch "
+            f"hub cache; predict downloads nothing on its own: pass --allow-download to fetch it"
+        )
 
 
 def cmd_predict(args) -> int:
@@ -88,14 +98,19 @@ def cmd_predict(args) -> int:
     model.set_params(progress=show_progress())
     images = collect_images(args.images)
     if args.output:  # before the slow part
-        check_output_file(args.output, _is_scores_csv, "scores file", "scores.csv", args.overwrite,
-                          inputs=[args.model, *images, *args.images])
+        check_output_file(
+            args.output,
+            _is_scores_csv,
+            "scores file",
+            "scores.csv",
+            args.overwrite,
+            inputs=[args.model, *images, *args.images],
+        )
     check_memory(args, model.get_params(), n_test=len(images), bank_rows=len(model.memory_bank_))
     scores = model.decision_function(images)
     threshold = model.threshold_
     rows = [
-        {"path": str(path), "score": float(score),
-         "anomalous": "" if threshold is None else int(score > threshold)}
+        {"path": str(path), "score": float(score), "anomalous": "" if threshold is None else int(score > threshold)}
         for path, score in zip(images, scores)
     ]
     if args.output:

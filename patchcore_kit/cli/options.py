@@ -8,6 +8,7 @@ that the estimator's own default applies (:func:`given`). ``test_cli`` checks th
 PatchCore's parameters and the rules. Only the standard library and the light modules here: torch
 loads when a command runs, so usage errors need none of it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,8 @@ MODEL_OPTIONS = {
     "image_size": f"N or HxW (default {DEFAULT_IMAGE_SIZE})",
     "patch_size": "neighbourhood p x p each patch feature averages over; paper: 3, 1 = none (default 3)",
     "aggregation": "mean: average each p x p neighbourhood (paper); unfold: keep it whole, as the official code "
-                   "(default mean)",
-    "border": "border patches' missing neighbours: zeros (official code), reflect, or valid (left out) "
-              "(default zeros)",
+    "(default mean)",
+    "border": "border patches' missing neighbours: zeros (official code), reflect, or valid (left out) (default zeros)",
     "pretrain_dim": "unfold: per-layer size (default: 1024)",
     "target_dim": "reduce the patch feature to this many channels (default: keep all)",
     "coreset_ratio": "memory bank: a fraction (0, 1] of all patches, or a count (default 0.1)",
@@ -45,8 +45,16 @@ MODEL_OPTIONS = {
 }
 #: What the sweep sets once for all its methods (one feature cache), and what it passes to PatchCore.
 SWEEP_WIDE = ("backbone", "image_size", "layers", "weights", "device", "batch_size", "feature_cache")
-SWEEP_PATCHCORE = ("patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio", "sampler",
-                   "num_neighbors")
+SWEEP_PATCHCORE = (
+    "patch_size",
+    "aggregation",
+    "border",
+    "pretrain_dim",
+    "target_dim",
+    "coreset_ratio",
+    "sampler",
+    "num_neighbors",
+)
 #: What a tune holds fixed for every candidate when given (the grid varies the rest).
 TUNE_FIXED = ("backbone", "coreset_ratio", "num_neighbors")
 
@@ -102,11 +110,19 @@ def shots_or_all(text: str):
 
 def run_options(parser: argparse.ArgumentParser) -> None:
     """What every command that computes shares: where results may go and how much memory it may use."""
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an output folder (or over a file) that patchcore-kit did not write")
-    parser.add_argument("--max-memory", type=_max_memory, default=None, metavar="SIZE",
-                        help="memory the run may use, e.g. 16G (default: what the machine has available); "
-                             "a larger value runs what the estimate would refuse")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an output folder (or over a file) that patchcore-kit did not write",
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=_max_memory,
+        default=None,
+        metavar="SIZE",
+        help="memory the run may use, e.g. 16G (default: what the machine has available); "
+        "a larger value runs what the estimate would refuse",
+    )
 
 
 def model_options(parser: argparse.ArgumentParser) -> None:
@@ -117,16 +133,23 @@ def model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--settings", type=Path, default=None,
-                        help="settings.json written by 'patchcore-kit tune' (explicit options win over it; "
-                             "PaDiM's or SPADE's settings build that estimator)")
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        default=None,
+        help="settings.json written by 'patchcore-kit tune' (explicit options win over it; "
+        "PaDiM's or SPADE's settings build that estimator)",
+    )
 
 
 def dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", type=Path, help="dataset folder")
     parser.add_argument("--format", required=True, choices=("mvtec", "mtd", "folder"))
-    parser.add_argument("--category", default=None,
-                        help="MVTec AD category (e.g. bottle); sweep: 'all' runs every category and averages them")
+    parser.add_argument(
+        "--category",
+        default=None,
+        help="MVTec AD category (e.g. bottle); sweep: 'all' runs every category and averages them",
+    )
 
 
 def settings_defaults(path: Path, method: str = "patchcore") -> dict:
@@ -142,8 +165,18 @@ def settings_defaults(path: Path, method: str = "patchcore") -> dict:
 #: The estimators a settings file may be for (``tune --method``).
 METHOD_NAMES = ("patchcore", "padim", "spade")
 #: Model options only PatchCore has: given with another method's settings they would be ignored.
-PATCHCORE_ONLY = ("patch_size", "aggregation", "border", "pretrain_dim", "target_dim", "coreset_ratio", "sampler",
-                  "projection_dim", "num_neighbors", "search")
+PATCHCORE_ONLY = (
+    "patch_size",
+    "aggregation",
+    "border",
+    "pretrain_dim",
+    "target_dim",
+    "coreset_ratio",
+    "sampler",
+    "projection_dim",
+    "num_neighbors",
+    "search",
+)
 #: What a baseline built from its settings takes from the command line (which the settings filled in).
 BASELINE_SHARED = ("backbone", "layers", "image_size", "weights")
 BASELINE_RUNTIME = ("device", "batch_size", "seed", "feature_cache")
@@ -189,8 +222,10 @@ def baseline_from_settings(args, method: str, calibrate: bool = True):
     path = args.settings_files[method]
     for name in PATCHCORE_ONLY:
         if hasattr(args, name):  # not given stays out of args (options.given)
-            raise InputError(f"{option(name)} is a PatchCore option, but {path} holds {method} settings; "
-                             f"leave it out (or use a PatchCore tune's settings)")
+            raise InputError(
+                f"{option(name)} is a PatchCore option, but {path} holds {method} settings; "
+                f"leave it out (or use a PatchCore tune's settings)"
+            )
     params = {**load_settings(path, method), **given(args, BASELINE_SHARED)}
     estimator = estimator_class(method)
     model = estimator(**params, **given(args, BASELINE_RUNTIME), calibrate=calibrate, progress=show_progress())
@@ -216,18 +251,29 @@ def model_from_args(args, calibrate: bool = True):
     return model
 
 
-def check_memory(args, params: dict, n_train: int = 0, n_test: int = 0, pixel_metrics: bool = False,
-                 bank_rows: int | None = None) -> None:
+def check_memory(
+    args, params: dict, n_train: int = 0, n_test: int = 0, pixel_metrics: bool = False, bank_rows: int | None = None
+) -> None:
     """Refuse a run whose estimated memory exceeds what is available (or ``--max-memory``)."""
     from ..backbones import STAGE_CHANNELS
     from ..memory import available_bytes, estimate, format_size
 
     image_size = params["image_size"]
-    model = {k: params[k] for k in ("target_dim", "coreset_ratio", "sampler", "aggregation", "patch_size")
-             if k in params}
-    need = estimate(image_size, list(params["layers"]), STAGE_CHANNELS[params["backbone"]], params["backbone"],
-                    n_train=n_train, n_test=n_test, batch_size=params["batch_size"], pixel_metrics=pixel_metrics,
-                    bank_rows=bank_rows, **model)
+    model = {
+        k: params[k] for k in ("target_dim", "coreset_ratio", "sampler", "aggregation", "patch_size") if k in params
+    }
+    need = estimate(
+        image_size,
+        list(params["layers"]),
+        STAGE_CHANNELS[params["backbone"]],
+        params["backbone"],
+        n_train=n_train,
+        n_test=n_test,
+        batch_size=params["batch_size"],
+        pixel_metrics=pixel_metrics,
+        bank_rows=bank_rows,
+        **model,
+    )
     limit = args.max_memory if getattr(args, "max_memory", None) is not None else available_bytes()
     if need["total"] <= limit:
         return

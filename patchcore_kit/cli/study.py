@@ -1,4 +1,5 @@
 """``patchcore-kit sweep`` and ``tune``: the studies that fit many models on one dataset."""
+
 from __future__ import annotations
 
 from ..errors import InputError
@@ -24,16 +25,35 @@ def cmd_sweep(args) -> int:
     output = check_output_folder(args.output, args.overwrite, datasets=[args.root])
     check_cache(wide["feature_cache"], [args.root])
     shots = [len(split.train) if n == "all" else min(n, len(split.train)) for n in args.shots]
-    check_memory(args, {**defaults, **wide, **patchcore},
-                 n_train=max(shots), n_test=len(split.test), pixel_metrics=split.has_masks)
+    check_memory(
+        args,
+        {**defaults, **wide, **patchcore},
+        n_train=max(shots),
+        n_test=len(split.test),
+        pixel_metrics=split.has_masks,
+    )
     run_sweep(
-        args.root, args.format, category=args.category, shots=tuple(args.shots), methods=tuple(args.methods),
-        seeds=tuple(args.seeds), backbone=wide["backbone"], image_size=wide["image_size"],
-        output=claim_output_folder(output), cache_dir=wide["feature_cache"], progress=show_progress(),
-        layers=tuple(wide["layers"]), weights=wide["weights"], device=wide["device"], batch_size=wide["batch_size"],
-        baseline_stages=args.baseline_stages, spade_table_gb=args.spade_table_gb, scheduler=args.scheduler,
+        args.root,
+        args.format,
+        category=args.category,
+        shots=tuple(args.shots),
+        methods=tuple(args.methods),
+        seeds=tuple(args.seeds),
+        backbone=wide["backbone"],
+        image_size=wide["image_size"],
+        output=claim_output_folder(output),
+        cache_dir=wide["feature_cache"],
+        progress=show_progress(),
+        layers=tuple(wide["layers"]),
+        weights=wide["weights"],
+        device=wide["device"],
+        batch_size=wide["batch_size"],
+        baseline_stages=args.baseline_stages,
+        spade_table_gb=args.spade_table_gb,
+        scheduler=args.scheduler,
         workers=args.workers,
-        **({"patchcore": patchcore} if patchcore else {}), **_baseline_settings(args, wide),
+        **({"patchcore": patchcore} if patchcore else {}),
+        **_baseline_settings(args, wide),
     )
     return 0
 
@@ -51,8 +71,10 @@ def _baseline_settings(args, wide: dict) -> dict:
         for key in ("backbone", "weights"):
             value = params.pop(key, None)
             if value != wide[key]:
-                raise InputError(f"{path}: {method} settings use {key} {value!r}, the sweep {wide[key]!r}; "
-                                 f"every method of a sweep reads one backbone (give --{key} or tune on it)")
+                raise InputError(
+                    f"{path}: {method} settings use {key} {value!r}, the sweep {wide[key]!r}; "
+                    f"every method of a sweep reads one backbone (give --{key} or tune on it)"
+                )
         if params.get("image_size") == wide["image_size"]:
             params.pop("image_size")  # the sweep's size: nothing per method
         out[method] = params
@@ -71,15 +93,31 @@ def cmd_tune(args) -> int:
         grid = dict(method_grid(args.method).default_grid if grid is None else read_grid_file(grid))
         grid["fixed"] = {**(grid.get("fixed") or {}), **fixed}
     settings = tune(
-        args.root, args.format, args.category, shots=args.shots, seed=args.seed,
+        args.root,
+        args.format,
+        args.category,
+        shots=args.shots,
+        seed=args.seed,
         output=claim_output_folder(check_output_folder(args.output, args.overwrite, datasets=[args.root])),
-        grid=grid, validation=args.validation, folds=args.folds, groups=args.groups, metric=args.metric,
-        method=args.method, feature_cache=args.feature_cache, jobs=args.jobs, device=args.device, progress=True,
+        grid=grid,
+        validation=args.validation,
+        folds=args.folds,
+        groups=args.groups,
+        metric=args.metric,
+        method=args.method,
+        feature_cache=args.feature_cache,
+        jobs=args.jobs,
+        device=args.device,
+        progress=True,
     )
-    print(f"use it: patchcore-kit evaluate {args.root} --format {args.format} --settings {args.output / 'settings.json'} ...")
+    print(
+        f"use it: patchcore-kit evaluate {args.root} --format {args.format} --settings {args.output / 'settings.json'} ..."
+    )
     from ..tuning.grid import METHODS
 
     label = METHODS[args.method].label
-    print(f"        {label}(**load_settings({str(args.output / 'settings.json')!r}, {args.method!r}))  "
-          f"[{settings['setting']}]")
+    print(
+        f"        {label}(**load_settings({str(args.output / 'settings.json')!r}, {args.method!r}))  "
+        f"[{settings['setting']}]"
+    )
     return 0

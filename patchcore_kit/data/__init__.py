@@ -8,6 +8,7 @@ Example:
     >>> split = load_dataset("../shared/data/mtd", "mtd", seed=0)   # doctest: +SKIP
     >>> split.with_shots(16, seed=0)                                # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from pathlib import Path

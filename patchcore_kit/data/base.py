@@ -10,6 +10,7 @@ Example:
     >>> split = load_dataset("data/mvtec", "mvtec", category="bottle")   # doctest: +SKIP
     >>> split.with_shots(10, seed=0).train_paths[:2]                     # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -129,7 +130,7 @@ class Split:
             raise ValueError(f"{anomalous[0]}: the training pool must hold nominal images only")
 
     # --- the training pool -------------------------------------------------------------------
-    def with_shots(self, n: int | None, seed: int = 0) -> "Split":
+    def with_shots(self, n: int | None, seed: int = 0) -> Split:
         """The same split with only ``n`` training images, drawn at random with ``seed``.
 
         ``n=None`` keeps the whole pool. The draw takes the first ``n`` of one seeded permutation,
@@ -143,8 +144,7 @@ class Split:
             raise InputError(f"{where}: the number of shots must be a positive integer, got {n!r}")
         if n > len(self.train):
             raise InputError(
-                f"{where}: asked for {n} training images but the training pool holds only "
-                f"{len(self.train)}"
+                f"{where}: asked for {n} training images but the training pool holds only {len(self.train)}"
             )
         order = np.random.default_rng(seed).permutation(len(self.train))
         chosen = sorted(order[: int(n)].tolist())  # keep the pool's (sorted) order

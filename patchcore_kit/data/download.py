@@ -20,6 +20,7 @@ Example:
 Both datasets have their own licences (MVTec AD: CC BY-NC-SA 4.0; MTD: cite Huang et al. 2020);
 downloading them means accepting those terms.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,8 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
 
@@ -99,8 +100,9 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, path: str | Path, sha256: str | None = None, progress: bool = True,
-                  timeout: float = 60.0) -> Path:
+def download_file(
+    url: str, path: str | Path, sha256: str | None = None, progress: bool = True, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``path`` via ``<path>.part``; verify ``sha256`` when given.
 
     An existing ``path`` whose checksum matches is reused. On any failure the ``.part`` file is
@@ -117,8 +119,9 @@ def download_file(url: str, path: str | Path, sha256: str | None = None, progres
         with urllib.request.urlopen(request, timeout=timeout) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             received = 0
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name,
-                      disable=not progress) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name, disable=not progress
+            ) as bar:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
                     digest.update(block)
@@ -303,11 +306,13 @@ def _require_layout(names: Iterable[str], what: str) -> Callable[[Path], None]:
         missing = [name for name in names if not (folder / name).is_dir()]
         if missing:
             raise DownloadError(f"{folder}: the downloaded {what} lacks {', '.join(missing)}; nothing was moved")
+
     return check
 
 
-def download_mvtec(dest: str | Path, categories: Iterable[str] | None = None, base_url: str | None = None,
-                   progress: bool = True) -> Path:
+def download_mvtec(
+    dest: str | Path, categories: Iterable[str] | None = None, base_url: str | None = None, progress: bool = True
+) -> Path:
     """Download MVTec AD into ``dest`` (one folder per category); return ``dest``.
 
     ``categories=None`` fetches the full 5 GB bundle (checksum-verified); a list fetches only those
@@ -332,8 +337,15 @@ def download_mvtec(dest: str | Path, categories: Iterable[str] | None = None, ba
     jobs = [("all", MVTEC_ARCHIVE, wanted)] if categories is None else [(c, f"{c}.tar.xz", [c]) for c in missing]
     for key, file_name, expected in jobs:
         url = f"{base_url.rstrip('/')}/{file_name}" if base_url else MVTEC_URLS[key]
-        download_and_extract(url, dest, MVTEC_SHA256[key], expected=expected, archive_name=file_name,
-                             check=_require_layout(expected, "MVTec AD archive"), progress=progress)
+        download_and_extract(
+            url,
+            dest,
+            MVTEC_SHA256[key],
+            expected=expected,
+            archive_name=file_name,
+            check=_require_layout(expected, "MVTec AD archive"),
+            progress=progress,
+        )
     return dest
 
 
@@ -343,6 +355,13 @@ def download_mtd(dest: str | Path, url: str | None = None, progress: bool = True
     ``url`` (or ``PATCHCORE_KIT_MTD_URL``) replaces the GitHub archive, e.g. with a local mirror.
     """
     url = url or os.environ.get("PATCHCORE_KIT_MTD_URL") or MTD_URL
-    return download_and_extract(url, dest, None, expected=MTD_CLASSES, archive_name="mtd.zip",
-                                strip_single_folder=True, check=_require_layout(MTD_CLASSES, "MTD archive"),
-                                progress=progress)
+    return download_and_extract(
+        url,
+        dest,
+        None,
+        expected=MTD_CLASSES,
+        archive_name="mtd.zip",
+        strip_single_folder=True,
+        check=_require_layout(MTD_CLASSES, "MTD archive"),
+        progress=progress,
+    )

@@ -17,6 +17,7 @@ those shots in a ``train/`` / ``test/`` split yourself so they cannot land on bo
 Example:
     >>> split = load_folder("my_parts", nominal="ok", masks="masks")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -27,6 +27,7 @@ Example:
     >>> split                                            # doctest: +SKIP
     Split(name='mtd', train=743, test=209 nominal + 392 anomalous, has_masks=True)
 """
+
 from __future__ import annotations
 
 import re

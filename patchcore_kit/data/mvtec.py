@@ -16,6 +16,7 @@ Example:
     >>> split                                        # doctest: +SKIP
     Split(name='mvtec/bottle', train=209, test=20 nominal + 63 anomalous, has_masks=True)
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@
 each method's parameters, the test masks). It is small and picklable, so the serial loop and a
 Dask worker run a cell with the same code: ``cells.run(method, shots, seed)`` -> one results row.
 """
+
 from __future__ import annotations
 
 import time
@@ -41,8 +42,13 @@ def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict
     seconds are one real extraction pass only when ``computed == images``.
     """
     extractor = FeatureExtractor(
-        settings["backbone"], settings["layers"], settings["image_size"], weights=settings["weights"],
-        device=settings["device"], batch_size=settings["batch_size"], cache_dir=settings["feature_cache"],
+        settings["backbone"],
+        settings["layers"],
+        settings["image_size"],
+        weights=settings["weights"],
+        device=settings["device"],
+        batch_size=settings["batch_size"],
+        cache_dir=settings["feature_cache"],
         progress=progress,
     )
     computed = sum(not extractor.is_cached(image) for image in images)
@@ -50,7 +56,6 @@ def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict
     for _ in extractor.iter_layer_maps(images, desc="features (one pass)"):
         pass
     return {"seconds": time.perf_counter() - start, "images": len(images), "computed": computed}
-
 
 
 @dataclass
@@ -81,7 +86,9 @@ class SweepCells:
     def run(self, cell: Cell) -> dict:
         """Fit the cell's method on its draw and score the test set: its results row."""
         method, n, seed = cell
-        return self.row(cell, evaluate_once(self.make(method, seed), self.split.with_shots(n, seed), self.masks_for(method)))
+        return self.row(
+            cell, evaluate_once(self.make(method, seed), self.split.with_shots(n, seed), self.masks_for(method))
+        )
 
     def run_spade_with_table(self, cells: list[Cell]) -> tuple[list[dict], dict]:
         """SPADE's ``cells``, in order, from one :class:`SpadePairTable` over their draws; rows and its stats."""

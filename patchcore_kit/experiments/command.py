@@ -1,4 +1,5 @@
 """The ``patchcore-kit sweep`` command: every category's sweep, their average, the figure and the claims."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -69,10 +70,25 @@ def run_sweep(
             if len(categories) > 1:
                 print(f"--- {split.name} ({len(tables) + 1} of {len(categories)})")
             table = sample_efficiency(
-                split, shots, methods, seeds, backbone=backbone, image_size=image_size, cache_dir=cache,
-                results_path=folder / "results.csv", summary_path=folder / "summary.json", progress=progress,
-                layers=layers, weights=weights, device=device, batch_size=batch_size, baseline_stages=baseline_stages,
-                spade_table_gb=spade_table_gb, scheduler=scheduler, workers=workers, **method_params,
+                split,
+                shots,
+                methods,
+                seeds,
+                backbone=backbone,
+                image_size=image_size,
+                cache_dir=cache,
+                results_path=folder / "results.csv",
+                summary_path=folder / "summary.json",
+                progress=progress,
+                layers=layers,
+                weights=weights,
+                device=device,
+                batch_size=batch_size,
+                baseline_stages=baseline_stages,
+                spade_table_gb=spade_table_gb,
+                scheduler=scheduler,
+                workers=workers,
+                **method_params,
             )
             # Every row the category's results.csv holds, not only this call's: a sweep run in pieces
             # (say SPADE on fewer seeds, into the same folder) is summarised as a whole.
@@ -88,15 +104,24 @@ def run_sweep(
     # Baselines given their own stages (tuned settings) are not on the "paper" or "shared" stages: say so.
     if any("layers" in method_params.get(m, {}) for m in ("padim", "spade", "nearest_image")):
         baseline_stages = "their own settings"
-    settings = {"categories": names, "backbone": backbone, "image_size": image_size, "layers": list(layers),
-                "baseline_stages": baseline_stages, "seeds": list(seeds), "methods": list(methods)}
+    settings = {
+        "categories": names,
+        "backbone": backbone,
+        "image_size": image_size,
+        "layers": list(layers),
+        "baseline_stages": baseline_stages,
+        "seeds": list(seeds),
+        "methods": list(methods),
+    }
     write_text(output / "claims.md", claims_markdown(claims, settings))
     figure = plot_sample_efficiency_panels(summary, title=_figure_title(names, backbone, image_size, baseline_stages))
     save_figure(figure, output / "sample_efficiency.png", dpi=150, bbox_inches="tight")
 
     shown = summary.assign(**{m: summary[f"{m}_mean"].round(3) for m in METRICS})
-    print(f"mean over {len(names)} categor{'y' if len(names) == 1 else 'ies'} and seeds {list(seeds)} "
-          f"({backbone}, {image_size} px, baselines on {baseline_stages} stages):")
+    print(
+        f"mean over {len(names)} categor{'y' if len(names) == 1 else 'ies'} and seeds {list(seeds)} "
+        f"({backbone}, {image_size} px, baselines on {baseline_stages} stages):"
+    )
     print(shown[["method", "shots", *METRICS]].to_string(index=False))
     for claim in claims:
         print(f"claim {claim['id']}: {status(claim)}")
@@ -107,4 +132,3 @@ def run_sweep(
 def _figure_title(names: list[str], backbone: str, image_size, baseline_stages: str) -> str:
     where = names[0] if len(names) == 1 else f"mean over {len(names)} categories"
     return f"{where}: {backbone}, {image_size} px, baselines on {baseline_stages} stages"
-

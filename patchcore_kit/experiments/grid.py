@@ -1,5 +1,6 @@
 """The sweep's grid: its methods, columns and shot counts, each method's stages, and the checks
 that refuse a bad grid before any work."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -84,7 +85,6 @@ def sweep_categories(root: str | Path, format: str, category: str | None) -> lis
     return found
 
 
-
 def _as_split(data, format: str | None, category: str | None) -> Split:
     if isinstance(data, Split):
         return data
@@ -105,8 +105,10 @@ def _check_grid(split: Split, methods: list, shots: list, seeds: list, method_pa
             raise InputError(f"{where}: parameters for {name!r} must be a dict, got {type(params).__name__}")
         shared = sorted(set(params) & set(_SWEEP_WIDE))
         if shared:
-            raise InputError(f"{where}: {shared} are set for the whole sweep (one feature cache for all methods), "
-                             f"not per method ({name!r})")
+            raise InputError(
+                f"{where}: {shared} are set for the whole sweep (one feature cache for all methods), "
+                f"not per method ({name!r})"
+            )
         check_params(f"{where}: {name}", params)  # the estimator's own rules, before the feature pass
     for n in shots:
         split.with_shots(n, 0)  # raises an InputError naming the dataset when n is too large
@@ -114,4 +116,3 @@ def _check_grid(split: Split, methods: list, shots: list, seeds: list, method_pa
 
 def _unique(items) -> list:
     return list(dict.fromkeys(items))
-

@@ -1,5 +1,6 @@
 """The sweep's files: rows appended as they finish, rows of an earlier run read back to resume,
 and the JSON summary of settings and timings."""
+
 from __future__ import annotations
 
 import csv

@@ -20,6 +20,7 @@ that seed's shot counts inside the task, and each seed's task builds its own tab
 two seeds are computed twice, in parallel). Each pair's distance does not depend on which other
 pairs are computed with it, so the rows equal the serial sweep's (tested).
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,16 +48,22 @@ def check_scheduler(scheduler, workers: int | None, cache_dir, where) -> None:
         from dask.distributed import Client
 
         if not isinstance(scheduler, Client):
-            raise InputError(f"{where}: scheduler must be 'serial', 'processes', a Dask scheduler address "
-                             f"(tcp://host:8786), a scheduler file or a dask.distributed.Client, "
-                             f"got {type(scheduler).__name__}")
+            raise InputError(
+                f"{where}: scheduler must be 'serial', 'processes', a Dask scheduler address "
+                f"(tcp://host:8786), a scheduler file or a dask.distributed.Client, "
+                f"got {type(scheduler).__name__}"
+            )
     elif scheduler not in (SERIAL, PROCESSES) and "://" not in scheduler and not scheduler.endswith(".json"):
-        raise InputError(f"{where}: scheduler must be 'serial', 'processes', a Dask scheduler address "
-                         f"(tcp://host:8786) or a scheduler file (.json), got {scheduler!r}")
+        raise InputError(
+            f"{where}: scheduler must be 'serial', 'processes', a Dask scheduler address "
+            f"(tcp://host:8786) or a scheduler file (.json), got {scheduler!r}"
+        )
     remote = not isinstance(scheduler, str) or scheduler not in (SERIAL, PROCESSES)
     if remote and cache_dir is None:
-        raise InputError(f"{where}: a Dask cluster's workers read the feature cache: give cache_dir (--feature-cache) "
-                         f"on storage every worker reads, at the same path")
+        raise InputError(
+            f"{where}: a Dask cluster's workers read the feature cache: give cache_dir (--feature-cache) "
+            f"on storage every worker reads, at the same path"
+        )
 
 
 def dask_tasks(todo: list[Cell], spade_table: bool) -> list[tuple[list[Cell], bool]]:
@@ -92,8 +99,14 @@ def what_a_worker_sees(cells: SweepCells, probe: dict) -> dict:
     from ..version import __version__
 
     settings = cells.shared
-    extractor = FeatureExtractor(settings["backbone"], probe["layers"], probe["image_size"], weights=settings["weights"],
-                                 device=settings["device"], cache_dir=settings["feature_cache"])
+    extractor = FeatureExtractor(
+        settings["backbone"],
+        probe["layers"],
+        probe["image_size"],
+        weights=settings["weights"],
+        device=settings["device"],
+        cache_dir=settings["feature_cache"],
+    )
     try:
         cached = extractor.is_cached(cells.split.test_paths[0])
     except InputError as error:  # the dataset itself is not there
@@ -147,8 +160,13 @@ class DaskCells:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
             workers = self.workers or cores
             # One thread per worker process: cells are independent, so processes, not threads, share the cores.
-            self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=":0", silence_logs=logging.CRITICAL)
+            self._cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.CRITICAL,
+            )
             self._client = Client(self._cluster, set_as_default=False)
         return self._client
 
@@ -163,8 +181,9 @@ class DaskCells:
                 raise InputError(f"{address}: no such Dask scheduler file")
             return Client(scheduler_file=address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except (OSError, TimeoutError) as error:
-            raise InputError(f"{address}: no Dask scheduler answers there within {CONNECT_TIMEOUT_S} s "
-                             f"({error})") from None
+            raise InputError(
+                f"{address}: no Dask scheduler answers there within {CONNECT_TIMEOUT_S} s ({error})"
+            ) from None
 
     def run(self, cells: SweepCells, todo: list[Cell], spade_table: bool, probe: dict, record, bar) -> dict:
         """Send every cell as a task; ``record(row)`` each row as its task finishes (in this process).
@@ -177,8 +196,10 @@ class DaskCells:
         shipped = client.scatter(cells, broadcast=True, hash=False)  # masks and split sent once per worker
         self._check_workers(client.submit(what_a_worker_sees, shipped, probe, pure=False).result(), cells)
         tasks = dask_tasks(todo, spade_table)
-        futures = [client.submit(run_task, shipped, group, with_table, pure=False, priority=int(with_table))
-                   for group, with_table in tasks]
+        futures = [
+            client.submit(run_task, shipped, group, with_table, pure=False, priority=int(with_table))
+            for group, with_table in tasks
+        ]
         totals = None
         try:
             for future in as_completed(futures, loop=client.loop):
@@ -187,9 +208,15 @@ class DaskCells:
                     record(row)
                     bar.update()
                 if stats is not None:
-                    totals = dict(stats, tables=1) if totals is None else {
-                        **totals, "tables": totals["tables"] + 1,
-                        **{k: totals[k] + stats[k] for k in ("pairs_computed", "pairs_read", "table_bytes")}}
+                    totals = (
+                        dict(stats, tables=1)
+                        if totals is None
+                        else {
+                            **totals,
+                            "tables": totals["tables"] + 1,
+                            **{k: totals[k] + stats[k] for k in ("pairs_computed", "pairs_read", "table_bytes")},
+                        }
+                    )
         finally:
             client.cancel(futures)  # after an error or Ctrl-C the workers stop on the rest
         return totals
@@ -199,10 +226,14 @@ class DaskCells:
         from ..version import __version__
 
         if seen["version"] != __version__:
-            raise InputError(f"Dask worker on {seen['host']} runs patchcore_kit {seen['version']}, this process "
-                             f"{__version__}: install the same version on every worker")
+            raise InputError(
+                f"Dask worker on {seen['host']} runs patchcore_kit {seen['version']}, this process "
+                f"{__version__}: install the same version on every worker"
+            )
         if seen["cached"] is not True:
             why = seen["cached"] if isinstance(seen["cached"], str) else "no entry for its first test image"
-            raise InputError(f"{cells.shared['feature_cache']}: a Dask worker on {seen['host']} cannot read the "
-                             f"feature cache ({why}); the cache and the dataset must be on storage every worker "
-                             f"reads, at the same paths")
+            raise InputError(
+                f"{cells.shared['feature_cache']}: a Dask worker on {seen['host']} cannot read the "
+                f"feature cache ({why}); the cache and the dataset must be on storage every worker "
+                f"reads, at the same paths"
+            )

@@ -1,4 +1,5 @@
 """SPADE's rows of a sweep from one shared table of nearest distances (k = 1)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,15 @@ class SpadePairTable:
         t, p = len(self.test_global), sum(h * w for h, w in self.shapes)
         self.table = torch.full((t, len(self.pool), p), float("nan"))
         self.known = torch.zeros(t, len(self.pool), dtype=torch.bool)
-        self.stats = {"used": True, "test_images": t, "pool_images": len(self.pool), "positions": p,
-                      "table_bytes": self.table.numel() * 4, "pairs_computed": 0, "pairs_read": 0}
+        self.stats = {
+            "used": True,
+            "test_images": t,
+            "pool_images": len(self.pool),
+            "positions": p,
+            "table_bytes": self.table.numel() * 4,
+            "pairs_computed": 0,
+            "pairs_read": 0,
+        }
 
     @staticmethod
     def needed_bytes(test_images: int, pool_images: int, positions: int, channels: int) -> int:
@@ -68,8 +76,9 @@ class SpadePairTable:
         probe = model._extractor().layer_maps(split.test_paths[:1])
         _, positions = model.features(probe)
         layers = [positions] if isinstance(positions, torch.Tensor) else positions
-        need = cls.needed_bytes(len(split.test), len(pool), sum(x.shape[1] for x in layers),
-                                max(x.shape[2] for x in layers))
+        need = cls.needed_bytes(
+            len(split.test), len(pool), sum(x.shape[1] for x in layers), max(x.shape[2] for x in layers)
+        )
         return need <= budget_gb * 2**30
 
     def _fill(self, wanted: torch.Tensor) -> None:
@@ -83,8 +92,9 @@ class SpadePairTable:
             _, positions = self.model.features(maps)  # (b, P, C)
             for slot, n in enumerate(chunk):
                 tests = torch.nonzero(missing[:, n]).flatten()
-                distances = self.model.pair_minima(take_images(self.test_positions, tests),
-                                                   take_images(positions, slice(slot, slot + 1)))
+                distances = self.model.pair_minima(
+                    take_images(self.test_positions, tests), take_images(positions, slice(slot, slot + 1))
+                )
                 self.table[tests, n] = distances[:, 0]
                 self.known[tests, n] = True
                 self.stats["pairs_computed"] += len(tests)
@@ -131,4 +141,3 @@ class _TableSPADE:
     def score_images(self, images: list) -> ScoredImages:
         assert list(images) == list(self.table.split.test_paths), "the table holds this split's test set only"
         return ScoredImages(*self.table.scores(self.train_paths_))
-

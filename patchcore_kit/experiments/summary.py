@@ -1,4 +1,5 @@
 """The sweep's tables averaged: over seeds per shot count, and over categories as the paper's Fig. 6."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,8 @@ def category_summary(results: pd.DataFrame) -> pd.DataFrame:
     per_seed = table.groupby(keys + ["seed"])[list(METRICS)].mean()  # category average per seed (NaN skipped)
     grouped = per_seed.groupby(level=keys)
     out = pd.concat(
-        [grouped[m].mean().rename(f"{m}_mean") for m in METRICS] + [grouped[m].std().rename(f"{m}_sd") for m in METRICS],
+        [grouped[m].mean().rename(f"{m}_mean") for m in METRICS]
+        + [grouped[m].std().rename(f"{m}_sd") for m in METRICS],
         axis=1,
     )
     sizes = table.groupby(keys)
@@ -54,7 +56,14 @@ def category_summary(results: pd.DataFrame) -> pd.DataFrame:
     out["_method"] = out["method"].map(lambda m: order.get(m, len(order)))
     out["_shots"] = [np.inf if full else int(label) for label, full in zip(out["shots"], out["full"])]
     out = out.sort_values(["_method", "method", "_shots"]).drop(columns=["_method", "_shots"]).reset_index(drop=True)
-    columns = ["method", "shots", "full", "train_images", "train_images_min", "train_images_max", "n_categories",
-               "n_seeds"] + [f"{m}_{stat}" for m in METRICS for stat in ("mean", "sd")]
+    columns = [
+        "method",
+        "shots",
+        "full",
+        "train_images",
+        "train_images_min",
+        "train_images_max",
+        "n_categories",
+        "n_seeds",
+    ] + [f"{m}_{stat}" for m in METRICS for stat in ("mean", "sd")]
     return out[columns]
-

@@ -1,4 +1,5 @@
 """The sample-efficiency sweep itself: one extraction pass, then every (method, shots, seed) cell."""
+
 from __future__ import annotations
 
 import json
@@ -90,8 +91,9 @@ def sample_efficiency(
     methods, seeds = list(methods), [int(s) for s in seeds]
     shots = resolve_shots(split, shots)
     if baseline_stages not in BASELINE_STAGES:
-        raise InputError(f"{split.root or split.name}: baseline_stages must be one of {BASELINE_STAGES}, "
-                         f"got {baseline_stages!r}")
+        raise InputError(
+            f"{split.root or split.name}: baseline_stages must be one of {BASELINE_STAGES}, got {baseline_stages!r}"
+        )
     _check_grid(split, methods, shots, seeds, method_params)
     check_scheduler(scheduler, workers, cache_dir, split.root or split.name)
     results_path = Path(results_path) if results_path is not None else None
@@ -100,8 +102,12 @@ def sample_efficiency(
     summary_path = Path(summary_path) if summary_path is not None else None
 
     settings = {
-        "dataset": split.name, "split_hash": split.split_hash(), "backbone": backbone, "layers": list(layers),
-        "image_size": list(as_hw(image_size)), "weights": None if weights is None else str(weights),
+        "dataset": split.name,
+        "split_hash": split.split_hash(),
+        "backbone": backbone,
+        "layers": list(layers),
+        "image_size": list(as_hw(image_size)),
+        "weights": None if weights is None else str(weights),
         "method_params": {name: dict(params) for name, params in sorted(method_params.items())},
         "baseline_stages": baseline_stages,
     }
@@ -114,9 +120,15 @@ def sample_efficiency(
     plan = [(method, n, seed) for n in shots for seed in seeds for method in methods]
     todo = [key for key in plan if key not in done]
     summary = {
-        "settings": settings, "methods": methods, "shots": shots, "seeds": seeds,
-        "train_pool": len(split.train), "test_images": len(split.test),
-        "rows": len(plan), "rows_resumed": len(plan) - len(todo), "status": "running",
+        "settings": settings,
+        "methods": methods,
+        "shots": shots,
+        "seeds": seeds,
+        "train_pool": len(split.train),
+        "test_images": len(split.test),
+        "rows": len(plan),
+        "rows_resumed": len(plan) - len(todo),
+        "status": "running",
         "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
         "scheduler": {"scheduler": scheduler if isinstance(scheduler, str) else "client"},
         "earlier_runs": _earlier_runs(summary_path) if done else [],
@@ -125,12 +137,21 @@ def sample_efficiency(
 
     rows = {key: done[key] for key in plan if key in done}
     with ExitStack() as stack:
-        cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="patchcore_kit_features_")
-                                    if cache_dir is None else nullcontext(cache_dir))
+        cache = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="patchcore_kit_features_")
+            if cache_dir is None
+            else nullcontext(cache_dir)
+        )
         # A scheduler address is tried here, before the extraction pass; closed on any exit (first).
         dask = None if is_serial(scheduler) else stack.enter_context(DaskCells(scheduler, workers))
-        shared = dict(backbone=backbone, image_size=image_size, weights=weights,
-                      device=device, batch_size=batch_size, feature_cache=str(cache))
+        shared = dict(
+            backbone=backbone,
+            image_size=image_size,
+            weights=weights,
+            device=device,
+            batch_size=batch_size,
+            feature_cache=str(cache),
+        )
         params = {m: {**method_stages(m, baseline_stages, layers), **method_params.get(m, {})} for m in methods}
         make = SweepCells(split, shared, params, masks=None).make
 
@@ -142,20 +163,34 @@ def sample_efficiency(
             train_images = _unique(p for (_, n, seed) in todo for p in split.with_shots(n, seed).train_paths)
             passes = []
             for size in _unique(size_of.values()):
-                stages = sorted({layer for m in methods if size_of[m] == size for layer in make(m, 0)._extract_layers()},
-                                key=STAGES.index)
-                passes.append(extraction_pass(train_images + split.test_paths,
-                                              {**shared, "image_size": size, "layers": stages}, progress))
+                stages = sorted(
+                    {layer for m in methods if size_of[m] == size for layer in make(m, 0)._extract_layers()},
+                    key=STAGES.index,
+                )
+                passes.append(
+                    extraction_pass(
+                        train_images + split.test_paths, {**shared, "image_size": size, "layers": stages}, progress
+                    )
+                )
             summary["feature_pass"] = {key: sum(p[key] for p in passes) for key in ("seconds", "images", "computed")}
             _write_json(summary_path, summary)  # kept even if the sweep is interrupted later
             by_size = {size: ground_truth_masks(split, size) for size in _unique(size_of.values())}  # read once
-            masks = None if any(m is None for m in by_size.values()) else {  # regions labelled once, too
-                size: PixelGroundTruth(m) for size, m in by_size.items()}
+            masks = (
+                None
+                if any(m is None for m in by_size.values())
+                else {  # regions labelled once, too
+                    size: PixelGroundTruth(m) for size, m in by_size.items()
+                }
+            )
             cells = SweepCells(split, shared, params, masks=masks)
             spade_draws = [split.with_shots(n, seed).train_paths for (m, n, seed) in todo if m == "spade"]
             use_table = bool(spade_draws) and SpadePairTable.fits(make("spade", 0), split, spade_draws, spade_table_gb)
             serial_table = use_table and dask is None  # on Dask each task builds its own (scheduler.py)
-            spade_table = SpadePairTable(make("spade", 0), split, _unique(p for d in spade_draws for p in d)) if serial_table else None
+            spade_table = (
+                SpadePairTable(make("spade", 0), split, _unique(p for d in spade_draws for p in d))
+                if serial_table
+                else None
+            )
             summary["spade_table"] = None if spade_table is None else spade_table.stats
 
         def record(row: dict) -> None:
@@ -166,7 +201,9 @@ def sample_efficiency(
 
         bar = stack.enter_context(tqdm(total=len(todo), desc="sweep", unit="fit", disable=not progress))
         if dask is not None and todo:
-            summary["spade_table"] = dask.run(cells, todo, use_table, {"image_size": size, "layers": stages}, record, bar)
+            summary["spade_table"] = dask.run(
+                cells, todo, use_table, {"image_size": size, "layers": stages}, record, bar
+            )
             summary["scheduler"] = dask.description
         for method, n, seed in todo if dask is None else ():
             bar.set_postfix_str(f"{method} {n}-shot seed {seed}")
@@ -182,9 +219,14 @@ def sample_efficiency(
     table["full"] = table.shots == len(split.train)  # also for rows resumed from a file
     table = table.sort_values(["method", "shots", "seed"], ignore_index=True)
     wall = time.perf_counter() - wall_start
-    summary.update(status="finished", elapsed_s=wall, sweep_wall_s=wall,
-                   wall_s_all_runs=wall + sum(run.get("elapsed_s", 0.0) for run in summary["earlier_runs"]),
-                   fit_s_total=float(table.fit_s.sum()), infer_s_total=float(table.infer_s.sum()))
+    summary.update(
+        status="finished",
+        elapsed_s=wall,
+        sweep_wall_s=wall,
+        wall_s_all_runs=wall + sum(run.get("elapsed_s", 0.0) for run in summary["earlier_runs"]),
+        fit_s_total=float(table.fit_s.sum()),
+        infer_s_total=float(table.infer_s.sum()),
+    )
     # "The whole sweep costs N extraction passes": only a pass that computed every image is one.
     passes = [run.get("feature_pass") for run in summary["earlier_runs"]] + [summary.get("feature_pass")]
     cold = [p for p in passes if p and p["computed"] == p["images"] and p["seconds"] > 0]
@@ -193,4 +235,3 @@ def sample_efficiency(
     _write_json(summary_path, summary)
     table.attrs["summary"] = summary
     return table
-

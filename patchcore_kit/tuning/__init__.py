@@ -14,11 +14,24 @@ a sub-package of that name would replace it as an attribute as soon as it is imp
 >>> from patchcore_kit import tune                                               # doctest: +SKIP
 >>> settings = tune("../shared/data/mtd", "mtd", shots=100, output="runs/tune_mtd")  # doctest: +SKIP
 """
+
 from .folds import DEFAULT_FOLDS, grouped_folds, regroup
 from .grid import DEFAULT_GRID, load_grid
 from .run import tune
 from .settings import estimator_from_settings, load_settings, read_settings
 from .validation import halve_by_group, real_anomalies, synthetic_anomalies
 
-__all__ = ["DEFAULT_FOLDS", "DEFAULT_GRID", "estimator_from_settings", "grouped_folds", "halve_by_group", "load_grid", "load_settings",
-           "read_settings", "real_anomalies", "regroup", "synthetic_anomalies", "tune"]
+__all__ = [
+    "DEFAULT_FOLDS",
+    "DEFAULT_GRID",
+    "estimator_from_settings",
+    "grouped_folds",
+    "halve_by_group",
+    "load_grid",
+    "load_settings",
+    "read_settings",
+    "real_anomalies",
+    "regroup",
+    "synthetic_anomalies",
+    "tune",
+]

@@ -17,11 +17,11 @@ Only the training pool is ever cut: the test split's nominal images are never re
 >>> [sorted({s.group for s in fold}) for fold in grouped_folds(pool, k=2, seed=0)]
 [['t0', 't1'], ['t2', 't3']]
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 import numpy as np
 
@@ -61,26 +61,38 @@ def fold_of_group(groups, k: int, seed: int) -> dict[str, int]:
     return {str(group): index % k for index, group in enumerate(order)}
 
 
-def grouped_folds(pool: list[Sample], k: int = DEFAULT_FOLDS, seed: int = 0, where: str = "dataset") -> list[list[Sample]]:
+def grouped_folds(
+    pool: list[Sample], k: int = DEFAULT_FOLDS, seed: int = 0, where: str = "dataset"
+) -> list[list[Sample]]:
     """Cut ``pool`` into ``k`` folds of whole groups (pool order kept inside each fold)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise InputError(f"{where}: the number of folds must be an integer of at least 2, got {k!r}")
     groups = {s.group for s in pool}
     if len(groups) < k:
         kind = "groups (objects)" if len(groups) < len(pool) else "nominal training images"
-        raise InputError(f"{where}: {len(groups)} {kind} in the training pool, too few for {k} folds "
-                         f"(each fold needs at least one); use fewer folds")
+        raise InputError(
+            f"{where}: {len(groups)} {kind} in the training pool, too few for {k} folds "
+            f"(each fold needs at least one); use fewer folds"
+        )
     fold = fold_of_group(groups, k, seed)
     return [[s for s in pool if fold[s.group] == index] for index in range(k)]
 
 
-def development_split(split: Split, folds: list[list[Sample]], index: int, anomalies: list[Sample],
-                      shots: int | None = None, seed: int = 0) -> Split:
+def development_split(
+    split: Split,
+    folds: list[list[Sample]],
+    index: int,
+    anomalies: list[Sample],
+    shots: int | None = None,
+    seed: int = 0,
+) -> Split:
     """Fold ``index`` as a split: train on the other folds (``shots`` of them, seeded), test on this
     fold's nominal images plus ``anomalies``. Nothing of ``split.test`` enters but those anomalies."""
     held = {s.path for s in folds[index]}
     train = [s for s in split.train if s.path not in held]  # the pool's order: the same shots draw as before
-    dev = dataclasses.replace(split, name=f"{split.name}/fold{index}", train=train, test=list(folds[index]) + list(anomalies))
+    dev = dataclasses.replace(
+        split, name=f"{split.name}/fold{index}", train=train, test=list(folds[index]) + list(anomalies)
+    )
     return dev.with_shots(shots, seed=seed) if shots is not None else dev
 
 
@@ -88,5 +100,7 @@ def check_shots(split: Split, folds: list[list[Sample]], shots: int | None, wher
     """Every fold must leave ``shots`` training images (and at least one) in the other folds."""
     smallest = min(len(split.train) - len(fold) for fold in folds)
     if smallest < max(1, shots or 1):
-        raise InputError(f"{where}: too few nominal images for {len(folds)} folds with --shots {shots}: the "
-                         f"other folds of one fold hold only {smallest}; use fewer shots or folds")
+        raise InputError(
+            f"{where}: too few nominal images for {len(folds)} folds with --shots {shots}: the "
+            f"other folds of one fold hold only {smallest}; use fewer shots or folds"
+        )

@@ -24,6 +24,7 @@ dataset of mixed shapes (MTD) it is the typical shape, not each image's own. Per
 would need a variable-size path through features, memory bank, maps and metrics; a fixed (h, w)
 keeps ``PatchCore`` unchanged and its settings a plain ``image_size`` (docs/tuning.md).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -42,12 +43,15 @@ ASPECTS = ("stretch", "keep")
 _PATCHCORE = PatchCore().get_params()  # the estimator's own defaults: written down once, in its constructor
 #: Keys a candidate may vary, and their defaults when a grid leaves them out (``border`` None: not
 #: passed, so PatchCore's own default; ``aspect``: how images are resized, not a PatchCore parameter).
-CANDIDATE_DEFAULTS = {**{k: _PATCHCORE[k] for k in ("layers", "patch_size", "aggregation", "image_size",
-                                                    "pretrain_dim", "target_dim")},
-                      "border": None, "aspect": "stretch"}
+CANDIDATE_DEFAULTS = {
+    **{k: _PATCHCORE[k] for k in ("layers", "patch_size", "aggregation", "image_size", "pretrain_dim", "target_dim")},
+    "border": None,
+    "aspect": "stretch",
+}
 #: Keys that are the same for every candidate (``fixed:``), and their defaults.
-FIXED_DEFAULTS = {k: _PATCHCORE[k] for k in ("backbone", "weights", "coreset_ratio", "num_neighbors", "sampler",
-                                             "projection_dim")}
+FIXED_DEFAULTS = {
+    k: _PATCHCORE[k] for k in ("backbone", "weights", "coreset_ratio", "num_neighbors", "sampler", "projection_dim")
+}
 #: The default grid (issue #12): the levers that moved MTD most, at the kit's 10 % coreset. Aggregation
 #: stays at the kit's "mean" (unfold lost on MTD's folds in issue #10 and widens every feature to 1024).
 DEFAULT_GRID = {
@@ -61,8 +65,13 @@ STRIDE = 32  # the deepest stage's stride: sides that are multiples of it give w
 
 #: PaDiM (Defard et al.): stage set and channel subset; its paper's layer1+2+3 first, then the deeper
 #: sets that suited MTD for PatchCore. ``n_features`` "auto" keeps the paper's WRN50 share (550/1792).
-PADIM_CANDIDATE_DEFAULTS = {"layers": ("layer1", "layer2", "layer3"), "n_features": "auto", "epsilon": 0.01,
-                            "image_size": 224, "aspect": "stretch"}
+PADIM_CANDIDATE_DEFAULTS = {
+    "layers": ("layer1", "layer2", "layer3"),
+    "n_features": "auto",
+    "epsilon": 0.01,
+    "image_size": 224,
+    "aspect": "stretch",
+}
 DEFAULT_PADIM_GRID = {
     "layers": [("layer1", "layer2", "layer3"), ("layer2", "layer3"), ("layer3",), ("layer3", "layer4")],
     "n_features": ["auto"],
@@ -72,8 +81,14 @@ DEFAULT_PADIM_GRID = {
 #: SPADE (Cohen & Hoshen): pixel stages and the stage pooled for the image-level kNN (paper: layer1+2+3
 #: and layer4; ``global_layer: null`` pools the deepest pixel stage). Its pixel kNN grows with the
 #: square of the first stage's grid (layer1 at 224 px: 56 x 56), so layer1+2+3 is by far the dearest.
-SPADE_CANDIDATE_DEFAULTS = {"layers": ("layer1", "layer2", "layer3"), "global_layer": "layer4", "top_k_images": 50,
-                            "k": 1, "image_size": 224, "aspect": "stretch"}
+SPADE_CANDIDATE_DEFAULTS = {
+    "layers": ("layer1", "layer2", "layer3"),
+    "global_layer": "layer4",
+    "top_k_images": 50,
+    "k": 1,
+    "image_size": 224,
+    "aspect": "stretch",
+}
 DEFAULT_SPADE_GRID = {
     "layers": [("layer1", "layer2", "layer3"), ("layer2", "layer3"), ("layer3",)],
     "global_layer": ["layer4", None],
@@ -111,7 +126,9 @@ def method_grid(method: str, where: str = "tune") -> MethodGrid:
 
 def _owner_hint(key: str, method: str) -> str:
     """`` (a PatchCore setting)`` when another method has ``key``: the usual cause of the mistake."""
-    owners = [spec.label for name, spec in METHODS.items() if name != method and (key in spec.candidate or key in spec.fixed)]
+    owners = [
+        spec.label for name, spec in METHODS.items() if name != method and (key in spec.candidate or key in spec.fixed)
+    ]
     return f" ({' and '.join(owners)} {'has' if len(owners) == 1 else 'have'} it)" if owners else ""
 
 
@@ -149,8 +166,10 @@ def check_candidate(candidate: dict, where: str, method: str = "patchcore") -> d
     spec = method_grid(method, where)
     unknown = sorted(set(candidate) - set(spec.candidate))
     if unknown:
-        raise InputError(f"{where}: unknown grid key {unknown[0]!r} for {spec.label}{_owner_hint(unknown[0], method)}; "
-                         f"a {spec.label} grid varies {', '.join(spec.candidate)} (model options go under 'fixed:')")
+        raise InputError(
+            f"{where}: unknown grid key {unknown[0]!r} for {spec.label}{_owner_hint(unknown[0], method)}; "
+            f"a {spec.label} grid varies {', '.join(spec.candidate)} (model options go under 'fixed:')"
+        )
     out = {**spec.candidate, **candidate}
     out["layers"] = _check_layers(out["layers"], where)
     size = out["image_size"]
@@ -177,7 +196,9 @@ def _check_layers(layers, where: str) -> tuple:
 def _check_padim(out: dict, where: str) -> dict:
     n = out["n_features"]
     if not (n is None or n == "auto" or (_is_int(n) and n >= 1)):
-        raise InputError(f"{where}: n_features must be auto, a positive whole number or null (every channel), got {n!r}")
+        raise InputError(
+            f"{where}: n_features must be auto, a positive whole number or null (every channel), got {n!r}"
+        )
     eps = out["epsilon"]
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
         raise InputError(f"{where}: epsilon must be a positive number (PaDiM: 0.01), got {eps!r}")
@@ -186,8 +207,10 @@ def _check_padim(out: dict, where: str) -> dict:
 
 def _check_spade(out: dict, where: str) -> dict:
     if out["global_layer"] is not None and out["global_layer"] not in STAGES:
-        raise InputError(f"{where}: global_layer must be a stage ({', '.join(STAGES)}) or null (the deepest pixel "
-                         f"stage, pooled), got {out['global_layer']!r}")
+        raise InputError(
+            f"{where}: global_layer must be a stage ({', '.join(STAGES)}) or null (the deepest pixel "
+            f"stage, pooled), got {out['global_layer']!r}"
+        )
     for key in ("top_k_images", "k"):
         if not _is_int(out[key]) or out[key] < 1:
             raise InputError(f"{where}: {key} must be a positive whole number, got {out[key]!r}")
@@ -215,15 +238,22 @@ def check_fixed(fixed: dict, where: str, method: str = "patchcore") -> dict:
         raise InputError(f"{where}: fixed must be a mapping of option to value, got {fixed!r}")
     unknown = sorted(set(fixed) - set(spec.fixed))
     if unknown:
-        raise InputError(f"{where}: unknown fixed option {unknown[0]!r} for {spec.label}{_owner_hint(unknown[0], method)}; "
-                         f"use {', '.join(spec.fixed)}")
+        raise InputError(
+            f"{where}: unknown fixed option {unknown[0]!r} for {spec.label}{_owner_hint(unknown[0], method)}; "
+            f"use {', '.join(spec.fixed)}"
+        )
     out = {**spec.fixed, **fixed}
     if out["backbone"] not in BACKBONES:
         raise InputError(f"{where}: unknown backbone {out['backbone']!r}; choose from {', '.join(BACKBONES)}")
     if method != "patchcore":
         return out
     ratio = out["coreset_ratio"]
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0 or (ratio > 1 and not float(ratio).is_integer()):
+    if (
+        isinstance(ratio, bool)
+        or not isinstance(ratio, (int, float))
+        or ratio <= 0
+        or (ratio > 1 and not float(ratio).is_integer())
+    ):
         raise InputError(f"{where}: coreset_ratio must be a fraction in (0, 1] or a whole count, got {ratio!r}")
     if not _is_int(out["num_neighbors"]) or out["num_neighbors"] < 1:
         raise InputError(f"{where}: num_neighbors must be a positive whole number, got {out['num_neighbors']!r}")

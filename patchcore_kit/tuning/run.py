@@ -12,6 +12,7 @@ Files in the output folder (each written atomically, so an interrupted tune resu
   the choice used (the held-out rest gives an honest figure).
 * ``synthetic/`` — the painted validation anomalies (``--validation synthetic``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,16 +48,31 @@ def estimator_class(method: str):
     method_grid(method)  # an unknown method is one clear error
     return {"patchcore": PatchCore, "padim": PaDiM, "spade": SPADE}[method]
 
+
 #: PatchCore parameters that say how a run is executed, not what the model is: never part of settings.
 RUNTIME = ("device", "batch_size", "seed", "threshold_quantile", "calibrate", "feature_cache", "progress")
 
 
-def score_fold(params: dict, dev: Split, metric: str, feature_cache, seed: int, device: str, batch_size: int,
-               method: str = "patchcore") -> dict:
+def score_fold(
+    params: dict,
+    dev: Split,
+    metric: str,
+    feature_cache,
+    seed: int,
+    device: str,
+    batch_size: int,
+    method: str = "patchcore",
+) -> dict:
     """Fit one candidate on a fold's training images and score its test images: one ``folds.csv`` row."""
     start = time.perf_counter()
-    model = estimator_class(method)(**params, seed=seed, device=device, batch_size=batch_size, calibrate=False,
-                                    feature_cache=None if feature_cache is None else str(feature_cache))
+    model = estimator_class(method)(
+        **params,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        calibrate=False,
+        feature_cache=None if feature_cache is None else str(feature_cache),
+    )
     pixel = metric == "pixel_auroc"
     result = evaluate(model, dev, pixel=pixel)  # pixel metrics only when they choose
     per = result.metrics["per_defect"]
@@ -145,8 +161,11 @@ def tune(
     for candidate in candidates:
         # Every parameter spelled out, the estimator's defaults too: a resume after a default changed
         # (issue #10 moved the border rule) rescores rather than reusing rows of another model.
-        params = {k: v for k, v in estimator(**model_params(candidate, fixed, aspects, method)).get_params().items()
-                  if k not in RUNTIME}
+        params = {
+            k: v
+            for k, v in estimator(**model_params(candidate, fixed, aspects, method)).get_params().items()
+            if k not in RUNTIME
+        }
         key = json.dumps(params, sort_keys=True, default=list)
         if key in names_seen:  # e.g. aspect keep on square images is stretch: scored once
             continue
@@ -154,10 +173,20 @@ def tune(
         resolved.append((name, params, candidate))
 
     protocol = {
-        "dataset": split.name, "root": str(split.root) if split.root else None, "format": format,
-        "category": category, "split_hash": split.split_hash(), "folds": folds, "seed": seed, "shots": shots,
-        "validation": validation, "groups": groups, "metric": metric,
-        "pool": len(split.train), "pool_groups": len({s.group for s in split.train}), "method": method,
+        "dataset": split.name,
+        "root": str(split.root) if split.root else None,
+        "format": format,
+        "category": category,
+        "split_hash": split.split_hash(),
+        "folds": folds,
+        "seed": seed,
+        "shots": shots,
+        "validation": validation,
+        "groups": groups,
+        "metric": metric,
+        "pool": len(split.train),
+        "pool_groups": len({s.group for s in split.train}),
+        "method": method,
     }
     _check_protocol(output / "protocol.json", protocol)
     cache = Path(feature_cache) if feature_cache is not None else output / "feature_cache"
@@ -168,8 +197,12 @@ def tune(
     done = {(r["setting"], int(r["fold"])) for r in rows}
     features_s = _backbone_passes(resolved, devs, cache, device, batch_size, progress, estimator)
 
-    tasks = [(name, index, params, devs[index], metric, cache, seed, device, batch_size, method)
-             for name, params, _ in resolved for index in range(folds) if (name, index) not in done]
+    tasks = [
+        (name, index, params, devs[index], metric, cache, seed, device, batch_size, method)
+        for name, params, _ in resolved
+        for index in range(folds)
+        if (name, index) not in done
+    ]
     bar = tqdm(total=len(tasks), desc="tune (candidate x fold)", unit="fit", disable=not progress)
 
     def record(name: str, fold: int, row: dict) -> None:
@@ -183,7 +216,9 @@ def tune(
             threads = max(1, torch.get_num_threads() // jobs)
             # spawn, not fork: a forked child of a process whose OpenMP threads already ran can hang
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_threads, initargs=(threads,)) as pool:
+            with ProcessPoolExecutor(
+                jobs, mp_context=context, initializer=_worker_threads, initargs=(threads,)
+            ) as pool:
                 for future in as_completed([pool.submit(_score_task, task) for task in tasks]):
                     record(*future.result())
         else:
@@ -200,19 +235,29 @@ def tune(
         "params": _jsonable(params),
         "setting": name,
         "aspect": candidate["aspect"],
-        "development": {metric: best[metric], "sd": best[f"{metric}_sd"],
-                        "folds": [best[f"fold{k}"] for k in range(folds)]},
-        "runner_up": next((r["setting"] for r in sorted(table, key=lambda r: -r[metric]) if r["setting"] != name), None),
+        "development": {
+            metric: best[metric],
+            "sd": best[f"{metric}_sd"],
+            "folds": [best[f"fold{k}"] for k in range(folds)],
+        },
+        "runner_up": next(
+            (r["setting"] for r in sorted(table, key=lambda r: -r[metric]) if r["setting"] != name), None
+        ),
         "protocol": protocol,
         "defective_used": sorted(split.relative(s.path) for s in used),
         "defective_held_out": len(held_out),
-        "note": ("validation anomalies were painted on pool images: no test image was read" if validation == "synthetic"
-                 else "defective_used were scored while tuning; the test set less these gives the honest figure"),
+        "note": (
+            "validation anomalies were painted on pool images: no test image was read"
+            if validation == "synthetic"
+            else "defective_used were scored while tuning; the test set less these gives the honest figure"
+        ),
     }
     write_text(output / "settings.json", json.dumps(settings, indent=2) + "\n")
     if progress:
-        print(f"chosen: {name} (development {metric} {best[metric]:.4f} ± {best[f'{metric}_sd']:.4f} over {folds} folds); "
-              f"wrote {output / 'settings.json'} and candidates.csv")
+        print(
+            f"chosen: {name} (development {metric} {best[metric]:.4f} ± {best[f'{metric}_sd']:.4f} over {folds} folds); "
+            f"wrote {output / 'settings.json'} and candidates.csv"
+        )
     return settings
 
 
@@ -263,13 +308,24 @@ def _backbone_passes(resolved, devs, cache: Path, device: str, batch_size: int, 
     seconds = {}
     for key, members in groups.items():
         first = members[0]
-        layers = sorted({layer for params in members for layer in estimator(**params)._extract_layers()},
-                        key=STAGES.index)
+        layers = sorted(
+            {layer for params in members for layer in estimator(**params)._extract_layers()}, key=STAGES.index
+        )
         start = time.perf_counter()
-        extractor = FeatureExtractor(first["backbone"], layers, first["image_size"], weights=first.get("weights"),
-                                     device=device, batch_size=batch_size, cache_dir=cache, progress=progress)
+        extractor = FeatureExtractor(
+            first["backbone"],
+            layers,
+            first["image_size"],
+            weights=first.get("weights"),
+            device=device,
+            batch_size=batch_size,
+            cache_dir=cache,
+            progress=progress,
+        )
         size = first["image_size"]
-        for _ in extractor.iter_layer_maps(images, desc=f"features {size if isinstance(size, int) else 'x'.join(map(str, size))} px"):
+        for _ in extractor.iter_layer_maps(
+            images, desc=f"features {size if isinstance(size, int) else 'x'.join(map(str, size))} px"
+        ):
             pass
         seconds[key] = round(time.perf_counter() - start, 1)
     return seconds
@@ -289,8 +345,10 @@ def _check_protocol(path: Path, protocol: dict) -> None:
         before.setdefault("method", "patchcore")  # written before tunes had a method: PatchCore's
         if before != json.loads(json.dumps(protocol)):
             changed = sorted(k for k in set(before) | set(protocol) if before.get(k) != protocol.get(k))
-            raise InputError(f"{path.parent}: holds a tune with another protocol (differs in {', '.join(changed)}); "
-                             f"choose another --output or remove it")
+            raise InputError(
+                f"{path.parent}: holds a tune with another protocol (differs in {', '.join(changed)}); "
+                f"choose another --output or remove it"
+            )
     else:
         write_text(path, json.dumps(protocol, indent=2) + "\n")
 

@@ -8,6 +8,7 @@ naming the file and both methods, never a PatchCore built from a PaDiM stage cho
 >>> model = PatchCore(**params)                                       # doctest: +SKIP
 >>> model = estimator_from_settings("runs/tune_mtd_padim/settings.json")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,10 @@ def load_settings(path: str | Path, method: str | None = "patchcore") -> dict:
     found = settings_method(settings, path)
     if method is not None and found != method:
         wanted, held = METHODS[method].label if method in METHODS else method, METHODS[found].label
-        raise InputError(f"{path}: holds {held} settings (method {found!r}), but {wanted} settings are needed here; "
-                         f"use {held}(**load_settings(path, {found!r})) or a {wanted} tune's settings.json")
+        raise InputError(
+            f"{path}: holds {held} settings (method {found!r}), but {wanted} settings are needed here; "
+            f"use {held}(**load_settings(path, {found!r})) or a {wanted} tune's settings.json"
+        )
     estimator = estimator_class(found)
     params = dict(settings["params"])
     unknown = sorted(set(params) - set(parameter_names(estimator)))

@@ -10,6 +10,7 @@
   against the very image it was pasted on. Copies are written once (PNG, the source's size, so they
   pass through the same resizing as the nominal images) and reused by every candidate and on resume.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
 from ..data.base import Sample, Split
-from ..data.demo import DEFECTS, DEFECT_TYPES
+from ..data.demo import DEFECT_TYPES, DEFECTS
 from ..errors import InputError
 from ..images import read_image
 
@@ -50,12 +51,15 @@ def real_anomalies(split: Split, seed: int, where: str) -> tuple[list[Sample], l
     """The defective half used for tuning (the same in every fold) and the held-out half."""
     defective = [s for s in split.test if s.label]
     if not defective:
-        raise InputError(f"{where}: no defective images, so --validation real has nothing to validate on; "
-                         f"use --validation synthetic")
+        raise InputError(
+            f"{where}: no defective images, so --validation real has nothing to validate on; use --validation synthetic"
+        )
     used, held_out = halve_by_group(defective, seed)
     if not used:  # every defect type has a single object: halving leaves nothing to tune on
-        raise InputError(f"{where}: too few defective images to halve for --validation real "
-                         f"({len(defective)} found); use --validation synthetic")
+        raise InputError(
+            f"{where}: too few defective images to halve for --validation real "
+            f"({len(defective)} found); use --validation synthetic"
+        )
     return used, held_out
 
 
@@ -84,16 +88,22 @@ def synthetic_anomalies(split: Split, folder: str | Path, seed: int, progress: b
     """One defected copy of every pool image, written under ``folder`` (``<defect>/<stem>.png`` and
     ``masks/<defect>/<stem>.png``); returns them as anomalous samples in their source's group."""
     folder = Path(folder)
-    manifest = {"seed": int(seed), "painters": list(DEFECT_TYPES), "pool": [split.relative(s.path) for s in split.train]}
+    manifest = {
+        "seed": int(seed),
+        "painters": list(DEFECT_TYPES),
+        "pool": [split.relative(s.path) for s in split.train],
+    }
     manifest_path = folder / _MANIFEST
     if manifest_path.is_file() and json.loads(manifest_path.read_text()) != manifest:
-        raise InputError(f"{folder}: holds synthetic anomalies of another pool or seed; remove it or choose "
-                         f"another output folder")
+        raise InputError(
+            f"{folder}: holds synthetic anomalies of another pool or seed; remove it or choose another output folder"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest))
     samples = []
-    for source, defect, stem in tqdm(synthetic_plan(split, seed), desc="synthetic anomalies", unit="img",
-                                     disable=not progress, leave=False):
+    for source, defect, stem in tqdm(
+        synthetic_plan(split, seed), desc="synthetic anomalies", unit="img", disable=not progress, leave=False
+    ):
         path, mask_path = folder / defect / f"{stem}.png", folder / "masks" / defect / f"{stem}.png"
         if not (path.is_file() and mask_path.is_file()):  # written last, so present means complete
             image = np.asarray(read_image(source.path))

@@ -176,7 +176,11 @@ def plot_gallery(
     axes = figure.subplots(len(rows), len(images), squeeze=False)
     for column, (image, mask, anomaly_map) in enumerate(zip(images, masks, maps)):
         views = gallery_views(
-            image, mask, None if thresholded is None else thresholded[column], truth_colour, prediction_colour,
+            image,
+            mask,
+            None if thresholded is None else thresholded[column],
+            truth_colour,
+            prediction_colour,
             outline_thickness,
         )
         for row, view in enumerate(rows):

@@ -20,6 +20,7 @@ set scored once per fit), the four notebooks' states and render functions, and :
 >>> render_coreset_view(state, ratio=0.05)                                # a Figure   # doctest: +SKIP
 >>> coreset_explorer(state)                                               # a widget   # doctest: +SKIP
 """
+
 from .coreset import CoresetState, coreset_state, patch_positions, render_coreset_view
 from .decisions import DecisionState, decision_table, render_errors
 from .explorers import coreset_explorer, errors_explorer, figure_png, gallery_explorer, sweep_explorer
@@ -30,10 +31,24 @@ from .sweep import render_sweep
 from .umap_cache import umap_embedding
 
 __all__ = [
-    "CoresetState", "coreset_state", "patch_positions", "render_coreset_view", "coreset_explorer",
-    "render_sweep", "sweep_explorer",
-    "MemoisedFits", "GalleryState", "render_gallery", "gallery_metrics", "gallery_panels", "GalleryFigure",
+    "CoresetState",
+    "coreset_state",
+    "patch_positions",
+    "render_coreset_view",
+    "coreset_explorer",
+    "render_sweep",
+    "sweep_explorer",
+    "MemoisedFits",
+    "GalleryState",
+    "render_gallery",
+    "gallery_metrics",
+    "gallery_panels",
+    "GalleryFigure",
     "gallery_explorer",
-    "DecisionState", "decision_table", "render_errors", "errors_explorer",
-    "figure_png", "umap_embedding",
+    "DecisionState",
+    "decision_table",
+    "render_errors",
+    "errors_explorer",
+    "figure_png",
+    "umap_embedding",
 ]

@@ -4,6 +4,7 @@
 coreset is a prefix of its pick order) and embeds the picks with a cached UMAP;
 :func:`render_coreset_view` draws one ratio from it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ class CoresetState:
         """The ``sampler``'s coreset of ``ratio`` of all patches (a prefix of its pick order)."""
         n = coreset_size(len(self.features), ratio)
         if n > len(self.order):
-            raise ValueError(f"ratio {ratio} needs {n} picks; this state holds {len(self.order)} "
-                             f"(max_ratio {self.max_ratio:.3f})")
+            raise ValueError(
+                f"ratio {ratio} needs {n} picks; this state holds {len(self.order)} (max_ratio {self.max_ratio:.3f})"
+            )
         if sampler == "greedy":
             return self.order[:n]
         if sampler == "random" and self.random_order is not None:
@@ -71,14 +73,24 @@ class CoresetState:
             return float(self.radii[len(self.coreset(ratio)) - 1])
         memo = self.__dict__.setdefault("_radius_memo", {})
         if (ratio, sampler) not in memo:
-            memo[ratio, sampler] = covering_radius(self.features, self.coreset(ratio, sampler), self.projection_dim,
-                                                   self.seed)
+            memo[ratio, sampler] = covering_radius(
+                self.features, self.coreset(ratio, sampler), self.projection_dim, self.seed
+            )
         return memo[ratio, sampler]
 
 
-def coreset_state(features, grid: tuple[int, int], images, max_ratio: float = 0.25, n_shown: int = 3000,
-                  projection_dim: int | None = 128, seed: int = 0, cache_dir: str | Path | None = None,
-                  umap_params: dict | None = None, with_random: bool = True) -> CoresetState:
+def coreset_state(
+    features,
+    grid: tuple[int, int],
+    images,
+    max_ratio: float = 0.25,
+    n_shown: int = 3000,
+    projection_dim: int | None = 128,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    umap_params: dict | None = None,
+    with_random: bool = True,
+) -> CoresetState:
     """Run greedy k-center once up to ``max_ratio`` and embed the picks and a sample of the bank with UMAP.
 
     ``features`` ``(N, D)`` are all training patches, image by image on ``grid`` (e.g. the
@@ -95,8 +107,19 @@ def coreset_state(features, grid: tuple[int, int], images, max_ratio: float = 0.
     random_order = np.random.default_rng(seed + 1).permutation(len(features))[:n_max] if with_random else None
     shown = np.union1d(order, sample) if random_order is None else np.union1d(np.union1d(order, sample), random_order)
     embedding = umap_embedding(features[shown].numpy(), seed=seed, cache_dir=cache_dir, **(umap_params or {}))
-    return CoresetState(features, tuple(grid), np.asarray(images), order, radii, shown, np.isin(shown, sample),
-                        embedding, random_order, projection_dim, seed)
+    return CoresetState(
+        features,
+        tuple(grid),
+        np.asarray(images),
+        order,
+        radii,
+        shown,
+        np.isin(shown, sample),
+        embedding,
+        random_order,
+        projection_dim,
+        seed,
+    )
 
 
 def render_coreset_view(state: CoresetState, ratio: float, image_index: int = 0, sampler: str = "greedy") -> Figure:
@@ -106,13 +129,21 @@ def render_coreset_view(state: CoresetState, ratio: float, image_index: int = 0,
     left, right = figure.subplots(1, 2, width_ratios=[1.25, 1])
     selected = np.isin(state.shown, picks)
     plot_coreset_embedding(
-        state.embedding, selected, background=state.in_sample, ax=left,
+        state.embedding,
+        selected,
+        background=state.in_sample,
+        ax=left,
         title=f"{sampler} coreset, ratio {ratio:g}: {len(picks)} of {len(state.features)} patches\n"
-              f"coverage radius {state.radius(ratio, sampler):.1f} (in greedy's random projection)",
+        f"coverage radius {state.radius(ratio, sampler):.1f} (in greedy's random projection)",
     )
     image, rows, cols = patch_positions(picks, state.grid)
     here = image == image_index
-    plot_patch_picks(state.images[image_index], rows[here], cols[here], state.grid, ax=right,
-                     title=f"training image {image_index}: {int(here.sum())} of its "
-                           f"{state.grid[0] * state.grid[1]} patches kept")
+    plot_patch_picks(
+        state.images[image_index],
+        rows[here],
+        cols[here],
+        state.grid,
+        ax=right,
+        title=f"training image {image_index}: {int(here.sum())} of its {state.grid[0] * state.grid[1]} patches kept",
+    )
     return figure

@@ -1,8 +1,9 @@
 """Notebook 05's decisions: a scored test set judged at thresholds chosen on nominal images only."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,16 +37,23 @@ class DecisionState:
     pixel_threshold: float
 
     @classmethod
-    def from_model(cls, model: PatchCore, split: Split) -> "DecisionState":
+    def from_model(cls, model: PatchCore, split: Split) -> DecisionState:
         """Score ``split``'s test set with a *calibrated* ``model``."""
         if getattr(model, "calibration_scores_", None) is None:
             raise ValueError("the model has no calibration scores: fit it with calibrate=True and >= 2 images")
         size = as_hw(model.image_size)
         scores, maps = model.score_images(split.test_paths)
         images = np.stack([display_image(path, size) for path in split.test_paths])
-        return cls(images, ground_truth_masks(split, size), split.test_labels,
-                   np.asarray(split.test_defect_types, dtype=str), scores, maps,
-                   np.asarray(model.calibration_scores_), float(model.pixel_threshold_))
+        return cls(
+            images,
+            ground_truth_masks(split, size),
+            split.test_labels,
+            np.asarray(split.test_defect_types, dtype=str),
+            scores,
+            maps,
+            np.asarray(model.calibration_scores_),
+            float(model.pixel_threshold_),
+        )
 
     def threshold(self, budget: float) -> float:
         """The image threshold that flags at most ``budget`` of the nominal calibration images."""
@@ -77,12 +85,28 @@ def render_errors(state: DecisionState, budget: float = 0.05, kind: str = "misse
         figure = Figure(figsize=(6, 1.2))
         ax = figure.add_subplot()  # an axes, so that notebooks show the figure (IPython skips empty ones)
         ax.set_axis_off()
-        ax.text(0.5, 0.5, f"no {kind} at budget {budget:g} (image threshold {threshold:.2f})",
-                ha="center", va="center", fontsize=11, transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            f"no {kind} at budget {budget:g} (image threshold {threshold:.2f})",
+            ha="center",
+            va="center",
+            fontsize=11,
+            transform=ax.transAxes,
+        )
         return figure
     maps = state.maps[chosen] / state.pixel_threshold
     titles = [f"{word}: {state.defect_types[i]}\nscore {state.scores[i]:.2f} vs {threshold:.2f}" for i in chosen]
     masks = None if state.masks is None else state.masks[chosen]
-    return plot_gallery(state.images[chosen], masks, maps, thresholded=maps > 1.0, titles=titles, vmin=0.0,
-                        vmax=2.0, panel_size=2.4, colorbar_label="anomaly score / nominal pixel threshold",
-                        threshold=1.0)
+    return plot_gallery(
+        state.images[chosen],
+        masks,
+        maps,
+        thresholded=maps > 1.0,
+        titles=titles,
+        vmin=0.0,
+        vmax=2.0,
+        panel_size=2.4,
+        colorbar_label="anomaly score / nominal pixel threshold",
+        threshold=1.0,
+    )

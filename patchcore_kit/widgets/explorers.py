@@ -5,10 +5,11 @@ Nothing here computes: each ``*_explorer`` connects controls to a render functio
 :mod:`~patchcore_kit.widgets.decisions` or :mod:`~patchcore_kit.widgets.sweep`, which the tests
 call directly. ipywidgets is imported inside the functions, so the render functions work without it.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -52,8 +53,7 @@ def _explorer(render: Callable[..., Figure], controls: dict, extra: Callable[...
     return widgets.VBox(rows + [picture] + ([table] if extra is not None else []))
 
 
-def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None,
-                     variants: dict | None = None):
+def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None, variants: dict | None = None):
     """A ratio slider, a sampler choice (greedy / random) and a training-image chooser over :func:`render_coreset_view`.
 
     ``variants`` (``{name: CoresetState or a function returning one}``) adds a "bank" chooser:
@@ -66,9 +66,13 @@ def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None,
     if ratios is None:
         ratios = [r for r in (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25) if r <= state.max_ratio + 1e-9]
     controls = {
-        "ratio": widgets.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2],
-                                         description="coreset ratio", continuous_update=False,
-                                         style={"description_width": "initial"}),
+        "ratio": widgets.SelectionSlider(
+            options=list(ratios),
+            value=ratios[len(ratios) // 2],
+            description="coreset ratio",
+            continuous_update=False,
+            style={"description_width": "initial"},
+        ),
         "image_index": widgets.Dropdown(options=list(range(len(state.images))), value=0, description="image"),
     }
     if state.random_order is not None:
@@ -77,8 +81,12 @@ def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None,
     if variants:
         names = list(variants)
         built = {name: v for name, v in variants.items() if isinstance(v, CoresetState)}
-        controls["bank"] = widgets.Dropdown(options=names, value=next((n for n in names if built.get(n) is state), names[0]),
-                                            description="bank", style={"description_width": "initial"})
+        controls["bank"] = widgets.Dropdown(
+            options=names,
+            value=next((n for n in names if built.get(n) is state), names[0]),
+            description="bank",
+            style={"description_width": "initial"},
+        )
 
     def render(bank=None, **values):
         chosen = state
@@ -91,10 +99,17 @@ def coreset_explorer(state: CoresetState, ratios: Sequence[float] | None = None,
     return _explorer(render, controls)
 
 
-def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 0.25),
-                     num_neighbors: Sequence[int] = (1, 3, 9), cmaps: Sequence[str] = ("inferno", "viridis", "jet", "gray"),
-                     max_images: int = 4, warm: bool = True, patch_sizes: Sequence[int] = (),
-                     stages: Sequence[Sequence[str]] = (), aggregations: Sequence[str] = ()):
+def gallery_explorer(
+    state: GalleryState,
+    ratios: Sequence[float] = (0.01, 0.1, 0.25),
+    num_neighbors: Sequence[int] = (1, 3, 9),
+    cmaps: Sequence[str] = ("inferno", "viridis", "jet", "gray"),
+    max_images: int = 4,
+    warm: bool = True,
+    patch_sizes: Sequence[int] = (),
+    stages: Sequence[Sequence[str]] = (),
+    aggregations: Sequence[str] = (),
+):
     """Controls for defect type, threshold, colour map, coreset ratio and neighbours over :func:`render_gallery`,
     with the per-defect metrics table below. ``warm`` fits every ratio up front.
 
@@ -115,19 +130,39 @@ def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 
     low, high, value = (0.25, 2.0, 1.0) if state.calibrated else (0.05, 0.95, 0.5)
     controls = {
         "defect_type": widgets.Dropdown(options=state.defect_choices, description="defect type", style=style),
-        "threshold": widgets.FloatSlider(value=value, min=low, max=high, step=0.05,
-                                         description="threshold" + (" (× nominal)" if state.calibrated else ""),
-                                         continuous_update=False, style=style),
+        "threshold": widgets.FloatSlider(
+            value=value,
+            min=low,
+            max=high,
+            step=0.05,
+            description="threshold" + (" (× nominal)" if state.calibrated else ""),
+            continuous_update=False,
+            style=style,
+        ),
         "cmap": widgets.Dropdown(options=list(cmaps), description="colour map", style=style),
-        "coreset_ratio": widgets.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2],
-                                                 description="coreset ratio", continuous_update=False, style=style),
-        "num_neighbors": widgets.SelectionSlider(options=list(num_neighbors), value=num_neighbors[-1],
-                                                 description="neighbours b", continuous_update=False, style=style),
+        "coreset_ratio": widgets.SelectionSlider(
+            options=list(ratios),
+            value=ratios[len(ratios) // 2],
+            description="coreset ratio",
+            continuous_update=False,
+            style=style,
+        ),
+        "num_neighbors": widgets.SelectionSlider(
+            options=list(num_neighbors),
+            value=num_neighbors[-1],
+            description="neighbours b",
+            continuous_update=False,
+            style=style,
+        ),
     }
     if patch_sizes:
         default = state.params.get("patch_size", 3)
-        controls["patch_size"] = widgets.Dropdown(options=list(patch_sizes), description="patch size p",
-                                                  value=default if default in patch_sizes else patch_sizes[0], style=style)
+        controls["patch_size"] = widgets.Dropdown(
+            options=list(patch_sizes),
+            description="patch size p",
+            value=default if default in patch_sizes else patch_sizes[0],
+            style=style,
+        )
     if stages:
         options = [(" + ".join(pair), tuple(pair)) for pair in stages]
         controls["layers"] = widgets.Dropdown(options=options, description="stages", style=style)
@@ -151,24 +186,29 @@ def gallery_explorer(state: GalleryState, ratios: Sequence[float] = (0.01, 0.1, 
     return _explorer(render, controls, extra=metrics_html)
 
 
-def errors_explorer(state: DecisionState, budgets: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2),
-                    max_images: int = 4):
+def errors_explorer(
+    state: DecisionState, budgets: Sequence[float] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), max_images: int = 4
+):
     """A false-alarm budget slider and a misses / false-alarms switch over :func:`render_errors`,
     with the decision counts of that budget below."""
     import ipywidgets as widgets
 
     style = {"description_width": "initial"}
     controls = {
-        "budget": widgets.SelectionSlider(options=list(budgets), value=budgets[len(budgets) // 2],
-                                          description="false-alarm budget", continuous_update=False, style=style),
+        "budget": widgets.SelectionSlider(
+            options=list(budgets),
+            value=budgets[len(budgets) // 2],
+            description="false-alarm budget",
+            continuous_update=False,
+            style=style,
+        ),
         "kind": widgets.ToggleButtons(options=["misses", "false alarms"], value="misses", description="show"),
     }
 
     def counts_html(budget, kind):
         return decision_table(state, [budget]).round(3).to_html()
 
-    return _explorer(lambda budget, kind: render_errors(state, budget, kind, max_images), controls,
-                     extra=counts_html)
+    return _explorer(lambda budget, kind: render_errors(state, budget, kind, max_images), controls, extra=counts_html)
 
 
 def sweep_explorer(tables: dict[str, pd.DataFrame]):
@@ -181,10 +221,14 @@ def sweep_explorer(tables: dict[str, pd.DataFrame]):
     metrics = [m for m in METRIC_LABELS if any(t[m].notna().any() for t in tables.values() if m in t)]
     controls = {
         "dataset": widgets.Dropdown(options=names, description="dataset", style=style),
-        "methods": widgets.SelectMultiple(options=all_methods, value=tuple(all_methods), description="methods",
-                                          rows=min(4, len(all_methods)), style=style),
-        "metric": widgets.Dropdown(options=[(METRIC_LABELS[m], m) for m in metrics], description="metric",
-                                   style=style),
+        "methods": widgets.SelectMultiple(
+            options=all_methods,
+            value=tuple(all_methods),
+            description="methods",
+            rows=min(4, len(all_methods)),
+            style=style,
+        ),
+        "metric": widgets.Dropdown(options=[(METRIC_LABELS[m], m) for m in metrics], description="metric", style=style),
         "paper": widgets.Checkbox(value=True, description="paper's MVTec AD values"),
     }
 

@@ -10,9 +10,10 @@ not a new search.
 >>> fits = MemoisedFits(split, image_size=224, feature_cache="data/feature_cache")   # doctest: +SKIP
 >>> scores, maps = fits.result(coreset_ratio=0.1, num_neighbors=9)                    # doctest: +SKIP
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,7 +44,11 @@ class MemoisedFits:
         """The settings that differ from the state's own PatchCore parameters (lists as tuples)."""
         base = PatchCore(**self.params).get_params()
         norm = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if v is not None}
-        same = {k for k, v in norm.items() if k in base and (tuple(base[k]) if isinstance(base[k], (list, tuple)) else base[k]) == v}
+        same = {
+            k
+            for k, v in norm.items()
+            if k in base and (tuple(base[k]) if isinstance(base[k], (list, tuple)) else base[k]) == v
+        }
         return {k: v for k, v in norm.items() if k not in same}
 
     def _key(self, coreset_ratio: float, settings: dict) -> tuple:

@@ -4,6 +4,7 @@
 :class:`~patchcore_kit.widgets.fits.MemoisedFits`; :func:`render_gallery` draws one defect type
 and :func:`gallery_metrics` measures every type.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -85,12 +86,14 @@ class GalleryState(MemoisedFits):
         key = self._key(coreset_ratio, settings)
         scores, maps = self.result(coreset_ratio, num_neighbors, **settings)
         if key not in self._metrics:
-            self._metrics[key] = per_defect_metrics(self.labels, self.defect_types, scores, self.masks,
-                                                    maps if self.masks is not None else None)
+            self._metrics[key] = per_defect_metrics(
+                self.labels, self.defect_types, scores, self.masks, maps if self.masks is not None else None
+            )
         if (key, num_neighbors) not in self._metrics:
             image = per_defect_metrics(self.labels, self.defect_types, scores)
             self._metrics[key, num_neighbors] = {
-                defect: {**row, "image_auroc": image[defect]["image_auroc"]} for defect, row in self._metrics[key].items()
+                defect: {**row, "image_auroc": image[defect]["image_auroc"]}
+                for defect, row in self._metrics[key].items()
             }
         return self._metrics[key, num_neighbors]
 
@@ -128,8 +131,15 @@ class GalleryPanels:
         return self.maps > self.threshold
 
 
-def gallery_panels(state: GalleryState, defect_type: str, threshold: float | None = None, coreset_ratio: float = 0.1,
-                   num_neighbors: int = 9, max_images: int = 4, **settings) -> GalleryPanels:
+def gallery_panels(
+    state: GalleryState,
+    defect_type: str,
+    threshold: float | None = None,
+    coreset_ratio: float = 0.1,
+    num_neighbors: int = 9,
+    max_images: int = 4,
+    **settings,
+) -> GalleryPanels:
     """The first ``max_images`` test images of ``defect_type``, from the stored results of this fit and b."""
     threshold = state.default_threshold() if threshold is None else float(threshold)
     scores, _ = state.result(coreset_ratio, num_neighbors, **settings)
@@ -150,8 +160,16 @@ def gallery_scale(state: GalleryState) -> tuple[float, float, str]:
     return 0.0, 1.0, "anomaly score / test-set maximum"
 
 
-def render_gallery(state: GalleryState, defect_type: str, threshold: float | None = None, coreset_ratio: float = 0.1,
-                   num_neighbors: int = 9, cmap: str = "inferno", max_images: int = 4, **settings) -> Figure:
+def render_gallery(
+    state: GalleryState,
+    defect_type: str,
+    threshold: float | None = None,
+    coreset_ratio: float = 0.1,
+    num_neighbors: int = 9,
+    cmap: str = "inferno",
+    max_images: int = 4,
+    **settings,
+) -> Figure:
     """Images of one defect type: ground truth, anomaly map, and the map above ``threshold``.
 
     One column per image (:func:`~patchcore_kit.viz.plot_gallery`): the image with the ground truth
@@ -167,13 +185,24 @@ def render_gallery(state: GalleryState, defect_type: str, threshold: float | Non
     """
     panels = gallery_panels(state, defect_type, threshold, coreset_ratio, num_neighbors, max_images, **settings)
     low, high, label = gallery_scale(state)
-    return plot_gallery(state.images[panels.chosen], panels.masks, panels.maps, thresholded=panels.flagged,
-                        titles=panels.titles, cmap=cmap, vmin=low, vmax=high, panel_size=2.4, colorbar_label=label,
-                        threshold=panels.threshold)
+    return plot_gallery(
+        state.images[panels.chosen],
+        panels.masks,
+        panels.maps,
+        thresholded=panels.flagged,
+        titles=panels.titles,
+        cmap=cmap,
+        vmin=low,
+        vmax=high,
+        panel_size=2.4,
+        colorbar_label=label,
+        threshold=panels.threshold,
+    )
 
 
-def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbors: int = 9,
-                    threshold: float | None = None, **settings) -> pd.DataFrame:
+def gallery_metrics(
+    state: GalleryState, coreset_ratio: float = 0.1, num_neighbors: int = 9, threshold: float | None = None, **settings
+) -> pd.DataFrame:
     """Per defect type: image AUROC, pixel AUROC, AUPRO (threshold-free) and IoU at ``threshold``.
 
     IoU pools the pixels of all images of a type (:func:`~patchcore_kit.metrics.mask_iou`), with
@@ -184,8 +213,10 @@ def gallery_metrics(state: GalleryState, coreset_ratio: float = 0.1, num_neighbo
     table = pd.DataFrame(state.defect_metrics(coreset_ratio, num_neighbors, **settings)).T
     if state.masks is not None:
         predicted = state.normalised_maps(coreset_ratio, num_neighbors, **settings) > threshold
-        iou = {defect: mask_iou(state.masks[state.defect_types == defect],
-                                predicted[state.defect_types == defect]) for defect in table.index}
+        iou = {
+            defect: mask_iou(state.masks[state.defect_types == defect], predicted[state.defect_types == defect])
+            for defect in table.index
+        }
         table[f"IoU @ {threshold:.2f}"] = pd.Series(iou)
     table = table.rename(columns={**METRIC_LABELS, "n_images": "images"})
     table.index.name = "defect type"

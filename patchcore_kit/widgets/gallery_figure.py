@@ -18,6 +18,7 @@ titles that a fresh :func:`render_gallery` of the same values shows (tested).
 >>> view.render("scratch", threshold=0.8, coreset_ratio=0.1, num_neighbors=9) is figure  # doctest: +SKIP
 True
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,16 +48,32 @@ class GalleryFigure:
         self.updates = 0
         self._shown: dict = {}
 
-    def render(self, defect_type: str, threshold: float | None = None, coreset_ratio: float = 0.1,
-               num_neighbors: int = 9, cmap: str = "inferno", **settings) -> Figure:
+    def render(
+        self,
+        defect_type: str,
+        threshold: float | None = None,
+        coreset_ratio: float = 0.1,
+        num_neighbors: int = 9,
+        cmap: str = "inferno",
+        **settings,
+    ) -> Figure:
         """The gallery of these values (the arguments of :func:`render_gallery`); the same figure when it can be."""
-        panels = gallery_panels(self.state, defect_type, threshold, coreset_ratio, num_neighbors, self.max_images,
-                                **settings)
+        panels = gallery_panels(
+            self.state, defect_type, threshold, coreset_ratio, num_neighbors, self.max_images, **settings
+        )
         low, high, _ = gallery_scale(self.state)
         shape = (len(panels.chosen), low <= panels.threshold <= high)
         if self.figure is None or self._shown["shape"] != shape:
-            self.figure = render_gallery(self.state, defect_type, panels.threshold, coreset_ratio, num_neighbors,
-                                         cmap, self.max_images, **settings)
+            self.figure = render_gallery(
+                self.state,
+                defect_type,
+                panels.threshold,
+                coreset_ratio,
+                num_neighbors,
+                cmap,
+                self.max_images,
+                **settings,
+            )
             # Lay it out once, then keep the positions: the constrained layout is the costliest part
             # of a draw, and nothing that an update changes needs a new one.
             self.figure.draw_without_rendering()
@@ -65,8 +82,13 @@ class GalleryFigure:
         else:
             self._update(panels, cmap)
             self.updates += 1
-        self._shown = {"shape": shape, "chosen": panels.chosen, "maps": panels.maps, "threshold": panels.threshold,
-                       "cmap": cmap}
+        self._shown = {
+            "shape": shape,
+            "chosen": panels.chosen,
+            "maps": panels.maps,
+            "threshold": panels.threshold,
+            "cmap": cmap,
+        }
         return self.figure
 
     def _axes(self, row: str, column: int):

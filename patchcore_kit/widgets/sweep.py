@@ -1,7 +1,8 @@
 """Notebook 03's sample-efficiency curves, for the methods and the metric chosen."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -9,8 +10,13 @@ from matplotlib.figure import Figure
 from ..viz import PAPER_MVTEC_REFERENCE, plot_sample_efficiency
 
 
-def render_sweep(results: pd.DataFrame, methods: Sequence[str] | None = None, metric: str = "image_auroc",
-                 reference: dict | None = PAPER_MVTEC_REFERENCE, title: str | None = None) -> Figure:
+def render_sweep(
+    results: pd.DataFrame,
+    methods: Sequence[str] | None = None,
+    metric: str = "image_auroc",
+    reference: dict | None = PAPER_MVTEC_REFERENCE,
+    title: str | None = None,
+) -> Figure:
     """The sample-efficiency curves of the chosen ``methods`` (all when None), optionally with the paper's values."""
     table = pd.DataFrame(results)
     if methods is not None:

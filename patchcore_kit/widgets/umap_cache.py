@@ -4,6 +4,7 @@ UMAP takes tens of seconds (plus numba's compilation on first use); the cache ma
 of a notebook instant. The key hashes the feature bytes, so other data never reads a stale
 embedding.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,14 @@ from pathlib import Path
 import numpy as np
 
 
-def umap_embedding(features, n_neighbors: int = 15, min_dist: float = 0.1, n_epochs: int | None = None,
-                   seed: int = 0, cache_dir: str | Path | None = None) -> np.ndarray:
+def umap_embedding(
+    features,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    n_epochs: int | None = None,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> np.ndarray:
     """A seeded 2-D UMAP of ``features`` ``(N, D)``, stored in ``cache_dir`` under a key of data + settings."""
     x = np.ascontiguousarray(np.asarray(features, dtype=np.float32))
     settings = (x.shape, n_neighbors, min_dist, n_epochs, seed)
@@ -24,8 +31,7 @@ def umap_embedding(features, n_neighbors: int = 15, min_dist: float = 0.1, n_epo
     import umap  # imported late: it loads numba, which takes a few seconds
 
     # A seed makes UMAP single-threaded anyway; saying so spares the notebook its warning about it.
-    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs, random_state=seed,
-                        n_jobs=1)
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs, random_state=seed, n_jobs=1)
     embedding = reducer.fit_transform(x).astype(np.float32)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
