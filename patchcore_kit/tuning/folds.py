@@ -12,6 +12,7 @@ first capture group (or whole match) names the object: ``--groups "^(part\\d+)_"
 
 Only the training pool is ever cut: the test split's nominal images are never read while tuning.
 
+>>> from pathlib import Path
 >>> from patchcore_kit.data.base import Sample
 >>> pool = [Sample(Path(f"t{i // 2}_{i % 2}.png"), 0, "good", None, f"t{i // 2}") for i in range(8)]
 >>> [sorted({s.group for s in fold}) for fold in grouped_folds(pool, k=2, seed=0)]
