@@ -25,6 +25,7 @@ a threshold learned from nominal training images only.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -37,6 +38,7 @@ from sklearn.base import BaseEstimator
 
 from .features import FeatureExtractor
 from .images import ImageLike, as_hw
+from .params import DEFAULT_IMAGE_SIZE
 
 MAP_SIGMA = 4.0
 
@@ -63,6 +65,34 @@ def parameter_names(estimator) -> tuple[str, ...]:
     return tuple(cls._get_param_names())
 
 
+#: The parameters every estimator shares, with their defaults: written once, here. Each constructor
+#: takes them as ``**shared`` after its own parameters; :class:`AnomalyEstimator` adds them to its
+#: signature as keyword-only parameters, so ``help()``, ``get_params`` and ``clone`` see them all.
+SHARED_PARAMETERS = {
+    "image_size": DEFAULT_IMAGE_SIZE,
+    "weights": None,
+    "device": "cpu",
+    "batch_size": 8,
+    "seed": 0,
+    "threshold_quantile": 0.99,
+    "calibrate": True,
+    "feature_cache": None,
+    "progress": False,
+}
+
+
+def _with_shared_parameters(init):
+    """``init``'s signature with ``**shared`` replaced by the keyword-only :data:`SHARED_PARAMETERS`."""
+    signature = inspect.signature(init)
+    own = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+        for name, default in SHARED_PARAMETERS.items()
+    ]
+    init.__signature__ = signature.replace(parameters=own + shared)
+    return init
+
+
 class AnomalyEstimator(BaseEstimator):
     """Base class: image input, feature extraction, maps, thresholds. Not used on its own.
 
@@ -78,10 +108,24 @@ class AnomalyEstimator(BaseEstimator):
     progress : show progress bars.
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and any(p.kind == p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()):
+            _with_shared_parameters(init)
+
     def _store(self, arguments: dict) -> None:
-        """``__init__``'s one job in scikit-learn: keep every parameter exactly as given (``locals()``)."""
+        """``__init__``'s one job in scikit-learn: keep every parameter exactly as given (``locals()``).
+
+        ``arguments["shared"]`` holds the shared parameters given; the others keep their defaults.
+        """
+        shared = arguments.get("shared") or {}
+        unknown = sorted(set(shared) - set(SHARED_PARAMETERS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}")
+        values = {**SHARED_PARAMETERS, **shared, **arguments}
         for name in parameter_names(self):
-            setattr(self, name, arguments[name])
+            setattr(self, name, values[name])
 
     # -- features -------------------------------------------------------------------------------
     def _extract_layers(self) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from .coreset import coreset_size, select_coreset
 from .features import flatten_patches, patch_embeddings
 from .modelfile import FORMAT, check_bank_width, read_model, write_model  # noqa: F401 (FORMAT re-exported)
 from .neighbors import MemoryBankIndex, resolve_search
-from .params import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, DEFAULT_LAYERS
+from .params import DEFAULT_BACKBONE, DEFAULT_LAYERS
 
 
 def eq7_weight(distances) -> torch.Tensor:
@@ -155,16 +155,7 @@ class PatchCore(AnomalyEstimator):
         projection_dim: int | None = 128,
         num_neighbors: int = 9,
         search: str = "exact",
-        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
-        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        **shared,  # image_size, weights, ... progress: base.SHARED_PARAMETERS, keyword-only
     ):
         self._store(locals())
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..base import AnomalyEstimator, upsample_and_smooth
-from ..params import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
+from ..params import DEFAULT_BACKBONE
 from .common import aligned_features, positions_last
 
 #: The stages PaDiM's paper uses (ResNet naming; see ``backbones`` for EfficientNet-Lite).
@@ -108,16 +108,7 @@ class PaDiM(AnomalyEstimator):
         layers: Sequence[str] = PADIM_LAYERS,
         n_features: int | str | None = "auto",
         epsilon: float = 0.01,
-        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
-        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        **shared,  # image_size, weights, ... progress: base.SHARED_PARAMETERS, keyword-only
     ):
         self._store(locals())
 

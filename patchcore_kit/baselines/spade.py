@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..base import AnomalyEstimator, upsample_and_smooth
-from ..params import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE
+from ..params import DEFAULT_BACKBONE
 from .common import (
     aligned_features,
     global_features,
@@ -172,16 +172,7 @@ class SPADE(_ImageMemory):
         top_k_images: int = 50,
         k: int = 1,
         pixel_matching: str = "aligned",
-        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
-        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        **shared,  # image_size, weights, ... progress: base.SHARED_PARAMETERS, keyword-only
     ):
         self._store(locals())
 
@@ -254,16 +245,7 @@ class NearestImage(_ImageMemory):
         backbone: str = DEFAULT_BACKBONE,
         layers: Sequence[str] = SPADE_LAYERS,
         global_layer: str | None = SPADE_GLOBAL_LAYER,
-        *,  # below: what every estimator of the kit shares (see base.AnomalyEstimator)
-        image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
-        weights: str | None = None,
-        device: str = "cpu",
-        batch_size: int = 8,
-        seed: int = 0,
-        threshold_quantile: float = 0.99,
-        calibrate: bool = True,
-        feature_cache: str | None = None,
-        progress: bool = False,
+        **shared,  # image_size, weights, ... progress: base.SHARED_PARAMETERS, keyword-only
     ):
         self._store(locals())
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .options import (
     BASELINE_RUNTIME,
+    PATCHCORE_ONLY,
     baseline_from_settings,
     check_cache,
     check_memory,
@@ -102,18 +103,7 @@ def _model_metrics(model, method: str) -> dict:
         )
         return {key: value for key, value in params.items() if key not in shared}
     return {
-        **{
-            k: params[k]
-            for k in (
-                "patch_size",
-                "aggregation",
-                "border",
-                "pretrain_dim",
-                "target_dim",
-                "coreset_ratio",
-                "num_neighbors",
-            )
-        },
+        **{k: params[k] for k in PATCHCORE_ONLY if k not in ("sampler", "projection_dim", "search")},
         "memory_bank": list(model.memory_bank_.shape),
     }
 

@@ -45,7 +45,8 @@ MODEL_OPTIONS = {
 }
 #: What the sweep sets once for all its methods (one feature cache), and what it passes to PatchCore.
 SWEEP_WIDE = ("backbone", "image_size", "layers", "weights", "device", "batch_size", "feature_cache")
-SWEEP_PATCHCORE = (
+#: Model options only PatchCore has: given with another method's settings they would be ignored.
+PATCHCORE_ONLY = (
     "patch_size",
     "aggregation",
     "border",
@@ -53,8 +54,12 @@ SWEEP_PATCHCORE = (
     "target_dim",
     "coreset_ratio",
     "sampler",
+    "projection_dim",
     "num_neighbors",
+    "search",
 )
+#: The sweep keeps PatchCore's default projection and exact search (every row comparable).
+SWEEP_PATCHCORE = tuple(name for name in PATCHCORE_ONLY if name not in ("projection_dim", "search"))
 #: What a tune holds fixed for every candidate when given (the grid varies the rest).
 TUNE_FIXED = ("backbone", "coreset_ratio", "num_neighbors")
 
@@ -164,19 +169,6 @@ def settings_defaults(path: Path, method: str = "patchcore") -> dict:
 
 #: The estimators a settings file may be for (``tune --method``).
 METHOD_NAMES = ("patchcore", "padim", "spade")
-#: Model options only PatchCore has: given with another method's settings they would be ignored.
-PATCHCORE_ONLY = (
-    "patch_size",
-    "aggregation",
-    "border",
-    "pretrain_dim",
-    "target_dim",
-    "coreset_ratio",
-    "sampler",
-    "projection_dim",
-    "num_neighbors",
-    "search",
-)
 #: What a baseline built from its settings takes from the command line (which the settings filled in).
 BASELINE_SHARED = ("backbone", "layers", "image_size", "weights")
 BASELINE_RUNTIME = ("device", "batch_size", "seed", "feature_cache")
