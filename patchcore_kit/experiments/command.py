@@ -9,11 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import open_text, save_figure, write_text
-from ..backbones import DEFAULT_BACKBONE, DEFAULT_LAYERS
 from ..data import load_dataset
 from .grid import ALL, DEFAULT_SHOTS, METRICS, sweep_categories
 from .scheduler import PROCESSES, DaskCells
-from .spade_table import SPADE_TABLE_GB
 from .summary import category_summary
 from .sweep import sample_efficiency
 
@@ -25,21 +23,13 @@ def run_sweep(
     shots: Sequence[int | str] = DEFAULT_SHOTS,
     methods: Sequence[str] = ("patchcore", "padim", "spade"),
     seeds: Sequence[int] = (0, 1, 2),
-    backbone: str = DEFAULT_BACKBONE,
-    image_size: int | Sequence[int] = 224,
     output: str | Path = "runs/sweep",
     cache_dir: str | Path | None = None,
     progress: bool = True,
     *,
-    layers: Sequence[str] = DEFAULT_LAYERS,
-    weights: str | None = None,
-    device: str = "cpu",
-    batch_size: int = 8,
-    baseline_stages: str = "paper",
-    spade_table_gb: float = SPADE_TABLE_GB,
     scheduler="serial",
     workers: int | None = None,
-    **method_params: dict,
+    **options,
 ) -> Path:
     """The ``patchcore-kit sweep`` command: the sweep, its category average, the figure and the claims.
 
@@ -50,8 +40,11 @@ def run_sweep(
     image AUROC, pixel AUROC, AUPRO). The cache defaults to ``output/feature_cache``, shared by all
     categories, so an interrupted sweep resumes without running the backbone again.
 
-    ``scheduler`` and ``workers`` as for :func:`sample_efficiency`; the categories run one after
-    another (each its extraction pass here, then its cells as tasks), one LocalCluster for all.
+    ``options`` are :func:`sample_efficiency`'s (backbone, image_size, layers, weights, device,
+    batch_size, baseline_stages, spade_table_gb, and per-method parameters), passed on unchanged; the
+    figure and the claims read the settings the sweep resolved from its summary. ``scheduler`` and
+    ``workers`` as for :func:`sample_efficiency`; the categories run one after another (each its
+    extraction pass here, then its cells as tasks), one LocalCluster for all.
     """
     from ..claims import check_claims, claims_markdown, status  # the claims read the summary, nothing else
     from ..viz import plot_sample_efficiency_panels  # viz sits above experiments; only this entry point draws
@@ -74,21 +67,13 @@ def run_sweep(
                 shots,
                 methods,
                 seeds,
-                backbone=backbone,
-                image_size=image_size,
                 cache_dir=cache,
                 results_path=folder / "results.csv",
                 summary_path=folder / "summary.json",
                 progress=progress,
-                layers=layers,
-                weights=weights,
-                device=device,
-                batch_size=batch_size,
-                baseline_stages=baseline_stages,
-                spade_table_gb=spade_table_gb,
                 scheduler=scheduler,
                 workers=workers,
-                **method_params,
+                **options,
             )
             # Every row the category's results.csv holds, not only this call's: a sweep run in pieces
             # (say SPADE on fewer seeds, into the same folder) is summarised as a whole.
@@ -101,6 +86,11 @@ def run_sweep(
         summary.to_csv(handle, index=False, float_format="%.6g")
     dataset = format if format in ("mvtec", "mtd") else None
     claims = check_claims(summary, dataset=dataset)
+    used = table.attrs["summary"]["settings"]  # what the sweep resolved (defaults included), as it recorded it
+    backbone, layers, baseline_stages = used["backbone"], used["layers"], used["baseline_stages"]
+    height, width = used["image_size"]
+    image_size = height if height == width else (height, width)
+    method_params = used["method_params"]
     # Baselines given their own stages (tuned settings) are not on the "paper" or "shared" stages: say so.
     if any("layers" in method_params.get(m, {}) for m in ("padim", "spade", "nearest_image")):
         baseline_stages = "their own settings"
