@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 
 import numpy as np
 from _common import Timer, footer, header, set_threads
@@ -117,6 +118,9 @@ def main() -> None:
     parser.add_argument("--metrics-only", action="store_true")
     parser.add_argument("--compare-spade", action="store_true", help="SPADE aligned vs per_layer, then stop")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--results", type=Path, default=None, help="also keep the sweep's results.csv and summary.json in this folder"
+    )
     args = parser.parse_args()
     set_threads(args.threads)
     header("sample-efficiency sweep vs one extraction pass")
@@ -135,7 +139,15 @@ def main() -> None:
     spade = {"spade": {"pixel_matching": args.spade_matching}} if "spade" in args.methods else {}
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as cache, Timer() as wall:
         table = sample_efficiency(
-            split, shots=shots, methods=args.methods, seeds=seeds, cache_dir=cache, progress=False, **spade
+            split,
+            shots=shots,
+            methods=args.methods,
+            seeds=seeds,
+            cache_dir=cache,
+            progress=False,
+            results_path=None if args.results is None else args.results / "results.csv",
+            summary_path=None if args.results is None else args.results / "summary.json",
+            **spade,
         )
     summary = table.attrs["summary"]
     one_pass = summary["feature_pass"]

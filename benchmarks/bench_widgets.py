@@ -23,6 +23,7 @@ same feature cache, built in a temporary folder before the first measurement.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -47,7 +48,11 @@ def child(code: str, updates: int) -> dict:
     """Measure in this process with the package from ``code`` (a checkout's root)."""
     sys.path.insert(0, code)
     import numpy as np
-    from patchcore_kit.notebook import notebook_dataset
+
+    try:
+        from patchcore_kit.lessons import notebook_dataset
+    except ImportError:  # the "before" code, from before issue #13 renamed notebook.py to lessons.py
+        from patchcore_kit.notebook import notebook_dataset
 
     import patchcore_kit
     from patchcore_kit.widgets import GalleryState, gallery_explorer
@@ -57,7 +62,9 @@ def child(code: str, updates: int) -> dict:
     feature_cache = Path(os.environ["PATCHCORE_KIT_DATA"]) / "feature_cache"
     start = time.perf_counter()
     state = GalleryState(split, image_size=128, feature_cache=str(feature_cache), calibrate=True)
-    box = gallery_explorer(state, ratios=RATIOS, num_neighbors=NEIGHBORS)
+    # The keyword was `neighbours` before issue #13's one spelling (the "before" code is older).
+    keyword = "num_neighbors" if "num_neighbors" in inspect.signature(gallery_explorer).parameters else "neighbours"
+    box = gallery_explorer(state, ratios=RATIOS, **{keyword: NEIGHBORS})
     built = time.perf_counter() - start
     controls = {c.description.split(" (")[0]: c for row in box.children[:-2] for c in row.children}
     picture, table = box.children[-2], box.children[-1]
@@ -102,8 +109,10 @@ def measure(code: Path, updates: int, threads: int | None, data: str) -> dict:
     if threads:
         command += ["--threads", str(threads)]
     env = {**os.environ, "PATCHCORE_KIT_DATA": data, "PYTHONPATH": str(code)}
-    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:  # show the child's traceback, not just its exit status
+        raise SystemExit(f"measuring {code} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def export(revision: str, folder: Path) -> Path:

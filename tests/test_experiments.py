@@ -358,6 +358,16 @@ def test_spade_pair_table_equals_fitting_spade_on_each_draw(split, cache_dir, pi
     stats = table.stats
     assert stats["pairs_read"] == len(draws) * len(split.test) * 2 - 2 * len(split.test)  # 1-shot draws: K = 1
     assert stats["pairs_computed"] <= len(split.test) * len(split.train) < stats["pairs_read"]
+    # Only the pairs some row reads are stored: for_sweep counted them exactly and made room for no more.
+    assert stats["pairs_computed"] == int(table.pairs_needed(draws).sum())
+    assert stats["table_bytes"] == stats["pairs_computed"] * stats["positions"] * 4
+    # A budget that holds those pairs (and the test images' pixel features) but not a dense table.
+    dense_bytes = table.needed_bytes(draws) + 4 * stats["positions"] * (
+        len(split.test) * stats["pool_images"] - stats["pairs_computed"]
+    )
+    between = (table.needed_bytes(draws) + dense_bytes) / 2 / 2**30
+    assert stats["pairs_computed"] < len(split.test) * stats["pool_images"]  # K = 2 of up to 4: not every pair
+    assert SpadePairTable.for_sweep(model, split, draws, budget_gb=between) is not None
     # Over budget, or k > 1: no table, the sweep scores SPADE row by row.
     assert SpadePairTable.for_sweep(model, split, draws, budget_gb=1e-9) is None
     assert (

@@ -12,8 +12,10 @@ from ..backbones import STAGES
 from ..features import patch_embeddings
 
 #: Bound on the distance block SPADE's pixel search holds at once (bytes): the search is chunked,
-#: and exact, whatever the gallery's size.
-SPADE_CHUNK_BYTES = 512 * 2**20
+#: and exact, whatever the gallery's size. Small on purpose: at SPADE's 176 channels the product is
+#: cheap next to writing and reducing its result, so a block that is reduced while it is still in
+#: the cache runs about twice as fast as one of 512 MiB (docs/benchmarks.md, "SPADE's pixel search").
+SPADE_CHUNK_BYTES = 8 * 2**20
 
 
 def aligned_features(layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -62,7 +64,7 @@ def knn_distance(
         if best is not None:
             partial = torch.cat([best, partial], dim=1)
         if k == 1:
-            best = partial.min(dim=1, keepdim=True).values
+            best = partial.amin(dim=1, keepdim=True)  # amin: no indices to write
         else:  # the first blocks may hold fewer than k rows
             best = torch.topk(partial, min(k, partial.shape[1]), dim=1, largest=False).values
     squared = best + (queries * queries).sum(1, keepdim=True)
@@ -99,9 +101,7 @@ def nearest_in_each_image(
         gallery_norms = (gallery * gallery).sum(1)
         for row in range(0, len(flat), rows):
             partial = torch.addmm(gallery_norms, flat[row : row + rows], gallery.T, beta=1, alpha=-2)
-            out[row : row + rows, first : first + len(chosen)] = (
-                partial.view(-1, len(chosen), p_train).min(dim=2).values
-            )
+            out[row : row + rows, first : first + len(chosen)] = partial.view(-1, len(chosen), p_train).amin(dim=2)
     out = (out + query_norms).clamp_min_(0.0).sqrt_()
     return out.view(b, p, len(index)).permute(0, 2, 1)
 

@@ -28,62 +28,107 @@ class SpadePairTable:
     choice of images and the maps are SPADE's own functions, so a row equals fitting
     :class:`~patchcore_kit.baselines.SPADE` on the draw and scoring the test set (tested).
 
-    Memory: the table ``(T, N, P)`` float32 for T test images and the N pool images any SPADE row
-    draws, plus the test images' pixel features ``(T, P, C)``. :meth:`for_sweep` returns None when
-    that exceeds the budget, or when k > 1 (the per-image minima do not combine), and the sweep
-    then scores SPADE row by row.
+    Memory: only the pairs some row reads are stored, ``P`` float32 each (``slot_of`` ``(T, N)``
+    says where a pair's row is, -1 before it is computed), plus the test images' pixel features
+    ``(T, P, C)``. A pool of N images would take ``T × N × P`` as a dense table; a sweep reads far
+    fewer pairs, because each row picks only ``top_k_images`` of its draw per test image (MTD, shots
+    up to 50 and the full pool of 743, three seeds: about a quarter of them). :meth:`for_sweep`
+    counts the pairs the draws will read, exactly, before any pixel feature is loaded, and returns
+    None when they exceed the budget, or when k > 1 (the per-image minima do not combine); the
+    sweep then scores SPADE row by row.
     """
 
-    def __init__(self, model: SPADE, split: Split, pool: list, progress: bool = False):
+    def __init__(self, model: SPADE, split: Split, pool: list, progress: bool = False, positions: bool = True):
         self.model, self.split, self.pool = model, split, list(pool)
         self.slot = {path: i for i, path in enumerate(self.pool)}
         extractor = model._extractor()
-        test = [model.features(maps) for maps in extractor.iter_layer_maps(split.test_paths, desc="SPADE test")]
-        self.test_global = torch.cat([g for g, _ in test])
-        self.test_positions = cat_positions([p for _, p in test])  # (T, P, C), or one per layer
-        self.pool_global = torch.cat([model.features(maps)[0] for maps in extractor.iter_layer_maps(self.pool)])
+        self.test_global = self._global_features(split.test_paths)
+        self.pool_global = self._global_features(self.pool)
         self.shapes = model.pixel_shapes(extractor.layer_maps(split.test_paths[:1]))
         t, p = len(self.test_global), sum(h * w for h, w in self.shapes)
-        self.table = torch.full((t, len(self.pool), p), float("nan"))
-        self.known = torch.zeros(t, len(self.pool), dtype=torch.bool)
+        self.slot_of = torch.full((t, len(self.pool)), -1, dtype=torch.long)
+        self.rows = torch.empty(0, p)  # one row per computed pair, in the order they were computed
+        self.n_rows = 0
+        self.test_positions = None
         self.stats = {
             "used": True,
             "test_images": t,
             "pool_images": len(self.pool),
             "positions": p,
-            "table_bytes": self.table.numel() * 4,
+            "table_bytes": 0,
             "pairs_computed": 0,
             "pairs_read": 0,
         }
+        if positions:
+            self.load_test_positions()
 
-    @staticmethod
-    def needed_bytes(test_images: int, pool_images: int, positions: int, channels: int) -> int:
-        """The table plus the test images' pixel features, float32."""
-        return 4 * test_images * positions * (pool_images + channels)
+    def _global_features(self, paths: list) -> torch.Tensor:
+        return torch.cat([self.model.features(maps)[0] for maps in self.model._extractor().iter_layer_maps(paths)])
+
+    def load_test_positions(self) -> None:
+        """The test images' pixel features ``(T, P, C)`` (one per layer with "per_layer"): the queries."""
+        parts = [
+            self.model.features(maps)[1]
+            for maps in self.model._extractor().iter_layer_maps(self.split.test_paths, desc="SPADE test")
+        ]
+        self.test_positions = cat_positions(parts)
+
+    def chosen(self, train_paths: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """For SPADE fitted on ``train_paths``: distances ``(T, K)`` to the K nearest training images by
+        the global feature, and those images' pool slots ``(T, K)``."""
+        members = torch.tensor([self.slot[path] for path in train_paths])
+        nearest_d, nearest_i = nearest_images(self.test_global, self.pool_global[members], self.model.top_k_images)
+        return nearest_d, members[nearest_i]
+
+    def pairs_needed(self, draws: list[list]) -> torch.Tensor:
+        """``(T, N)`` bool: the (test image, pool image) pairs the rows of ``draws`` read."""
+        wanted = torch.zeros(self.slot_of.shape, dtype=torch.bool)
+        for draw in draws:
+            wanted.scatter_(1, self.chosen(draw)[1], True)
+        return wanted
+
+    def needed_bytes(self, draws: list[list]) -> int:
+        """What the table and the test images' pixel features take for ``draws``, float32."""
+        probe = self.model.features(self.model._extractor().layer_maps(self.split.test_paths[:1]))[1]
+        layers = [probe] if isinstance(probe, torch.Tensor) else probe
+        channels = max(x.shape[2] for x in layers)
+        positions = self.stats["positions"]
+        return 4 * positions * (int(self.pairs_needed(draws).sum()) + self.stats["test_images"] * channels)
 
     @classmethod
     def for_sweep(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float) -> SpadePairTable | None:
-        if not cls.fits(model, split, draws, budget_gb):
+        """A table for the rows of ``draws``, with room for their pairs; None for k > 1 or over the budget."""
+        if model.k != 1 or budget_gb <= 0:
             return None
-        return cls(model, split, _unique(p for draw in draws for p in draw))
+        table = cls(model, split, _unique(p for draw in draws for p in draw), positions=False)
+        if table.needed_bytes(draws) > budget_gb * 2**30:
+            return None
+        table.reserve(int(table.pairs_needed(draws).sum()))
+        table.load_test_positions()
+        return table
 
     @classmethod
     def fits(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float) -> bool:
         """Whether :meth:`for_sweep` builds a table for ``draws`` (k = 1 and within the budget)."""
         if model.k != 1 or budget_gb <= 0:
             return False
-        pool = _unique(p for draw in draws for p in draw)
-        probe = model._extractor().layer_maps(split.test_paths[:1])
-        _, positions = model.features(probe)
-        layers = [positions] if isinstance(positions, torch.Tensor) else positions
-        need = cls.needed_bytes(
-            len(split.test), len(pool), sum(x.shape[1] for x in layers), max(x.shape[2] for x in layers)
-        )
-        return need <= budget_gb * 2**30
+        table = cls(model, split, _unique(p for draw in draws for p in draw), positions=False)
+        return table.needed_bytes(draws) <= budget_gb * 2**30
+
+    def reserve(self, n_pairs: int) -> None:
+        """Room for ``n_pairs`` rows in all (grown by a quarter more than asked, so that many small
+        requests do not copy the table many times)."""
+        if n_pairs <= len(self.rows):
+            return
+        grown = torch.empty(max(n_pairs, len(self.rows) + len(self.rows) // 4), self.rows.shape[1])
+        grown[: self.n_rows] = self.rows[: self.n_rows]
+        self.rows = grown
+        self.stats["table_bytes"] = self.rows.numel() * 4
 
     def _fill(self, wanted: torch.Tensor) -> None:
         """Compute the missing pairs of ``wanted`` ``(T, N)`` (bool), one training image at a time."""
-        missing = wanted & ~self.known
+        missing = wanted & (self.slot_of < 0)
+        self.reserve(self.n_rows + int(missing.sum()))
         images = torch.nonzero(missing.any(0)).flatten().tolist()
         extractor = self.model._extractor()
         for start in range(0, len(images), extractor.batch_size):
@@ -95,21 +140,23 @@ class SpadePairTable:
                 distances = self.model.pair_minima(
                     take_images(self.test_positions, tests), take_images(positions, slice(slot, slot + 1))
                 )
-                self.table[tests, n] = distances[:, 0]
-                self.known[tests, n] = True
+                slots = torch.arange(self.n_rows, self.n_rows + len(tests))
+                self.rows[slots] = distances[:, 0]
+                self.slot_of[tests, n] = slots
+                self.n_rows += len(tests)
                 self.stats["pairs_computed"] += len(tests)
 
     def scores(self, train_paths: list) -> tuple[np.ndarray, np.ndarray]:
         """Image scores ``(T,)`` and anomaly maps ``(T, H, W)`` of SPADE fitted on ``train_paths``."""
-        members = torch.tensor([self.slot[path] for path in train_paths])
-        nearest_d, nearest_i = nearest_images(self.test_global, self.pool_global[members], self.model.top_k_images)
-        chosen = members[nearest_i]  # (T, K) pool slots
-        wanted = torch.zeros_like(self.known)
+        nearest_d, chosen = self.chosen(train_paths)  # (T, K) pool slots
+        wanted = torch.zeros(self.slot_of.shape, dtype=torch.bool)
         wanted.scatter_(1, chosen, True)
         self.stats["pairs_read"] += int(wanted.sum())
         self._fill(wanted)
-        rows = torch.arange(len(chosen))[:, None]
-        grids = self.model.grid_from_minima(self.table[rows, chosen].min(dim=1).values, self.shapes)  # (T, h, w)
+        minima = torch.stack(  # per test image: the minimum over its K images' rows, (T, P)
+            [self.rows[self.slot_of[t, picks]].amin(dim=0) for t, picks in enumerate(chosen)]
+        )
+        grids = self.model.grid_from_minima(minima, self.shapes)  # (T, h, w)
         maps = upsample_and_smooth(grids, self.model.image_size)
         return nearest_d.mean(dim=1).numpy().astype(np.float64), maps
 

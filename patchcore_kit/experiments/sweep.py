@@ -184,13 +184,14 @@ def sample_efficiency(
             )
             cells = SweepCells(split, shared, params, masks=masks)
             spade_draws = [split.with_shots(n, seed).train_paths for (m, n, seed) in todo if m == "spade"]
-            use_table = bool(spade_draws) and SpadePairTable.fits(make("spade", 0), split, spade_draws, spade_table_gb)
-            serial_table = use_table and dask is None  # on Dask each task builds its own (scheduler.py)
-            spade_table = (
-                SpadePairTable(make("spade", 0), split, _unique(p for d in spade_draws for p in d))
-                if serial_table
-                else None
-            )
+            if not spade_draws:
+                spade_table, use_table = None, False
+            elif dask is None:
+                spade_table = SpadePairTable.for_sweep(make("spade", 0), split, spade_draws, spade_table_gb)
+                use_table = spade_table is not None
+            else:  # on Dask each task builds its own (scheduler.py)
+                spade_table = None
+                use_table = SpadePairTable.fits(make("spade", 0), split, spade_draws, spade_table_gb)
             summary["spade_table"] = None if spade_table is None else spade_table.stats
 
         def record(row: dict) -> None:
