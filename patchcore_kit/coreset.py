@@ -37,13 +37,12 @@ True
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .params import problem
+from .threads import at_most_threads
 
 #: Points per block of the lazy greedy search (measured: 256–1024 are equally fast).
 BLOCK_SIZE = 1024
@@ -291,7 +290,7 @@ def greedy_coreset(
     distances = _LazyDistances(x, first, n, BLOCK_SIZE)
     chosen = [first]
     radii = []
-    with _at_most_threads(LOOP_THREADS if x.device.type == "cpu" else None):
+    with at_most_threads(LOOP_THREADS if x.device.type == "cpu" else None):
         for step in tqdm(range(1, n), desc="coreset", disable=not progress, leave=False):
             if step % REGROUP_EVERY == 0:
                 distances.regroup()
@@ -303,20 +302,6 @@ def greedy_coreset(
             radii.append(distances.farthest()[1])
     indices = np.asarray(chosen, dtype=np.int64)
     return (indices, np.asarray(radii)) if return_radii else indices
-
-
-@contextmanager
-def _at_most_threads(threads: int | None):
-    """Limit torch's intra-op threads for the duration (``None``: leave them alone)."""
-    before = torch.get_num_threads()
-    if threads is None or threads >= before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def covering_radius(features: torch.Tensor, indices, projection_dim: int | None = None, seed: int = 0) -> float:

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     (
         "pure helpers: images, settings, metrics, thresholds, search, figures",
-        {"images", "params", "metrics", "thresholds", "memory", "neighbors", "claims", "outputs", "viz"},
+        {"images", "params", "metrics", "thresholds", "memory", "neighbors", "claims", "outputs", "threads", "viz"},
     ),
     ("datasets", {"data"}),
     (

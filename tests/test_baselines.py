@@ -375,3 +375,31 @@ def test_end_to_end_on_real_backbone_features(make, shared_cache):
     assert model.threshold_ is not None and model.pixel_threshold_ is not None
     assert set(model.predict(test).tolist()) <= {0, 1}
     assert len(list(shared_cache.rglob("*.safetensors"))) == 6  # one entry per image, whatever the stages
+
+
+def test_map_blocks_runs_every_block_and_raises_a_blocks_error():
+    """SPADE's search hands its blocks to threads.map_blocks: every block runs, with torch on one
+    thread inside, and an exception in a block is not lost."""
+    import torch
+
+    from patchcore_kit.threads import map_blocks
+
+    seen = torch.zeros(50)
+    threads_inside = []
+
+    def mark(i):
+        seen[i] += 1
+        threads_inside.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    map_blocks(mark, range(50), threads=2)
+    assert seen.tolist() == [1.0] * 50 and set(threads_inside) == {1}
+    assert torch.get_num_threads() == before  # restored
+
+    def fail(i):
+        if i == 7:
+            raise ValueError("block 7")
+
+    with pytest.raises(ValueError, match="block 7"):
+        map_blocks(fail, range(20), threads=2)
+    assert torch.get_num_threads() == before

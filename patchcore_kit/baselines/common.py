@@ -10,6 +10,7 @@ import torch
 
 from ..backbones import STAGES
 from ..features import patch_embeddings
+from ..threads import map_blocks
 
 #: Bound on the distance block SPADE's pixel search holds at once (bytes): the search is chunked,
 #: and exact, whatever the gallery's size. Small on purpose: at SPADE's 176 channels the product is
@@ -95,13 +96,21 @@ def nearest_in_each_image(
     rows = _distance_blocks(len(flat), 4 * p_train, max_bytes)
     images = _distance_blocks(len(index), 4 * p_train * rows, max_bytes)
     out = torch.empty(len(flat), len(index))
+    galleries = {}
     for first in range(0, len(index), images):
-        chosen = index[first : first + images]
-        gallery = train_positions[chosen].reshape(-1, d)
-        gallery_norms = (gallery * gallery).sum(1)
-        for row in range(0, len(flat), rows):
-            partial = torch.addmm(gallery_norms, flat[row : row + rows], gallery.T, beta=1, alpha=-2)
-            out[row : row + rows, first : first + len(chosen)] = partial.view(-1, len(chosen), p_train).amin(dim=2)
+        gallery = train_positions[index[first : first + images]].reshape(-1, d)
+        galleries[first] = (gallery, (gallery * gallery).sum(1))
+
+    def block(where: tuple[int, int]) -> None:
+        first, row = where
+        gallery, gallery_norms = galleries[first]
+        partial = torch.addmm(gallery_norms, flat[row : row + rows], gallery.T, beta=1, alpha=-2)
+        n_images = len(gallery) // p_train
+        out[row : row + rows, first : first + n_images] = partial.view(-1, n_images, p_train).amin(dim=2)
+
+    # Independent blocks, each single-threaded, in a pool of threads (see threads.py: on a busy
+    # machine torch's own threads wait on each other at every one of these small products).
+    map_blocks(block, [(first, row) for first in galleries for row in range(0, len(flat), rows)])
     out = (out + query_norms).clamp_min_(0.0).sqrt_()
     return out.view(b, p, len(index)).permute(0, 2, 1)
 
