@@ -194,3 +194,27 @@ def test_auto_search_switches_at_the_bank_size(monkeypatch):
     with pytest.raises(ImportError, match="search='hnsw' needs faiss: pip install faiss-cpu"):
         MemoryBankIndex(torch.randn(50, 4), search="hnsw")
     assert neighbors.resolve_search("auto", 10**9) == "exact"  # without faiss, auto stays exact
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_k1_checks_only_the_first_candidate_where_it_is_sure_and_answers_the_same(backend):
+    """k = 1 skips the other candidates where the first leads by more than twice the rounding bound:
+    the answer is bit for bit that of checking every candidate, on clear leads, near-ties and ties."""
+    g = torch.Generator().manual_seed(3)
+    bank = torch.randn(400, 32, generator=g) * 4 + 10
+    bank = torch.cat([bank, bank[:20], bank[:10] + 1e-6])  # duplicated and nearly duplicated entries
+    queries = torch.cat([torch.randn(2000, 32, generator=g) * 4 + 10, bank[:40], bank[:10] + 1e-7])
+    index = MemoryBankIndex(bank, backend=backend)
+    distances, indices = index.search(queries, k=1)
+    if backend == "faiss":
+        candidates, approximate = index._faiss_candidates(queries, 1 + neighbors.SPARE)
+    else:
+        candidates, approximate = neighbors._candidates_torch(queries, bank, index._bank_sq, 1 + neighbors.SPARE)
+    every_d, every_i = neighbors._exact_k_nearest(queries, bank, candidates, 1)
+    assert torch.equal(indices, every_i) and torch.equal(distances, every_d)
+    sure = (approximate[:, 1] - approximate[:, 0]) > 2 * neighbors._rounding_bound(queries, index._bank_norm_max)
+    assert 0 < int(sure.sum()) < len(queries)  # both ways were taken
+    assert not sure[2000:2020].any()  # a query on a duplicated entry is a tie: never "sure"
+    # The nearest distance by definition (which of two entries 1e-6 apart is nearer, float32 cannot say).
+    expected_d, _ = brute_force(queries, bank, 1)
+    np.testing.assert_allclose(distances.numpy(), expected_d, atol=1e-4)
