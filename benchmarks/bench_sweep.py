@@ -108,6 +108,72 @@ def compare_spade_matching(split, shots: int = 5, every: int = 5) -> None:
             )
 
 
+def nearest_in_each_image_before(queries, train_positions, max_bytes: int = 512 * 2**20):
+    """SPADE's per-image nearest distances as committed before this version (kept to compare):
+    512 MiB blocks, ``min`` with indices, torch's own threads on every product."""
+    import torch
+
+    index = torch.arange(len(train_positions))
+    b, p, d = queries.shape
+    flat = queries.reshape(-1, d)
+    query_norms = (flat * flat).sum(1, keepdim=True)
+    p_train = train_positions.shape[1]
+    rows = max(1, min(len(flat), max_bytes // max(4 * p_train, 1)))
+    images = max(1, min(len(index), max_bytes // max(4 * p_train * rows, 1)))
+    out = torch.empty(len(flat), len(index))
+    for first in range(0, len(index), images):
+        chosen = index[first : first + images]
+        gallery = train_positions[chosen].reshape(-1, d)
+        gallery_norms = (gallery * gallery).sum(1)
+        for row in range(0, len(flat), rows):
+            partial = torch.addmm(gallery_norms, flat[row : row + rows], gallery.T, beta=1, alpha=-2)
+            out[row : row + rows, first : first + len(chosen)] = (
+                partial.view(-1, len(chosen), p_train).min(dim=2).values
+            )
+    out = (out + query_norms).clamp_min_(0.0).sqrt_()
+    return out.view(b, p, len(index)).permute(0, 2, 1)
+
+
+def compare_spade_kernels(repeats: int = 3) -> None:
+    """SPADE's pixel search (per test position, the nearest position of each training image) before
+    and after this version, at its paper's shapes (layer1+2+3 of EfficientNet-Lite0 at 224 px: 3,136
+    positions × 176 channels), in the two shapes a sweep calls it: one training image against many
+    test images (the pair table) and one test image against its K = 50 training images (a fit)."""
+    import time
+
+    import torch
+
+    from patchcore_kit.baselines.common import nearest_in_each_image
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = {
+        "pair table: 20 test images x 1 training image": (20, 1),
+        "a fit: 1 test image x 50 training images": (1, 50),
+    }
+    print(
+        f"SPADE pixel search, 3,136 positions x 176 channels, torch threads {torch.get_num_threads()}; median of {repeats}"
+    )
+    for label, (n_test, n_train) in shapes.items():
+        queries = torch.randn(n_test, 3136, 176, generator=generator)
+        gallery = torch.randn(n_train, 3136, 176, generator=generator)
+        flops = 2 * n_test * n_train * 3136 * 3136 * 176
+        results = {}
+        for name, kernel in (("before", nearest_in_each_image_before), ("after", nearest_in_each_image)):
+            walls, cpus = [], []
+            for _ in range(repeats):
+                wall, cpu = time.perf_counter(), time.process_time()
+                results[name] = kernel(queries, gallery)
+                walls.append(time.perf_counter() - wall)
+                cpus.append(time.process_time() - cpu)
+            wall, cpu = float(np.median(walls)), float(np.median(cpus))
+            print(
+                f"  {label:48s} {name:6s} {wall:7.2f} s wall {cpu:7.2f} s CPU  "
+                f"{flops / wall / 1e9:6.1f} GFLOP/s (wall)  {flops / cpu / 1e9:6.1f} GFLOP per CPU-second",
+                flush=True,
+            )
+        print(f"  {'':48s} same distances: {bool(torch.equal(results['before'], results['after']))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", choices=sorted(GRIDS), default="small")
@@ -123,6 +189,9 @@ def main() -> None:
     )
     parser.add_argument("--metrics-only", action="store_true")
     parser.add_argument("--compare-spade", action="store_true", help="SPADE aligned vs per_layer, then stop")
+    parser.add_argument(
+        "--spade-kernel", action="store_true", help="SPADE's pixel search before vs after this version, then stop"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
         "--results", type=Path, default=None, help="also keep the sweep's results.csv and summary.json in this folder"
@@ -131,6 +200,10 @@ def main() -> None:
     set_threads(args.threads)
     header("sample-efficiency sweep vs one extraction pass")
 
+    if args.spade_kernel:
+        compare_spade_kernels()
+        footer()
+        return
     split = load_dataset(mtd_root(), "mtd", seed=0)
     if args.compare_spade:
         compare_spade_matching(split)
