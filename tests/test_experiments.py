@@ -652,6 +652,9 @@ def test_a_sweep_run_in_pieces_is_summarised_whole(make_mvtec, tmp_path):
     assert set(summary.method) == {"patchcore", "spade"}
     assert summary.set_index("method").n_seeds.to_dict() == {"patchcore": 2, "spade": 1}
     assert len(pd.read_csv(output / "results.csv")) == 2 * 2 + 2
+    # claims.md's settings line names what the summary holds, not the last call's methods and seeds
+    settings = next(line for line in (output / "claims.md").read_text().splitlines() if line.startswith("Settings:"))
+    assert "seeds = [0, 1]" in settings and "'patchcore'" in settings and "'spade'" in settings
 
 
 def test_cli_sweep_passes_patchcore_settings_only_when_given(monkeypatch, tmp_path, make_mvtec):

@@ -100,8 +100,9 @@ def run_sweep(
         "image_size": image_size,
         "layers": list(layers),
         "baseline_stages": baseline_stages,
-        "seeds": list(seeds),
-        "methods": list(methods),
+        # What the summary holds: every row of the folder, which may come from earlier calls too.
+        "seeds": sorted(int(s) for s in results.seed.unique()),
+        "methods": [m for m in dict.fromkeys(results.method)],
     }
     write_text(output / "claims.md", claims_markdown(claims, settings))
     figure = plot_sample_efficiency_panels(summary, title=_figure_title(names, backbone, image_size, baseline_stages))
