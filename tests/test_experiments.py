@@ -686,3 +686,11 @@ def test_cli_sweep_passes_patchcore_settings_only_when_given(monkeypatch, tmp_pa
     )
     assert calls[-1]["patchcore"] == {"aggregation": "unfold", "border": "zeros", "coreset_ratio": 0.01}
     assert calls[-1]["baseline_stages"] == "shared" and calls[-1]["shots"] == (1, "all")
+
+
+def test_figure_title_says_where_the_baselines_stages_come_from():
+    from patchcore_kit.experiments.command import _figure_title
+
+    assert _figure_title(["mtd"], "lite0", 224, "paper").endswith("baselines on paper stages")
+    own = _figure_title(["a", "b"], "lite0", 224, "their own settings")
+    assert own == "mean over 2 categories: lite0, 224 px, every method at its own settings"

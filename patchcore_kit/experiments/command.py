@@ -122,4 +122,9 @@ def run_sweep(
 
 def _figure_title(names: list[str], backbone: str, image_size, baseline_stages: str) -> str:
     where = names[0] if len(names) == 1 else f"mean over {len(names)} categories"
-    return f"{where}: {backbone}, {image_size} px, baselines on {baseline_stages} stages"
+    baselines = (
+        "every method at its own settings"
+        if baseline_stages == "their own settings"
+        else f"baselines on {baseline_stages} stages"
+    )
+    return f"{where}: {backbone}, {image_size} px, {baselines}"
