@@ -3,15 +3,20 @@
 Two promises (issue #14, item 5): such a change never runs the backbone, the nearest-neighbour
 search or a fit; and what it shows equals a fresh computation — the figure updated in place has
 the arrays, colours and titles of a gallery built from scratch, and the metrics table the
-numbers measured from scratch. (How fast it is, is measured by benchmarks/bench_widgets.py.)
+numbers measured from scratch; and the PNG the explorer shows, repainted only where artists
+changed, has the pixels of a full draw of the figure. (How fast it is, is measured by
+benchmarks/bench_widgets.py.)
 """
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
+from PIL import Image
 
 from patchcore_kit.data import load_dataset
 from patchcore_kit.data.demo import build_demo_dataset
@@ -19,7 +24,14 @@ from patchcore_kit.features import FeatureExtractor
 from patchcore_kit.metrics import mask_iou, per_defect_metrics
 from patchcore_kit.neighbors import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore
-from patchcore_kit.widgets import GalleryFigure, GalleryState, gallery_explorer, gallery_metrics, render_gallery
+from patchcore_kit.widgets import (
+    GalleryFigure,
+    GalleryState,
+    figure_png,
+    gallery_explorer,
+    gallery_metrics,
+    render_gallery,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +116,38 @@ def test_no_refit_controls_update_the_same_figure_and_show_what_a_fresh_gallery_
     assert view.render(**values) is not figure and view.builds == 2
     values["threshold"] = 0.6
     assert_same_picture(view.render(**values), render_gallery(state, max_images=2, **values))
+    assert no_new_work == []
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+def test_each_control_repaints_the_pixels_of_a_full_draw(state, no_new_work):
+    defects = [d for d in state.defect_choices if d != "good"]
+    view = GalleryFigure(state, max_images=2)
+    values = {"defect_type": defects[0], "threshold": 1.0, "coreset_ratio": 0.5, "num_neighbors": 3, "cmap": "inferno"}
+    view.png(**values)
+    assert view.canvas.draws == 1
+    for change in (
+        {"num_neighbors": 1},
+        {"threshold": 0.4},
+        {"threshold": 1.6},
+        {"cmap": "jet"},
+        {"cmap": "gray"},
+        {"defect_type": defects[1]},
+        {"threshold": 0.7, "cmap": "viridis", "num_neighbors": 3, "defect_type": defects[-1]},
+        {"defect_type": "good"},  # two columns: a second figure, drawn in full once
+        {"threshold": 1.2},
+        {"defect_type": defects[0]},  # back to the first figure: repainted, not rebuilt
+    ):
+        values.update(change)
+        shown = pixels(view.png(**values))
+        full = pixels(figure_png(view.figure, dpi=view.dpi))
+        assert shown.shape == full.shape, change
+        assert np.array_equal(shown, full), (change, int(np.any(shown != full, axis=2).sum()))
+        assert_same_picture(view.figure, render_gallery(state, max_images=2, **values))
+    assert view.builds == 2 and view.canvas.draws == 1 and view.canvas.regions > 0
     assert no_new_work == []
 
 

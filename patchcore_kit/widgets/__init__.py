@@ -8,12 +8,14 @@ render functions directly; the ``*_explorer`` functions only connect ipywidgets 
 * 02, the coreset (:mod:`.coreset`): :func:`coreset_state` -> :func:`render_coreset_view` <- :func:`coreset_explorer`
 * 03, the sweep (:mod:`.sweep`): result tables -> :func:`render_sweep` <- :func:`sweep_explorer`
 * 04, the gallery (:mod:`.gallery`, :mod:`.gallery_figure`): :class:`GalleryState` -> :func:`render_gallery`,
-  :func:`gallery_metrics`, :class:`GalleryFigure` (one figure updated in place) <- :func:`gallery_explorer`
+  :func:`gallery_metrics`, :class:`GalleryFigure` (one figure updated in place, its PNG repainted only
+  where artists changed: :mod:`.blit`) <- :func:`gallery_explorer`
 * 05, decisions (:mod:`.decisions`): :class:`DecisionState` -> :func:`render_errors`, :func:`decision_table`
   <- :func:`errors_explorer`
 
 The rooms: :mod:`.umap_cache` (a seeded UMAP kept on disk), :mod:`.fits` (memoised fits, the test
-set scored once per fit), the four notebooks' states and render functions, and :mod:`.explorers`
+set scored once per fit), :mod:`.blit` (a figure's picture repainted where artists changed, the
+same pixels as a full draw), the four notebooks' states and render functions, and :mod:`.explorers`
 (the ipywidgets wiring).
 
 >>> state = coreset_state(features, grid=(16, 16), images=train_images)   # doctest: +SKIP

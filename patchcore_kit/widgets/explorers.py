@@ -33,8 +33,11 @@ def figure_png(figure: Figure, dpi: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def _explorer(render: Callable[..., Figure], controls: dict, extra: Callable[..., str] | None = None):
-    """Controls above a picture (and optionally an HTML table below); any change re-renders both."""
+def _explorer(render: Callable[..., Figure | bytes], controls: dict, extra: Callable[..., str] | None = None):
+    """Controls above a picture (and optionally an HTML table below); any change re-renders both.
+
+    ``render`` returns a figure, or the PNG bytes of one (a view that repaints only what changed).
+    """
     import ipywidgets as widgets
 
     picture = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1100px"))
@@ -42,7 +45,7 @@ def _explorer(render: Callable[..., Figure], controls: dict, extra: Callable[...
 
     def update(*_):
         values = {name: control.value for name, control in controls.items()}
-        picture.value = figure_png(render(**values))
+        picture.value = png if isinstance(png := render(**values), bytes) else figure_png(png)
         if extra is not None:
             table.value = extra(**values)
 
@@ -169,10 +172,10 @@ def gallery_explorer(
     if aggregations:
         controls["aggregation"] = widgets.Dropdown(options=list(aggregations), description="aggregation", style=style)
 
-    view = GalleryFigure(state, max_images)  # one figure, updated in place by every change that allows it
+    view = GalleryFigure(state, max_images)  # one figure, updated and repainted in place by every change that allows it
 
     def render(defect_type, threshold, cmap, coreset_ratio, num_neighbors, **settings):
-        return view.render(defect_type, threshold, coreset_ratio, num_neighbors, cmap, **settings)
+        return view.png(defect_type, threshold, coreset_ratio, num_neighbors, cmap, **settings)
 
     tables: dict = {}  # the table does not depend on the defect type or the colour map
 

@@ -35,6 +35,7 @@ class MemoisedFits:
         self.max_neighbors = max_neighbors
         self._models: dict = {}
         self._scored: dict = {}
+        self._scores: dict = {}  # per fit and b: Eq. 7 image scores, computed once
 
     @property
     def calibrated(self) -> bool:
@@ -73,9 +74,17 @@ class MemoisedFits:
         return stored
 
     def result(self, coreset_ratio: float, num_neighbors: int, **settings) -> tuple[np.ndarray, np.ndarray]:
-        """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` of the test set under these settings."""
+        """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` of the test set under these settings.
+
+        The scores of each fit and b are computed once and kept (read-only: copy before changing them).
+        """
         s_star, distances, maps = self.neighbors(coreset_ratio, num_neighbors, **settings)
-        return image_scores_for(s_star, distances, num_neighbors), maps
+        key = (self._key(coreset_ratio, settings), num_neighbors, distances.shape)
+        if key not in self._scores:
+            scores = image_scores_for(s_star, distances, num_neighbors)
+            scores.flags.writeable = False
+            self._scores[key] = scores
+        return self._scores[key], maps
 
     def warm(self, ratios: Sequence[float], num_neighbors: Sequence[int], **settings):
         """Fit every ratio and score every b up front, so that the controls then respond at once."""
