@@ -45,7 +45,8 @@ def _explorer(render: Callable[..., Figure | bytes], controls: dict, extra: Call
 
     def update(*_):
         values = {name: control.value for name, control in controls.items()}
-        picture.value = png if isinstance(png := render(**values), bytes) else figure_png(png)
+        shown = render(**values)
+        picture.value = shown if isinstance(shown, bytes) else figure_png(shown)
         if extra is not None:
             table.value = extra(**values)
 
@@ -118,7 +119,7 @@ def gallery_explorer(
 
     The picture is one :class:`~patchcore_kit.widgets.gallery_figure.GalleryFigure`: b, threshold,
     colour map and defect type (and a warmed ratio) answer from the stored results and update its
-    artists, without a new fit, search or layout.
+    artists, without a new fit, search or layout, and its PNG is repainted only where they changed.
 
     ``patch_sizes``, ``stages`` (pairs of stage names) and ``aggregations`` (values of PatchCore's
     ``aggregation``) add a control each when given: every new combination is fitted from the
