@@ -13,7 +13,12 @@ the full distance matrix of a whole test set would not fit. The search runs in t
    (:data:`SPARE`) make the two backends agree even where rounding reorders near-ties.
 
 So both backends return the same indices and the same distances, to the last bit whenever they
-find the same candidates. Results are CPU tensors, nearest first.
+find the same candidates. Results are CPU tensors, nearest first. Which one is faster depends on the
+machine's matrix-product library: on an AMD EPYC faiss was 1.1-1.3x torch's speed, on an Intel Xeon
+with torch's MKL (AVX-512) torch was 2-4x faiss's (docs/benchmarks/bench_neighbors.txt). So
+``backend="auto"`` on a CPU times both once per process on a small problem
+(:func:`faster_exact_backend`, a few tenths of a second) and uses the faster; the answers are the
+same either way.
 
 **Approximate search** (``search="hnsw"`` or ``"ivf"``, faiss only) replaces step 1 by a faiss
 graph (HNSW) or inverted-file (IVF-flat) index: it visits a small part of the bank, so it is many
@@ -59,6 +64,51 @@ IVF_LISTS_PER_SQRT, IVF_NPROBE = 4, 16
 
 def faiss_available() -> bool:
     return faiss is not None
+
+
+#: The probe :func:`faster_exact_backend` times: (queries, bank entries, dims).
+PROBE_SHAPE = (1024, 2048, 256)
+_faster: str | None = None  # measured once per process
+
+
+def faster_exact_backend() -> str:
+    """``"torch"`` or ``"faiss"``: whichever finds exact-search candidates faster on this CPU, measured once.
+
+    Both backends give the same answers (the module docstring), so this only decides speed. The
+    step that differs (the candidates: one matrix product and a top-k) is timed twice for each
+    on seeded random data of :data:`PROBE_SHAPE` and the best time kept; faiss is chosen only when it
+    is clearly faster (by a fifth), so that a noisy probe on a busy machine does not flip the choice.
+    Without faiss the answer is ``"torch"`` (no probe).
+    """
+    global _faster
+    if faiss is None:
+        return "torch"
+    if _faster is None:
+        import time
+
+        n_queries, n_bank, dim = PROBE_SHAPE
+        generator = torch.Generator().manual_seed(0)
+        bank, queries = torch.randn(n_bank, dim, generator=generator), torch.randn(n_queries, dim, generator=generator)
+        bank_sq, n_candidates = (bank * bank).sum(1), 1 + SPARE
+
+        def by_faiss():
+            index = faiss.IndexFlatL2(dim)
+            index.add(bank.numpy())
+            index.search(queries.numpy(), n_candidates)
+
+        best = {}
+        for backend, run in (
+            ("torch", lambda: _candidates_torch(queries, bank, bank_sq, n_candidates)),
+            ("faiss", by_faiss),
+        ):
+            times = []
+            for _ in range(2):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            best[backend] = min(times)
+        _faster = "faiss" if best["faiss"] < 0.8 * best["torch"] else "torch"
+    return _faster
 
 
 def _check_bank(bank: torch.Tensor) -> None:
@@ -176,7 +226,8 @@ class MemoryBankIndex:
     """A search structure over a fixed bank, built once and queried many times.
 
     ``backend``: ``"torch"`` (tiled matrix products, on the bank's device), ``"faiss"``, or
-    ``"auto"`` (faiss for a CPU bank when it is installed, else torch); for the exact search.
+    ``"auto"`` (for a CPU bank, the faster of the two on this machine, :func:`faster_exact_backend`;
+    torch on another device); for the exact search.
     ``search``: ``"exact"`` (default), ``"hnsw"`` or ``"ivf"`` (approximate candidates from faiss,
     exact distances to them), or ``"auto"`` (HNSW from :data:`AUTO_MIN_BANK` entries up).
     ``seed`` seeds the IVF k-means. The index is rebuilt from the bank, never saved.
@@ -197,7 +248,7 @@ class MemoryBankIndex:
         use_faiss = (
             backend == "faiss"
             or self.search_kind != "exact"
-            or (backend == "auto" and faiss is not None and self.bank.device.type == "cpu")
+            or (backend == "auto" and self.bank.device.type == "cpu" and faster_exact_backend() == "faiss")
         )
         if use_faiss and faiss is None:
             raise ImportError("faiss is not installed: pip install faiss-cpu (or use backend='torch')")

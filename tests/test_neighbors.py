@@ -108,8 +108,43 @@ def test_index_is_reusable_and_accepts_numpy():
     assert torch.equal(first[1], second[1]) and index.backend == "torch"
 
 
-def test_auto_backend():
-    assert MemoryBankIndex(torch.randn(5, 3)).backend == ("faiss" if faiss_available() else "torch")
+def test_auto_backend_is_the_probe_s_choice(monkeypatch):
+    monkeypatch.setattr(neighbors, "_faster", None)
+    choice = neighbors.faster_exact_backend()
+    assert choice in (("torch", "faiss") if faiss_available() else ("torch",))
+    assert MemoryBankIndex(torch.randn(5, 3)).backend == choice
+    for verdict in ("torch", "faiss") if faiss_available() else ("torch",):
+        monkeypatch.setattr(neighbors, "_faster", verdict)  # measured once per process, then reused
+        assert MemoryBankIndex(torch.randn(5, 3)).backend == verdict
+    assert MemoryBankIndex(torch.randn(5, 3), backend="torch").backend == "torch"  # asked for: no probe
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+@pytest.mark.parametrize("slow", ["torch", "faiss"])
+def test_probe_picks_the_faster_backend(monkeypatch, slow):
+    """Slow one backend down by far more than either takes on the probe: the other must be chosen."""
+    import time
+
+    real_torch, real_faiss = neighbors._candidates_torch, neighbors.faiss
+
+    def slow_torch(*args):
+        time.sleep(0.5)
+        return real_torch(*args)
+
+    class SlowFaiss:
+        def __getattr__(self, name):
+            return getattr(real_faiss, name)
+
+        def IndexFlatL2(self, dim):  # noqa: N802 (faiss's name)
+            time.sleep(0.5)
+            return real_faiss.IndexFlatL2(dim)
+
+    if slow == "torch":
+        monkeypatch.setattr(neighbors, "_candidates_torch", slow_torch)
+    else:
+        monkeypatch.setattr(neighbors, "faiss", SlowFaiss())
+    monkeypatch.setattr(neighbors, "_faster", None)
+    assert neighbors.faster_exact_backend() == ("faiss" if slow == "torch" else "torch")
 
 
 def test_errors(monkeypatch):

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..atomic import write_csv, write_text
@@ -35,6 +32,7 @@ from ..features import FeatureExtractor
 from ..images import image_hw
 from .folds import DEFAULT_FOLDS, check_shots, development_split, grouped_folds, regroup
 from .grid import candidate_name, load_grid, method_grid, model_params
+from .jobs import fit_cost, longest_first, resolve_jobs, run_tasks
 from .validation import VALIDATIONS, real_anomalies, synthetic_anomalies
 
 METRICS = ("image_auroc", "pixel_auroc")
@@ -91,10 +89,6 @@ def _score_task(task: tuple) -> tuple[str, int, dict]:
     return name, fold, score_fold(params, dev, metric, cache, seed, device, batch_size, method)
 
 
-def _worker_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 def tune(
     data: str | Path | Split,
     format: str | None = None,
@@ -110,7 +104,7 @@ def tune(
     metric: str = "image_auroc",
     method: str = "patchcore",
     feature_cache: str | Path | None = None,
-    jobs: int = 1,
+    jobs: int | None = None,
     device: str = "cpu",
     batch_size: int = 8,
     progress: bool = True,
@@ -121,7 +115,8 @@ def tune(
     :class:`Split`. ``method`` is ``"patchcore"``, ``"padim"`` or ``"spade"``: each has its own grid
     keys and default grid (:mod:`.grid`). Returns the settings dict also written to
     ``output/settings.json``; ``PatchCore(**settings["params"])`` (or PaDiM, SPADE: ``settings["method"]``)
-    is the chosen model. See the module docstring for the files.
+    is the chosen model. See the module docstring for the files. ``jobs``: fits run at once in
+    spawned processes (None: as many as the CPUs and the memory allow for PatchCore, :mod:`.jobs`).
     """
     if validation not in VALIDATIONS:
         raise InputError(f"{validation!r}: unknown validation; choose one of {', '.join(VALIDATIONS)}")
@@ -203,7 +198,19 @@ def tune(
         for index in range(folds)
         if (name, index) not in done
     ]
-    bar = tqdm(total=len(tasks), desc="tune (candidate x fold)", unit="fit", disable=not progress)
+    jobs = resolve_jobs(
+        jobs,
+        len(tasks),
+        [t[2] for t in tasks],
+        max(len(d.train) for d in devs),
+        max(len(d.test) for d in devs),
+        metric,
+        method,
+        device,
+    )
+    if jobs > 1:  # the dearest fits first: the last to finish are short ones
+        tasks = longest_first(tasks, lambda task: fit_cost(task[2]))
+    bar = tqdm(total=len(tasks), desc=f"tune (candidate x fold, {jobs} at once)", unit="fit", disable=not progress)
 
     def record(name: str, fold: int, row: dict) -> None:
         rows.append({"setting": name, "fold": fold, **row, "params": current[name]})
@@ -212,18 +219,7 @@ def tune(
         bar.update(1)
 
     try:
-        if jobs > 1 and len(tasks) > 1:
-            threads = max(1, torch.get_num_threads() // jobs)
-            # spawn, not fork: a forked child of a process whose OpenMP threads already ran can hang
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                jobs, mp_context=context, initializer=_worker_threads, initargs=(threads,)
-            ) as pool:
-                for future in as_completed([pool.submit(_score_task, task) for task in tasks]):
-                    record(*future.result())
-        else:
-            for task in tasks:
-                record(*_score_task(task))
+        run_tasks(_score_task, tasks, jobs, record)
     finally:
         bar.close()
 

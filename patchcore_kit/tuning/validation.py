@@ -118,4 +118,5 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     """Atomic: an interrupted tune never leaves a half-written image that a resume would trust."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as partial:
-        Image.fromarray(array).save(partial, format="PNG")
+        # Fastest zlib level: the same pixels, ~3x quicker to write than Pillow's default (level 6)
+        Image.fromarray(array).save(partial, format="PNG", compress_level=1)
