@@ -80,12 +80,14 @@ def main() -> None:
         )
         tune_s = time.perf_counter() - start
         with (folder / "candidates.csv").open() as handle:
-            tables[validation] = {r["setting"]: float(r["image_auroc"]) for r in csv.DictReader(handle)}
+            rows = list(csv.DictReader(handle))
+        tables[validation] = {r["setting"]: float(r["image_auroc"]) for r in rows}
         study["tunes"][validation] = {
             "chosen": settings["setting"],
             "development_image_auroc": settings["development"]["image_auroc"],
             "development_sd": settings["development"]["sd"],
-            "tune_wall_s_this_call": round(tune_s),
+            "tune_wall_s_this_call": round(tune_s),  # a resumed tune counts only what this call did
+            "fits_s": round(sum(float(r["seconds"]) for r in rows)),  # every fit's own time, resumed or not
             "test": test_figures(folder / "settings.json", test_split, set(settings["defective_used"]), cache),
         }
         print(json.dumps(study["tunes"][validation]), flush=True)
@@ -93,7 +95,11 @@ def main() -> None:
         real, synthetic = tables["real"], tables["synthetic"]
         names = sorted(set(real) & set(synthetic))
         rho = spearmanr([real[n] for n in names], [synthetic[n] for n in names]).statistic
-        study["spearman_real_vs_synthetic"] = round(float(rho), 3)
+        # every candidate equal under one validation (an easy category): there is no ranking to agree with
+        study["spearman_real_vs_synthetic"] = None if np.isnan(rho) else round(float(rho), 3)
+        if np.isnan(rho):
+            tied = [v for v, table in (("real", real), ("synthetic", synthetic)) if len({table[n] for n in names}) == 1]
+            study["spearman_note"] = f"undefined: every candidate scores the same under {' and '.join(tied)} validation"
         study["n_candidates"] = len(names)
         study["candidates"] = {n: {"real": real[n], "synthetic": synthetic[n]} for n in names}
     (args.output / "study.json").write_text(json.dumps(study, indent=2) + "\n")

@@ -167,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--metric", default="image_auroc", choices=("image_auroc", "pixel_auroc"))
     add_model_options(tune.add_argument_group("fixed for every candidate when given"), TUNE_FIXED)
     tune.add_argument("--feature-cache", default=None, help="default: OUTPUT/feature_cache")
-    tune.add_argument("--jobs", type=int, default=1, help="candidates fitted in parallel processes (memory permitting)")
+    tune.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="fits run at once in parallel processes (default: as many as the CPUs and the memory allow)",
+    )
     tune.add_argument("--device", type=cli_type("device"), default="cpu")
     tune.add_argument("--output", type=Path, required=True)
     run_options(tune)
