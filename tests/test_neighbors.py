@@ -122,7 +122,9 @@ def test_auto_backend_is_the_probe_s_choice(monkeypatch):
 @pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
 @pytest.mark.parametrize("slow", ["torch", "faiss"])
 def test_probe_picks_the_faster_backend(monkeypatch, slow):
-    """Slow one backend down by far more than either takes on the probe: the other must be chosen."""
+    """One backend made far slower than the other (a sleep; the other one's work replaced by nothing
+    where the slow one is torch, so that a busy machine cannot make the fast side slow): the probe
+    must choose the fast one."""
     import time
 
     real_torch, real_faiss = neighbors._candidates_torch, neighbors.faiss
@@ -131,18 +133,29 @@ def test_probe_picks_the_faster_backend(monkeypatch, slow):
         time.sleep(0.5)
         return real_torch(*args)
 
-    class SlowFaiss:
+    class Index:  # does no work: as fast as a backend can be
+        def add(self, bank):
+            pass
+
+        def search(self, queries, k):
+            pass
+
+    class FakeFaiss:
+        def __init__(self, delay):
+            self.delay = delay
+
         def __getattr__(self, name):
             return getattr(real_faiss, name)
 
         def IndexFlatL2(self, dim):  # noqa: N802 (faiss's name)
-            time.sleep(0.5)
-            return real_faiss.IndexFlatL2(dim)
+            time.sleep(self.delay)
+            return Index() if self.delay == 0 else real_faiss.IndexFlatL2(dim)
 
     if slow == "torch":
         monkeypatch.setattr(neighbors, "_candidates_torch", slow_torch)
+        monkeypatch.setattr(neighbors, "faiss", FakeFaiss(0))
     else:
-        monkeypatch.setattr(neighbors, "faiss", SlowFaiss())
+        monkeypatch.setattr(neighbors, "faiss", FakeFaiss(2.0))
     monkeypatch.setattr(neighbors, "_faster", None)
     assert neighbors.faster_exact_backend() == ("faiss" if slow == "torch" else "torch")
 
