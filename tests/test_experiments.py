@@ -362,10 +362,9 @@ def test_spade_pair_table_equals_fitting_spade_on_each_draw(split, cache_dir, pi
     assert stats["pairs_computed"] == int(table.pairs_needed(draws).sum())
     assert stats["table_bytes"] == stats["pairs_computed"] * stats["positions"] * 4
     # A budget that holds those pairs (and the test images' pixel features) but not a dense table.
-    dense_bytes = table.needed_bytes(draws) + 4 * stats["positions"] * (
-        len(split.test) * stats["pool_images"] - stats["pairs_computed"]
-    )
-    between = (table.needed_bytes(draws) + dense_bytes) / 2 / 2**30
+    needed = table.needed_bytes(stats["pairs_computed"])
+    dense_bytes = needed + 4 * stats["positions"] * (len(split.test) * stats["pool_images"] - stats["pairs_computed"])
+    between = (needed + dense_bytes) / 2 / 2**30
     assert stats["pairs_computed"] < len(split.test) * stats["pool_images"]  # K = 2 of up to 4: not every pair
     assert SpadePairTable.for_sweep(model, split, draws, budget_gb=between) is not None
     # Over budget, or k > 1: no table, the sweep scores SPADE row by row.

@@ -34,6 +34,21 @@ def evaluate_once(model, split: Split, masks: np.ndarray | None) -> dict:
     return {**result.metrics, "fit_s": result.seconds["fit"], "infer_s": result.seconds["infer"]}
 
 
+def shared_extractor(settings: dict, layers, image_size, progress: bool = False) -> FeatureExtractor:
+    """The :class:`FeatureExtractor` of one extraction pass (its ``layers`` and ``image_size``) from the
+    sweep's shared settings (backbone, weights, device, batch_size, feature_cache)."""
+    return FeatureExtractor(
+        settings["backbone"],
+        layers,
+        image_size,
+        weights=settings["weights"],
+        device=settings["device"],
+        batch_size=settings["batch_size"],
+        cache_dir=settings["feature_cache"],
+        progress=progress,
+    )
+
+
 def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict:
     """Run the backbone once over ``images`` into the cache; how long it took and how much was new.
 
@@ -41,16 +56,7 @@ def extraction_pass(images: list, settings: dict, progress: bool = True) -> dict
     device, batch_size, feature_cache). ``computed`` counts images that were not cached yet: the
     seconds are one real extraction pass only when ``computed == images``.
     """
-    extractor = FeatureExtractor(
-        settings["backbone"],
-        settings["layers"],
-        settings["image_size"],
-        weights=settings["weights"],
-        device=settings["device"],
-        batch_size=settings["batch_size"],
-        cache_dir=settings["feature_cache"],
-        progress=progress,
-    )
+    extractor = shared_extractor(settings, settings["layers"], settings["image_size"], progress)
     computed = sum(not extractor.is_cached(image) for image in images)
     start = time.perf_counter()
     for _ in extractor.iter_layer_maps(images, desc="features (one pass)"):

@@ -28,8 +28,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from ..features import FeatureExtractor
-from .cell import Cell, SweepCells
+from .cell import Cell, SweepCells, shared_extractor
 
 SERIAL, PROCESSES = "serial", "processes"
 #: How long a scheduler address may take to answer before the sweep gives up with an InputError.
@@ -98,15 +97,7 @@ def what_a_worker_sees(cells: SweepCells, probe: dict) -> dict:
 
     from ..version import __version__
 
-    settings = cells.shared
-    extractor = FeatureExtractor(
-        settings["backbone"],
-        probe["layers"],
-        probe["image_size"],
-        weights=settings["weights"],
-        device=settings["device"],
-        cache_dir=settings["feature_cache"],
-    )
+    extractor = shared_extractor(cells.shared, probe["layers"], probe["image_size"])
     try:
         cached = extractor.is_cached(cells.split.test_paths[0])
     except InputError as error:  # the dataset itself is not there

@@ -80,40 +80,49 @@ class SpadePairTable:
         nearest_d, nearest_i = nearest_images(self.test_global, self.pool_global[members], self.model.top_k_images)
         return nearest_d, members[nearest_i]
 
-    def pairs_needed(self, draws: list[list]) -> torch.Tensor:
-        """``(T, N)`` bool: the (test image, pool image) pairs the rows of ``draws`` read."""
+    def _wanted(self, picks: list[torch.Tensor]) -> torch.Tensor:
+        """``(T, N)`` bool: the pairs that ``(T, K)`` pool slots (one tensor per row) read."""
         wanted = torch.zeros(self.slot_of.shape, dtype=torch.bool)
-        for draw in draws:
-            wanted.scatter_(1, self.chosen(draw)[1], True)
+        for chosen in picks:
+            wanted.scatter_(1, chosen, True)
         return wanted
 
-    def needed_bytes(self, draws: list[list]) -> int:
-        """What the table and the test images' pixel features take for ``draws``, float32."""
+    def pairs_needed(self, draws: list[list]) -> torch.Tensor:
+        """``(T, N)`` bool: the (test image, pool image) pairs the rows of ``draws`` read."""
+        return self._wanted([self.chosen(draw)[1] for draw in draws])
+
+    def needed_bytes(self, n_pairs: int) -> int:
+        """What ``n_pairs`` rows of the table and the test images' pixel features take, float32."""
         probe = self.model.features(self.model._extractor().layer_maps(self.split.test_paths[:1]))[1]
         layers = [probe] if isinstance(probe, torch.Tensor) else probe
         channels = max(x.shape[2] for x in layers)
-        positions = self.stats["positions"]
-        return 4 * positions * (int(self.pairs_needed(draws).sum()) + self.stats["test_images"] * channels)
+        return 4 * self.stats["positions"] * (n_pairs + self.stats["test_images"] * channels)
+
+    @classmethod
+    def _plan(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float):
+        """The table without its pixel features yet, and the number of pairs ``draws`` read; None
+        for k > 1 or when they exceed the budget. The pairs are counted once, here."""
+        if model.k != 1 or budget_gb <= 0:
+            return None
+        table = cls(model, split, _unique(p for draw in draws for p in draw), positions=False)
+        n_pairs = int(table.pairs_needed(draws).sum())
+        return None if table.needed_bytes(n_pairs) > budget_gb * 2**30 else (table, n_pairs)
 
     @classmethod
     def for_sweep(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float) -> SpadePairTable | None:
         """A table for the rows of ``draws``, with room for their pairs; None for k > 1 or over the budget."""
-        if model.k != 1 or budget_gb <= 0:
+        plan = cls._plan(model, split, draws, budget_gb)
+        if plan is None:
             return None
-        table = cls(model, split, _unique(p for draw in draws for p in draw), positions=False)
-        if table.needed_bytes(draws) > budget_gb * 2**30:
-            return None
-        table.reserve(int(table.pairs_needed(draws).sum()))
+        table, n_pairs = plan
+        table.reserve(n_pairs)
         table.load_test_positions()
         return table
 
     @classmethod
     def fits(cls, model: SPADE, split: Split, draws: list[list], budget_gb: float) -> bool:
         """Whether :meth:`for_sweep` builds a table for ``draws`` (k = 1 and within the budget)."""
-        if model.k != 1 or budget_gb <= 0:
-            return False
-        table = cls(model, split, _unique(p for draw in draws for p in draw), positions=False)
-        return table.needed_bytes(draws) <= budget_gb * 2**30
+        return cls._plan(model, split, draws, budget_gb) is not None
 
     def reserve(self, n_pairs: int) -> None:
         """Room for ``n_pairs`` rows in all (grown by a quarter more than asked, so that many small
@@ -149,8 +158,7 @@ class SpadePairTable:
     def scores(self, train_paths: list) -> tuple[np.ndarray, np.ndarray]:
         """Image scores ``(T,)`` and anomaly maps ``(T, H, W)`` of SPADE fitted on ``train_paths``."""
         nearest_d, chosen = self.chosen(train_paths)  # (T, K) pool slots
-        wanted = torch.zeros(self.slot_of.shape, dtype=torch.bool)
-        wanted.scatter_(1, chosen, True)
+        wanted = self._wanted([chosen])
         self.stats["pairs_read"] += int(wanted.sum())
         self._fill(wanted)
         minima = torch.stack(  # per test image: the minimum over its K images' rows, (T, P)
