@@ -166,3 +166,22 @@ def refused_damaged_model(saved_model, tmp_path: Path, edit, words) -> Path:
 def refuse_damaged():
     """The :func:`refused_damaged_model` check as a fixture."""
     return refused_damaged_model
+
+
+@pytest.fixture(scope="session")
+def tiny_gravel_split(tmp_path_factory):
+    """A small demo gravel category (4 training tiles, 2 nominal and 1 per defect type at test, 64 px),
+    built once per session: the widget, gallery and report tests read it and never write into it."""
+    from patchcore_kit.data import load_dataset
+    from patchcore_kit.data.demo import build_demo_dataset
+
+    root = build_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "demo",
+        categories=("gravel",),
+        n_train=4,
+        n_test_good=2,
+        n_test_per_defect=1,
+        image_size=64,
+        progress=False,
+    )
+    return load_dataset(root, "mvtec", "gravel")

@@ -151,22 +151,11 @@ def test_format_table_prints_missing_values_as_a_dash():
     assert "0.912" in text and "12.3" in text and " -" in text
 
 
-def test_model_report_shows_settings_thresholds_and_the_test_gallery(tmp_path):
-    from patchcore_kit.data import load_dataset
-    from patchcore_kit.data.demo import build_demo_dataset
+def test_model_report_shows_settings_thresholds_and_the_test_gallery(tmp_path, tiny_gravel_split):
     from patchcore_kit.evaluate import evaluate
     from patchcore_kit.patchcore import PatchCore
 
-    root = build_demo_dataset(
-        tmp_path / "demo",
-        categories=("gravel",),
-        n_train=4,
-        n_test_good=2,
-        n_test_per_defect=1,
-        image_size=64,
-        progress=False,
-    )
-    split = load_dataset(root, "mvtec", "gravel")
+    split = tiny_gravel_split
     model = PatchCore(image_size=64, coreset_ratio=0.5, feature_cache=str(tmp_path / "cache"))
     evaluation = evaluate(model, split)
     settings = pd.DataFrame({"patch size": [1, 3], "development image AUROC": [0.7, 0.8]})

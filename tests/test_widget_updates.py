@@ -18,8 +18,6 @@ import pytest
 from matplotlib.colors import to_hex
 from PIL import Image
 
-from patchcore_kit.data import load_dataset
-from patchcore_kit.data.demo import build_demo_dataset
 from patchcore_kit.features import FeatureExtractor
 from patchcore_kit.metrics import mask_iou, per_defect_metrics
 from patchcore_kit.neighbors import MemoryBankIndex
@@ -35,19 +33,9 @@ from patchcore_kit.widgets import (
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    root = build_demo_dataset(
-        tmp_path_factory.mktemp("demo") / "demo",
-        categories=("gravel",),
-        n_train=4,
-        n_test_good=2,
-        n_test_per_defect=1,
-        image_size=64,
-        progress=False,
-    )
-    split = load_dataset(root, "mvtec", "gravel")
+def state(tiny_gravel_split, tmp_path_factory):
     return GalleryState(
-        split, image_size=64, feature_cache=str(tmp_path_factory.mktemp("features")), calibrate=True
+        tiny_gravel_split, image_size=64, feature_cache=str(tmp_path_factory.mktemp("features")), calibrate=True
     ).warm([0.5], [1, 3])
 
 

@@ -17,8 +17,6 @@ from matplotlib.figure import Figure
 
 from patchcore_kit import viz
 from patchcore_kit.coreset import coreset_size, greedy_coreset
-from patchcore_kit.data import load_dataset
-from patchcore_kit.data.demo import build_demo_dataset
 from patchcore_kit.widgets import (
     GalleryState,
     coreset_explorer,
@@ -56,17 +54,8 @@ def fake_umap(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_split(tmp_path_factory):
-    root = build_demo_dataset(
-        tmp_path_factory.mktemp("demo") / "demo",
-        categories=("gravel",),
-        n_train=4,
-        n_test_good=2,
-        n_test_per_defect=1,
-        image_size=64,
-        progress=False,
-    )
-    return load_dataset(root, "mvtec", "gravel")
+def tiny_split(tiny_gravel_split):
+    return tiny_gravel_split
 
 
 @pytest.fixture(scope="module")
