@@ -311,8 +311,86 @@ def test_one_sort_serves_many_map_stacks_and_float64_maps():
     for scale in (1.0, -1.0, 1e-30, 1e30):  # a reversed ranking, tiny and huge scores
         scaled = (maps.astype(np.float64) * scale).astype(np.float32)
         assert truth.metrics(scaled) == (pixel_auroc(masks, scaled), pytest.approx(aupro(masks, scaled), abs=1e-12))
-    as_float64 = maps.astype(np.float64)
-    assert truth.metrics(as_float64) == (pixel_auroc(masks, as_float64), aupro(masks, as_float64))
+    as_float64 = maps.astype(np.float64)  # sorted as float64: the same definitions, no rounding
+    assert truth.metrics(as_float64) == (
+        pixel_auroc(masks, as_float64),
+        pytest.approx(aupro(masks, as_float64), abs=1e-12),
+    )
+
+
+def coarse_case(seed):
+    """Blob regions (one to many, some touching the image border) and scores on a grid of a few
+    levels, negative to positive with -0.0: large tie groups that mix nominal and defective pixels."""
+    rng = np.random.default_rng(seed)
+    n_images, size = rng.integers(1, 6), rng.integers(5, 20)
+    masks = rng.random((n_images, size, size)) < rng.uniform(0.02, 0.3)
+    masks = ndimage.binary_dilation(masks, np.ones((1, 2, 2), dtype=bool)) if seed % 3 else masks
+    masks[0, 0, 0], masks[-1, -1, -1] = False, True  # both classes, always
+    levels = rng.integers(2, 12)
+    maps = np.round(rng.random(masks.shape) * levels + masks * rng.uniform(0, levels)) - levels // 2
+    maps = maps.astype(rng.choice([np.float32, np.float64]))
+    maps[maps == 0] *= -1  # -0.0: equal to 0.0, not below it
+    return masks, maps
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_one_sort_matches_the_definitions_and_sklearn_with_many_ties(seed):
+    masks, maps = coarse_case(seed)
+    truth = PixelGroundTruth(masks)
+    n_nominal = np.count_nonzero(~masks)
+    # Limits that cut inside a tie group, that land exactly on a curve point (c / n_nominal), and
+    # that flag one nominal pixel or all of them.
+    for max_fpr in (0.3, 0.05, 0.5, 0.999, 1.0, 1 / n_nominal, min(1.0, 3 / n_nominal)):
+        pixel, pro = truth.metrics(maps, max_fpr)
+        assert pixel == pixel_auroc(masks, maps)
+        assert pixel == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
+        assert pro == pytest.approx(aupro(masks, maps, max_fpr), abs=1e-12)
+    assert pro == pytest.approx(brute_force_aupro(masks, maps, max_fpr), abs=1e-12)
+
+
+def test_one_sort_cuts_the_crossing_tie_group_as_the_curve_does():
+    # Ten nominal pixels (0 to 6, four of them 3) and two regions, [3 3] and [7], kept apart by a 0.
+    masks = np.zeros((1, 1, 13), dtype=bool)
+    masks[0, 0, [9, 10, 12]] = True
+    maps = np.array([[[1, 2, 3, 3, 3, 3, 4, 5, 6, 3, 3, 0, 7]]], dtype=np.float32)
+    truth = PixelGroundTruth(masks)
+    for max_fpr in (0.3, 0.35, 0.4, 0.6, 0.7, 0.75, 1.0):
+        assert truth.metrics(maps, max_fpr)[1] == pytest.approx(brute_force_aupro(masks, maps, max_fpr), abs=1e-12)
+    # By hand at 0.35: the region [7] is found first (PRO 1/2 at FPR 0); the groups at 6, 5, 4 add
+    # FPR 0.3 at PRO 1/2; the group at 3 goes from (0.3, 1/2) to (0.7, 1), at 0.35 PRO 9/16.
+    assert truth.metrics(maps, 0.35)[1] == pytest.approx((0.3 * 0.5 + 0.05 * (0.5 + 9 / 16) / 2) / 0.35, abs=1e-12)
+
+
+@pytest.mark.parametrize("decimals", [1, 2, 6])
+def test_one_sort_with_a_single_region(decimals):
+    masks = np.zeros((3, 16, 16), dtype=bool)
+    masks[1, 4:9, 5:12] = True
+    maps = np.round(np.random.default_rng(decimals).random(masks.shape) + 0.4 * masks, decimals).astype(np.float32)
+    for max_fpr in (0.3, 1.0):
+        pixel, pro = PixelGroundTruth(masks).metrics(maps, max_fpr)
+        assert pixel == pixel_auroc(masks, maps)
+        assert pro == pytest.approx(aupro(masks, maps, max_fpr), abs=1e-12)
+
+
+@pytest.mark.parametrize("n_nominal, flagged", [(22, 15), (10, 9), (13, 3)])
+def test_one_sort_at_a_limit_that_rounding_puts_next_to_a_curve_point(n_nominal, flagged):
+    # (15/22) * 22 < 15, and just below 9/10 the product rounds up to 9: the cut must not care.
+    masks = np.zeros((1, 1, n_nominal + 3), dtype=bool)
+    masks[0, 0, [-3, -1]] = True
+    maps = np.arange(masks.size, dtype=np.float32)[None, None, ::-1].copy()
+    maps[0, 0, -1] = maps[0, 0, 3]  # one region amid the nominal scores, the other at the bottom
+    truth = PixelGroundTruth(masks)
+    for max_fpr in (flagged / n_nominal, np.nextafter(flagged / n_nominal, 0), np.nextafter(flagged / n_nominal, 1)):
+        assert truth.metrics(maps, max_fpr)[1] == pytest.approx(aupro(masks, maps, max_fpr), abs=1e-12)
+
+
+def test_one_sort_of_constant_and_perfect_maps():
+    masks, _ = real_shaped_case(3)
+    truth = PixelGroundTruth(masks)
+    for constant in (0.0, -0.0, -2.5):
+        assert truth.metrics(np.full(masks.shape, constant, dtype=np.float32), 0.3) == (0.5, pytest.approx(0.15))
+    assert truth.metrics(masks.astype(np.float32)) == (1.0, pytest.approx(1.0))
+    assert truth.metrics(-masks.astype(np.float32)) == (0.0, pytest.approx(0.0))
 
 
 def test_one_sort_is_absent_without_regions_and_names_bad_input():
