@@ -15,13 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
 from patchcore_kit import neighbors
+from patchcore_kit.base import upsample_and_smooth
 from patchcore_kit.errors import InputError
 from patchcore_kit.evaluate import evaluate
 from patchcore_kit.features import FeatureExtractor, flatten_patches
+from patchcore_kit.images import as_hw
 from patchcore_kit.neighbors import MemoryBankIndex
 from patchcore_kit.patchcore import PatchCore, reweighted_image_scores
 
@@ -144,6 +147,19 @@ def test_anomaly_map_is_bilinear_upsampling_then_gaussian_sigma_4(fitted, textur
         np.testing.assert_allclose(anomaly_map, expected, rtol=1e-4, atol=1e-4 * grid.max())
     # smoothing really happened: the map is smoother than the plain upsampling
     assert np.abs(np.diff(maps[2], axis=0)).max() < np.abs(np.diff(upsampled, axis=0)).max()
+
+
+@pytest.mark.parametrize(
+    ("grid", "size", "sigma"), [((28, 28), 224, 4.0), ((8, 12), (64, 96), 4.0), ((5, 7), (40, 33), 2.5), ((6, 6), 48, 0)]
+)
+def test_anomaly_maps_as_matrix_products_equal_interpolate_then_scipy_filter(grid, size, sigma):
+    # upsample_and_smooth applies both linear steps as two small matrices; the reference runs them
+    scores = torch.rand(3, *grid, generator=torch.Generator().manual_seed(1)) * 50 - 5
+    up = F.interpolate(scores[:, None], size=as_hw(size), mode="bilinear", align_corners=False)[:, 0].numpy()
+    expected = np.stack([ndimage.gaussian_filter(m, sigma=sigma) if sigma else m for m in up])
+    maps = upsample_and_smooth(scores, size, sigma=sigma)
+    assert maps.dtype == np.float32 and maps.shape == expected.shape
+    np.testing.assert_allclose(maps, expected, rtol=2e-6, atol=2e-6 * np.abs(expected).max())
 
 
 def paper_image_score(test_patches: np.ndarray, bank: np.ndarray, b: int) -> float:
