@@ -266,3 +266,23 @@ def test_k1_checks_only_the_first_candidate_where_it_is_sure_and_answers_the_sam
     # The nearest distance by definition (which of two entries 1e-6 apart is nearer, float32 cannot say).
     expected_d, _ = brute_force(queries, bank, 1)
     np.testing.assert_allclose(distances.numpy(), expected_d, atol=1e-4)
+
+
+def test_k1_over_many_tiles_answers_as_every_candidate_compared(monkeypatch):
+    """The k = 1 path merges the two smallest values tile by tile: with tiny tiles (many bank and
+    query tiles, a tie split across two tiles) the answer is still the general path's, bit for bit."""
+    monkeypatch.setattr(neighbors, "BANK_CHUNK", 37)
+    monkeypatch.setattr(neighbors, "TILE_ELEMENTS", 37 * 50)
+    g = torch.Generator().manual_seed(5)
+    bank = torch.randn(300, 16, generator=g) * 3
+    bank = torch.cat([bank, bank[5:15], bank[:3] + 1e-6])  # duplicates land in other tiles
+    queries = torch.cat([torch.randn(400, 16, generator=g) * 3, bank[:20]])
+    index = MemoryBankIndex(bank, backend="torch")
+    distances, indices = index.search(queries, k=1)
+    candidates, _ = neighbors._candidates_torch(queries, bank, index._bank_sq, 1 + neighbors.SPARE)
+    every_d, every_i = neighbors._exact_k_nearest(queries, bank, candidates, 1)
+    assert torch.equal(indices, every_i) and torch.equal(distances, every_d)
+    _, best, second = neighbors._two_nearest_torch(queries, bank, index._bank_sq)
+    full = torch.addmm(index._bank_sq, queries, bank.T, alpha=-2).sort(dim=1).values
+    np.testing.assert_allclose(best, full[:, 0].numpy(), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(second, full[:, 1].numpy(), rtol=1e-5, atol=1e-3)
