@@ -221,6 +221,29 @@ class PatchCore(AnomalyEstimator):
     def _score_maps(self, layer_maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
         return self._score_embeddings(self.embed(layer_maps), self._bank_index())
 
+    def embed_images(self, images) -> torch.Tensor:
+        """Patch embeddings ``(N, D, h, w)`` of ``images``: what :meth:`score_embedded` scores.
+
+        A sweep embeds its test set once and scores it with every fitted bank; the embedding does
+        not depend on the bank, only on the backbone and the aggregation settings.
+        """
+        return torch.cat(
+            [self.embed(maps) for maps in self._extractor().iter_layer_maps(_as_list(images), desc="embed")]
+        )
+
+    def score_embedded(self, embeddings: torch.Tensor):
+        """:meth:`score_images` of images already embedded by :meth:`embed_images` (same numbers:
+        scored in the extractor's batches, as ``score_images`` scores them)."""
+        from .base import ScoredImages, upsample_and_smooth
+
+        self._check_fitted()
+        index, scores, maps = self._bank_index(), [], []
+        for batch in torch.as_tensor(embeddings).split(self.batch_size):
+            batch_scores, patch_scores = self._score_embeddings(batch, index)
+            scores.append(batch_scores)
+            maps.append(upsample_and_smooth(patch_scores, self.image_size))
+        return ScoredImages(np.concatenate(scores), np.concatenate(maps))
+
     def score_neighbors(self, images, max_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score ``images`` once, keeping what Eq. 7 needs for every b up to ``max_neighbors``.
 

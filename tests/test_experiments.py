@@ -693,3 +693,33 @@ def test_figure_title_says_where_the_baselines_stages_come_from():
     assert _figure_title(["mtd"], "lite0", 224, "paper").endswith("baselines on paper stages")
     own = _figure_title(["a", "b"], "lite0", 224, "their own settings")
     assert own == "mean over 2 categories: lite0, 224 px, every method at its own settings"
+
+
+def test_patchcore_cells_share_the_test_embeddings_and_equal_fitting_each_draw(split, cache_dir, monkeypatch):
+    """PatchCore's test set is embedded once per sweep; every cell's row equals evaluating a
+    PatchCore fitted on that draw from scratch (every metric, bit for bit)."""
+    from patchcore_kit.patchcore import PatchCore
+
+    embedded = []
+    original = PatchCore.embed_images
+
+    def counting(self, images):
+        embedded.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(PatchCore, "embed_images", counting)
+    settings = dict(SWEEP, methods=("patchcore",))
+    table = sample_efficiency(split, cache_dir=cache_dir, **settings)
+    assert embedded.count(len(split.test)) == 1  # the whole test set once, for 4 cells
+    masks = evaluate.ground_truth_masks(split, SIZE)
+    for row in table.to_dict("records"):
+        model = PatchCore(image_size=SIZE, feature_cache=str(cache_dir), seed=row["seed"], calibrate=False)
+        alone = evaluate.evaluate(model, split.with_shots(row["shots"], row["seed"]), masks=masks, per_defect=False)
+        assert {k: row[k] for k in alone.metrics} == alone.metrics
+    probe = PatchCore(image_size=SIZE, feature_cache=str(cache_dir), calibrate=False).fit(split.train_paths[:2])
+    direct = probe.score_images(split.test_paths)
+    again = probe.score_embedded(original(probe, split.test_paths))
+    np.testing.assert_array_equal(again.scores, direct.scores)
+    np.testing.assert_array_equal(again.maps, direct.maps)
+    holding = sweep_cell.SweepCells(split, {}, {}, None, _test_embeddings=np.zeros(3))
+    assert holding.__getstate__()["_test_embeddings"] is None  # not sent to Dask workers

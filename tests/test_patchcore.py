@@ -150,7 +150,8 @@ def test_anomaly_map_is_bilinear_upsampling_then_gaussian_sigma_4(fitted, textur
 
 
 @pytest.mark.parametrize(
-    ("grid", "size", "sigma"), [((28, 28), 224, 4.0), ((8, 12), (64, 96), 4.0), ((5, 7), (40, 33), 2.5), ((6, 6), 48, 0)]
+    ("grid", "size", "sigma"),
+    [((28, 28), 224, 4.0), ((8, 12), (64, 96), 4.0), ((5, 7), (40, 33), 2.5), ((6, 6), 48, 0)],
 )
 def test_anomaly_maps_as_matrix_products_equal_interpolate_then_scipy_filter(grid, size, sigma):
     # upsample_and_smooth applies both linear steps as two small matrices; the reference runs them

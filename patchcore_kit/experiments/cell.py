@@ -8,9 +8,10 @@ Dask worker run a cell with the same code: ``cells.run(method, shots, seed)`` ->
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..data import Split
 from ..evaluate import evaluate
@@ -77,6 +78,12 @@ class SweepCells:
     shared: dict
     params: dict
     masks: dict | None  # test masks by image size (h, w): a method's own settings may choose its size
+    #: PatchCore's test embeddings, computed by the first PatchCore cell run in this process and
+    #: read by the others (not pickled: a Dask worker makes its own).
+    _test_embeddings: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_test_embeddings": None}
 
     def make(self, method: str, seed: int):
         return METHODS[method](**{**self.shared, **self.params[method]}, seed=seed, calibrate=False, progress=False)
@@ -92,9 +99,19 @@ class SweepCells:
     def run(self, cell: Cell) -> dict:
         """Fit the cell's method on its draw and score the test set: its results row."""
         method, n, seed = cell
-        return self.row(
-            cell, evaluate_once(self.make(method, seed), self.split.with_shots(n, seed), self.masks_for(method))
-        )
+        model = self.make(method, seed)
+        if method == "patchcore" and self._embeddings_fit(model):
+            if self._test_embeddings is None:
+                self._test_embeddings = model.embed_images(self.split.test_paths)
+            model = _EmbeddedTestSet(model, self._test_embeddings)
+        return self.row(cell, evaluate_once(model, self.split.with_shots(n, seed), self.masks_for(method)))
+
+    def _embeddings_fit(self, model) -> bool:
+        """Whether PatchCore's test embeddings fit :data:`SHARED_EMBEDDINGS_BYTES` (float32)."""
+        if self._test_embeddings is not None:
+            return True
+        one = model.embed_images(self.split.test_paths[:1])  # its stage maps are cached: cheap
+        return one.numel() * 4 * len(self.split.test) <= SHARED_EMBEDDINGS_BYTES
 
     def run_spade_with_table(self, cells: list[Cell]) -> tuple[list[dict], dict]:
         """SPADE's ``cells``, in order, from one :class:`SpadePairTable` over their draws; rows and its stats."""
@@ -102,3 +119,23 @@ class SweepCells:
         table = SpadePairTable(self.make("spade", 0), self.split, _unique(p for d in draws for p in d.train_paths))
         rows = [self.row(cell, table.evaluate(drawn, self.masks_for("spade"))) for cell, drawn in zip(cells, draws)]
         return rows, table.stats
+
+
+#: Largest test-set embedding (bytes) a sweep keeps in memory to score every PatchCore cell from.
+SHARED_EMBEDDINGS_BYTES = 2 * 2**30
+
+
+class _EmbeddedTestSet:
+    """A PatchCore whose ``score_images`` scores the sweep's test embeddings (computed once)
+    instead of embedding the test images again: what :func:`evaluate_once` calls, same numbers."""
+
+    def __init__(self, model, embeddings: torch.Tensor):
+        self.model, self.embeddings, self.image_size = model, embeddings, model.image_size
+
+    def fit(self, train_paths: list):
+        self.model.fit(train_paths)
+        self.fit_seconds_ = self.model.fit_seconds_
+        return self
+
+    def score_images(self, images: list):
+        return self.model.score_embedded(self.embeddings)
