@@ -248,6 +248,22 @@ def compare_spade_kernels(repeats: int = 3) -> None:
         print(f"  {'':48s} same distances: {bool(torch.equal(results['before'], results['after']))}")
 
 
+def unfused_pass(split, shots, seeds, layers) -> float:
+    """Seconds of the sweep's extraction pass (the same images and stages, a fresh cache) through the
+    backbone as it was when issue #14 set its target (no batch norm folding: ``fuse=False``)."""
+    from patchcore_kit.backbones import load_backbone
+    from patchcore_kit.features import FeatureExtractor
+
+    train = list(dict.fromkeys(p for n in shots for seed in seeds for p in split.with_shots(n, seed).train_paths))
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_unfused_") as cache:
+        extractor = FeatureExtractor("efficientnet_lite0", layers, 224, cache_dir=cache)
+        extractor._backbone = load_backbone("efficientnet_lite0", fuse=False)  # the pass before #14 item 1
+        with Timer() as timer:
+            for _ in extractor.iter_layer_maps(train + split.test_paths):
+                pass
+    return timer.seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", choices=sorted(GRIDS), default="small")
@@ -330,6 +346,13 @@ def main() -> None:
     same_grid = args.shots is None and args.seeds is None and args.baseline_stages == "shared"
     before = BEFORE.get(args.grid) if same_grid else None
     print(f"sweep / one pass             : {passes:8.2f}x" + (f"   (before: {before:.2f}x)" if before else ""))
+    stages = sorted({stage for read in summary["stages"].values() for stage in read})  # layer1 < layer2 < ...
+    unfused = unfused_pass(split, shots, seeds, stages)
+    print(
+        f"one pass, unfused backbone   : {unfused:8.1f} s  (the backbone before issue #14 item 1, as when the "
+        f"target was set; {unfused / one_pass['seconds']:.2f}x today's pass)\n"
+        f"sweep / one unfused pass     : {wall.seconds / unfused:8.2f}x   (target: 5)"
+    )
     naive = sum(shots + summary["test_images"] for shots in table.shots)
     print(
         f"without the shared cache every fit would extract its own train + test images: {naive:,} images, "

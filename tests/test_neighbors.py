@@ -272,7 +272,7 @@ def test_k1_over_many_tiles_answers_as_every_candidate_compared(monkeypatch):
     """The k = 1 path merges the two smallest values tile by tile: with tiny tiles (many bank and
     query tiles, a tie split across two tiles) the answer is still the general path's, bit for bit."""
     monkeypatch.setattr(neighbors, "BANK_CHUNK", 37)
-    monkeypatch.setattr(neighbors, "TILE_ELEMENTS", 37 * 50)
+    monkeypatch.setattr(neighbors, "BLOCK_ELEMENTS", 37 * 50)
     g = torch.Generator().manual_seed(5)
     bank = torch.randn(300, 16, generator=g) * 3
     bank = torch.cat([bank, bank[5:15], bank[:3] + 1e-6])  # duplicates land in other tiles
