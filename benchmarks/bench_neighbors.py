@@ -28,6 +28,26 @@ BANK_ROWS = 58_251  # 10 % of 743 × 784 patches
 PATCHES_PER_IMAGE = 784
 
 
+#: The torch backend's k = 1 search as it was before the blocked argmin (issue #14, this version).
+BEFORE = "torch-topk"
+
+
+def _general_path(index, queries, n_candidates):
+    """The k = 1 search through the general path: top-k candidates over 64 MiB tiles, then the
+    sure/near-tie check (what ``MemoryBankIndex.search`` ran for k = 1 before this version)."""
+    import torch
+
+    from patchcore_kit.neighbors import _candidates_torch, _nearest_one, _rounding_bound
+
+    out_d, out_i = torch.empty(len(queries), 1), torch.empty(len(queries), 1, dtype=torch.long)
+    for q0 in range(0, len(queries), 4096):
+        q = queries[q0 : q0 + 4096]
+        candidates, approximate = _candidates_torch(q, index.bank, index._bank_sq, n_candidates)
+        bound = _rounding_bound(q, index._bank_norm_max)
+        out_d[q0 : q0 + 4096], out_i[q0 : q0 + 4096] = _nearest_one(q, index.bank, candidates, approximate, bound)
+    return out_d, out_i
+
+
 def child(backend: str, n_images: int, k: int) -> dict:
     import torch
     from _features import mtd_patch_features
@@ -43,7 +63,9 @@ def child(backend: str, n_images: int, k: int) -> dict:
     bank = torch.from_numpy(features[np.sort(rng.choice(len(features), BANK_ROWS, replace=False))])
     queries = torch.from_numpy(features[-n_images * PATCHES_PER_IMAGE :].copy())
     del features
-    index = MemoryBankIndex(bank, backend=backend)
+    index = MemoryBankIndex(bank, backend="torch" if backend == BEFORE else backend)
+    if backend == BEFORE:  # k = 1 as before this version: a top-k over large tiles (the general path)
+        index._nearest_one_cpu = lambda queries, n_candidates: _general_path(index, queries, n_candidates)
     index.search(queries[:10], k)  # warm up (thread pools, first allocations)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux >= 4.0)
     before = _vm("VmRSS")
@@ -97,7 +119,7 @@ def main() -> None:
         f"bank {BANK_ROWS:,} × 152 real MTD patch features; k = {args.k}; tile {TILE_ELEMENTS:,} floats "
         f"({TILE_ELEMENTS * 4 / 2**20:.0f} MiB), at most {QUERY_CHUNK} queries per exact pass\n"
     )
-    backends = ["torch"] + (["faiss"] if faiss_available() else [])
+    backends = ["torch"] + (["faiss"] if faiss_available() else []) + ([BEFORE] if args.k == 1 else [])
     print(
         f"{'backend':8} {'images':>6} {'queries':>9} {'queries MiB':>11} {'answer MiB':>10} "
         f"{'peak RSS MiB':>12} {'working MiB':>11} {'seconds':>8} {'µs/query':>8}"
@@ -132,7 +154,15 @@ def main() -> None:
         f"{ends[0]:.0f} MiB at {args.images[0]} images, {ends[1]:.0f} MiB at {args.images[-1]}: the growth above is the "
         "allocator keeping freed memory, not the search"
     )
-    if len(backends) == 2:
+    if BEFORE in backends:
+        for n in args.images:
+            a, b = results["torch", n], results[BEFORE, n]
+            same = a["first_indices"] == b["first_indices"] and a["checksum"] == b["checksum"]
+            print(
+                f"{n} images: k = 1 now (blocked argmin) {b['seconds'] / a['seconds']:.2f}x the speed of before "
+                f"(top-k over 64 MiB tiles); answers {'identical' if same else 'DIFFERENT'}"
+            )
+    if "faiss" in backends:
         for n in args.images:
             a, b = results["torch", n], results["faiss", n]
             same = a["first_indices"] == b["first_indices"] and a["checksum"] == b["checksum"]
