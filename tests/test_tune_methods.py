@@ -263,7 +263,8 @@ def test_sweep_runs_every_method_at_its_own_settings(make_mvtec, tmp_path, one_t
     original = cell.evaluate_once  # the module SweepCells calls it from (the package re-export is not what runs)
 
     def spy(model, split, masks):
-        built[type(model).__name__] = (model, None if masks is None else masks.shape[1:])
+        estimator = getattr(model, "model", model)  # PatchCore comes wrapped to score the shared test embeddings
+        built[type(estimator).__name__] = (estimator, None if masks is None else masks.shape[1:])
         return original(model, split, masks)
 
     monkeypatch.setattr(cell, "evaluate_once", spy)
