@@ -255,6 +255,25 @@ def my_anomaly_map(patch_scores, size, sigma):
 assert check_anomaly_map(my_anomaly_map)
 
 # %% [markdown]
+# Both steps are *linear*, and each acts on the rows and the columns separately: upsampling a
+# $h \times w$ grid $S$ is $U_H S U_W^\top$ with $U_H \in \mathbb{R}^{H \times h}$ (each row holds
+# the two bilinear weights of one output pixel), and the Gaussian is $G_H (\cdot) G_W^\top$ with
+# $G_H \in \mathbb{R}^{H \times H}$ (one row per pixel: the truncated, border-reflected kernel).
+# So the whole map is $A_H S A_W^\top$ with $A = G U$, a tall thin matrix: two small matrix
+# products per image instead of filtering $H \times W$ pixels. That is how the kit computes every
+# anomaly map (`base.map_operator`; 601 maps of 224 px in about 0.1 s instead of 0.8 s).
+
+# %%
+from patchcore_kit.base import map_operator
+
+grid = torch.rand(7, 7, generator=torch.Generator().manual_seed(0))
+rows, columns = map_operator(7, 56), map_operator(7, 56)  # A_H and A_W, (56, 7) each
+as_products = (rows @ grid.double() @ columns.T).numpy()
+print("A_H:", tuple(rows.shape), " largest difference from interpolate + gaussian_filter:",
+      np.abs(as_products - my_anomaly_map(grid, (56, 56), 4.0)).max())
+assert np.allclose(as_products, my_anomaly_map(grid, (56, 56), 4.0), atol=1e-5)
+
+# %% [markdown]
 # ### Exercise 3 · A point of the PRO curve
 #
 # AUPRO (section 3) integrates the *per-region overlap* against the false-positive rate. For one
