@@ -323,18 +323,19 @@ class MemoryBankIndex:
         first candidate where it is sure, every candidate of the near-ties; :func:`_nearest_one`),
         with the candidates of the sure rows found by :func:`_two_nearest_torch`."""
         nearest, best, second = _two_nearest_torch(queries, self.bank, self._bank_sq)
-        bound = _rounding_bound(queries, self._bank_norm_max).numpy()
-        sure = torch.from_numpy((second.astype(np.float64) - best) > 2 * bound)
         distances = torch.empty(len(queries), 1)
-        indices = torch.empty(len(queries), 1, dtype=torch.long)
-        first = torch.from_numpy(nearest)[:, None]
+        indices = torch.from_numpy(nearest)[:, None].clone()
         chunk = max(1, min(QUERY_CHUNK, TILE_ELEMENTS // (n_candidates * self.bank.shape[1])))
-        for rows in torch.nonzero(sure).flatten().split(chunk):  # one candidate: just its distance
-            indices[rows] = first[rows]
-            distances[rows] = torch.linalg.norm(queries[rows][:, None, :] - self.bank[first[rows]], dim=2)
-        for rows in torch.nonzero(~sure).flatten().split(chunk):  # near-ties: every candidate compared
-            candidates, _ = _candidates_torch(queries[rows], self.bank, self._bank_sq, n_candidates)
-            distances[rows], indices[rows] = _exact_k_nearest(queries[rows], self.bank, candidates, 1)
+        for q0 in range(0, len(queries), chunk):  # in chunks: the norms' temporaries stay bounded
+            q, at = queries[q0 : q0 + chunk], slice(q0, q0 + chunk)
+            bound = _rounding_bound(q, self._bank_norm_max).numpy()
+            sure = torch.from_numpy((second[at].astype(np.float64) - best[at]) > 2 * bound)
+            first = indices[at][sure]  # one candidate: just its distance
+            distances[at][sure] = torch.linalg.norm(q[sure][:, None, :] - self.bank[first], dim=2)
+            if not sure.all():  # near-ties: every candidate compared
+                unsure = ~sure
+                candidates, _ = _candidates_torch(q[unsure], self.bank, self._bank_sq, n_candidates)
+                distances[at][unsure], indices[at][unsure] = _exact_k_nearest(q[unsure], self.bank, candidates, 1)
         return distances, indices
 
     def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,10 +348,10 @@ class MemoryBankIndex:
         n_candidates = min(k + SPARE, len(self.bank))
         # the exact step holds (queries × candidates × dims) floats: keep that within one tile too
         chunk = max(1, min(QUERY_CHUNK, TILE_ELEMENTS // (n_candidates * self.bank.shape[1])))
-        out_d = torch.empty(len(queries), k)
-        out_i = torch.empty(len(queries), k, dtype=torch.long)
         if k == 1 and self._faiss is None and self.bank.device.type == "cpu":
             return self._nearest_one_cpu(queries, n_candidates)
+        out_d = torch.empty(len(queries), k)
+        out_i = torch.empty(len(queries), k, dtype=torch.long)
         for q0 in range(0, len(queries), chunk):
             q = queries[q0 : q0 + chunk]
             if self._faiss is not None:
