@@ -122,13 +122,15 @@ class PixelGroundTruth:
         # rounding put flagged one off, the group found ends (or starts) exactly at max_fpr, and its
         # trapezoid cut there is the whole group's (or nothing): the same area.
         flagged = min(n, int(max_fpr * n))
+        # Weighted sums with numpy's pairwise sum, not a BLAS dot: the same digits whatever the
+        # thread count (a sweep on single-threaded Dask workers must equal the serial rows exactly).
         if flagged == n:  # max_fpr = 1: the whole curve, every nominal pixel
-            return float(weight @ twice_ranks / (2 * n) / max_fpr)
+            return float(np.sum(weight * twice_ranks) / (2 * n) / max_fpr)
         cut = nominal[n - flagged - 1]  # the score of the tie group that crosses max_fpr
         nominal_under, nominal_upto = np.searchsorted(nominal, cut, "left"), np.searchsorted(nominal, cut, "right")
         at, above = np.searchsorted(defective, cut, "left"), np.searchsorted(defective, cut, "right")
         # The groups above the cut, whole: only the nominal pixels above it count for each d.
-        area = weight[above:] @ (twice_ranks[above:] - 2 * nominal_upto) / (2 * n)
+        area = np.sum(weight[above:] * (twice_ranks[above:] - 2 * nominal_upto)) / (2 * n)
         # The crossing group, from (its FPR, PRO) before to after it, up to max_fpr.
         fpr_before, fpr_after = (n - nominal_upto) / n, (n - nominal_under) / n
         pro_before, pro_after = weight[above:].sum(), weight[at:].sum()

@@ -461,3 +461,20 @@ def test_mask_iou_pools_the_pixels_of_all_images():
     assert mask_iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) is None  # nothing to measure
     with pytest.raises(InputError, match="same shape"):
         mask_iou(truth, predicted[0])
+
+
+def test_pixel_metrics_do_not_depend_on_the_blas_thread_count():
+    """A Dask worker runs with one BLAS thread, the serial sweep with all: the AUPRO's weighted sums
+    must give the same digits (a threaded BLAS dot adds in another order)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(4)
+    masks = np.zeros((40, 96, 96), dtype=bool)
+    masks[:, 20:80, 10:90] = True  # 192,000 defective pixels: long enough for a threaded dot
+    maps = (rng.random(masks.shape) + masks * rng.random(masks.shape)).astype(np.float32)
+    truth = PixelGroundTruth(masks)
+    with threadpool_limits(limits=1):
+        one = truth.metrics(maps), truth.metrics(maps, max_fpr=1.0)
+    with threadpool_limits(limits=4):
+        many = truth.metrics(maps), truth.metrics(maps, max_fpr=1.0)
+    assert one == many
