@@ -43,7 +43,8 @@
 #
 # **Running time** on a 2-core CPU: about 1 min in FAST mode (measured) and 3–6 minutes with the
 # full settings on the demo data (estimated: four candidate fits and one calibrated fit of about
-# 50 images). On your data, plan about 1 s per image for the backbone, once, plus a few seconds
+# 50 images). On your data, plan 0.01-0.1 s per image for the backbone at 224 px (measured 0.01 s on
+# a quiet 2-core machine; large image files and a busy machine cost more), once, plus a few seconds
 # per candidate fit from the cache; progress bars show the long steps.
 
 # %% tags=["parameters"]
