@@ -72,11 +72,17 @@ def knn_distance(
     return squared.clamp_min_(0.0).sqrt_().mean(dim=1)
 
 
+def squared_norms(positions: torch.Tensor) -> torch.Tensor:
+    """``(B, P, D)`` -> ``(B, P, 1)``: each position's squared length (the ``|q|²`` of a distance)."""
+    return (positions * positions).sum(-1, keepdim=True)
+
+
 def nearest_in_each_image(
     queries: torch.Tensor,
     train_positions: torch.Tensor,
     index: Sequence[int] | torch.Tensor | None = None,
     max_bytes: int = SPADE_CHUNK_BYTES,
+    query_norms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Distance of every query position to the nearest position of each training image.
 
@@ -86,11 +92,13 @@ def nearest_in_each_image(
     nearest position. SPADE's k=1 anomaly map against a set of images is the minimum of these over
     the set, so one such table serves every training set drawn from the same images (the sweep's
     shot counts and seeds). Computed in blocks of at most ``max_bytes`` of distances, exactly.
+    ``query_norms`` ``(B, P, 1)``: the queries' :func:`squared_norms`, when the caller keeps them
+    (the sweep's pair table sends the same test images for every training image).
     """
     index = torch.arange(len(train_positions)) if index is None else torch.as_tensor(index, dtype=torch.long)
     b, p, d = queries.shape
     flat = queries.reshape(-1, d)
-    query_norms = (flat * flat).sum(1, keepdim=True)
+    query_norms = (squared_norms(queries) if query_norms is None else query_norms).reshape(-1, 1)
     p_train = train_positions.shape[1]
     # Blocks of training images, and of query rows when one image against all queries is too much.
     rows = _distance_blocks(len(flat), 4 * p_train, max_bytes)

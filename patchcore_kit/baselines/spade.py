@@ -190,14 +190,22 @@ class SPADE(_ImageMemory):
         )
         return pooled, tuple(positions_last(m.float()) for m in pixel)
 
-    def pair_minima(self, test_positions, train_positions, index=None) -> torch.Tensor:
+    def pair_minima(self, test_positions, train_positions, index=None, test_norms=None) -> torch.Tensor:
         """``(B, n, P)``: each test position's distance to the nearest position of each training
         image (``index``: which; default all), per layer side by side with "per_layer" (P = Σ P_l).
         With k = 1 the anomaly grid against a set of images is :meth:`grid_from_minima` of the
-        minimum of these over the set: what the sweep's pair table stores and shares."""
+        minimum of these over the set: what the sweep's pair table stores and shares. ``test_norms``:
+        the test positions' ``squared_norms`` (per layer with "per_layer"), if already computed."""
         if isinstance(test_positions, torch.Tensor):
-            return nearest_in_each_image(test_positions, train_positions, index)
-        return torch.cat([nearest_in_each_image(t, g, index) for t, g in zip(test_positions, train_positions)], dim=2)
+            return nearest_in_each_image(test_positions, train_positions, index, query_norms=test_norms)
+        norms = [None] * len(test_positions) if test_norms is None else test_norms
+        return torch.cat(
+            [
+                nearest_in_each_image(t, g, index, query_norms=n)
+                for t, g, n in zip(test_positions, train_positions, norms)
+            ],
+            dim=2,
+        )
 
     def grid_from_minima(self, minima: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
         """``(B, P)`` per-position distances -> ``(B, h, w)`` anomaly grids on the first layer's grid."""

@@ -7,6 +7,7 @@ import torch
 
 from ..base import ScoredImages, upsample_and_smooth
 from ..baselines import SPADE, nearest_images
+from ..baselines.common import squared_norms
 from ..baselines.spade import cat_positions, take_images
 from ..data import Split
 from ..evaluate import evaluate
@@ -49,7 +50,7 @@ class SpadePairTable:
         self.slot_of = torch.full((t, len(self.pool)), -1, dtype=torch.long)
         self.rows = torch.empty(0, p)  # one row per computed pair, in the order they were computed
         self.n_rows = 0
-        self.test_positions = None
+        self.test_positions = self.test_norms = None
         self.stats = {
             "used": True,
             "test_images": t,
@@ -72,6 +73,10 @@ class SpadePairTable:
             for maps in self.model._extractor().iter_layer_maps(self.split.test_paths, desc="SPADE test")
         ]
         self.test_positions = cat_positions(parts)
+        # |q|² of every test position, once: each training image's search needs them again
+        layers = [self.test_positions] if isinstance(self.test_positions, torch.Tensor) else self.test_positions
+        norms = [squared_norms(layer) for layer in layers]
+        self.test_norms = norms[0] if isinstance(self.test_positions, torch.Tensor) else tuple(norms)
 
     def chosen(self, train_paths: list) -> tuple[torch.Tensor, torch.Tensor]:
         """For SPADE fitted on ``train_paths``: distances ``(T, K)`` to the K nearest training images by
@@ -146,8 +151,12 @@ class SpadePairTable:
             _, positions = self.model.features(maps)  # (b, P, C)
             for slot, n in enumerate(chunk):
                 tests = torch.nonzero(missing[:, n]).flatten()
+                if len(tests) == len(self.slot_of):  # every test image: no copy of their features
+                    queries, norms = self.test_positions, self.test_norms
+                else:
+                    queries, norms = take_images(self.test_positions, tests), take_images(self.test_norms, tests)
                 distances = self.model.pair_minima(
-                    take_images(self.test_positions, tests), take_images(positions, slice(slot, slot + 1))
+                    queries, take_images(positions, slice(slot, slot + 1)), test_norms=norms
                 )
                 slots = torch.arange(self.n_rows, self.n_rows + len(tests))
                 self.rows[slots] = distances[:, 0]
