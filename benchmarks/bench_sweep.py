@@ -345,7 +345,10 @@ def main() -> None:
     # The earlier figures were measured with every method on PatchCore's stages (before issue #10).
     same_grid = args.shots is None and args.seeds is None and args.baseline_stages == "shared"
     before = BEFORE.get(args.grid) if same_grid else None
-    print(f"sweep / one pass             : {passes:8.2f}x" + (f"   (before: {before:.2f}x)" if before else ""))
+    print(
+        f"sweep / one pass             : {passes:8.2f}x"
+        + (f"   (issue #14's figure, measured under load 6-8 on older code: {before:.2f}x)" if before else "")
+    )
     stages = sorted({stage for read in summary["stages"].values() for stage in read})  # layer1 < layer2 < ...
     unfused = unfused_pass(split, shots, seeds, stages)
     print(
