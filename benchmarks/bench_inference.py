@@ -68,12 +68,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2, help="alternating before/after rounds (medians)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=8, help="images per batch (the estimators' batch_size)")
     args = parser.parse_args()
     set_threads(args.threads)
     header("PatchCore inference: seconds per image vs FLOP-bound estimate")
 
     split = load_dataset(mtd_root(), "mtd", seed=0)
-    model = PatchCore(sampler="random", calibrate=False, feature_cache=str(cache_dir() / "maps"), batch_size=8)
+    model = PatchCore(sampler="random", calibrate=False, feature_cache=str(cache_dir() / "maps"), batch_size=args.batch)
     with Timer() as fit:
         model.fit(split.train_paths)
     bank, dim = model.memory_bank_.shape
