@@ -65,7 +65,7 @@ def child(backend: str, n_images: int, k: int) -> dict:
     del features
     index = MemoryBankIndex(bank, backend="torch" if backend == BEFORE else backend)
     if backend == BEFORE:  # k = 1 as before this version: a top-k over large tiles (the general path)
-        index._nearest_one_cpu = lambda queries, n_candidates: _general_path(index, queries, n_candidates)
+        index._nearest_one_cpu = lambda queries, n_candidates, chunk: _general_path(index, queries, n_candidates)
     index.search(queries[:10], k)  # warm up (thread pools, first allocations)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux >= 4.0)
     before = _vm("VmRSS")

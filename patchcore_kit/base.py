@@ -218,10 +218,13 @@ class AnomalyEstimator(BaseEstimator):
         """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` in one pass over the images."""
         self._check_fitted()
         self._check_params()
-        images = _as_list(images)
+        batches = self._extractor().iter_layer_maps(_as_list(images), desc="score")
+        return self._collect(self._score_maps(layer_maps) for layer_maps in batches)
+
+    def _collect(self, scored: Iterable[tuple[np.ndarray, torch.Tensor]]) -> ScoredImages:
+        """:class:`ScoredImages` from ``(image scores, patch scores)`` batches: the maps made batch by batch."""
         scores, maps = [], []
-        for layer_maps in self._extractor().iter_layer_maps(images, desc="score"):
-            batch_scores, patch_scores = self._score_maps(layer_maps)
+        for batch_scores, patch_scores in scored:
             scores.append(np.asarray(batch_scores, dtype=np.float64))
             maps.append(upsample_and_smooth(patch_scores, self.image_size))
         return ScoredImages(np.concatenate(scores), np.concatenate(maps))

@@ -318,14 +318,15 @@ class MemoryBankIndex:
             found[missing], approximate[missing] = exact, exact_d
         return torch.from_numpy(found.astype(np.int64)), torch.from_numpy(approximate)
 
-    def _nearest_one_cpu(self, queries: torch.Tensor, n_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _nearest_one_cpu(
+        self, queries: torch.Tensor, n_candidates: int, chunk: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """k = 1 with the torch backend on a CPU bank: the same answer as the general path (the
         first candidate where it is sure, every candidate of the near-ties; :func:`_nearest_one`),
         with the candidates of the sure rows found by :func:`_two_nearest_torch`."""
         nearest, best, second = _two_nearest_torch(queries, self.bank, self._bank_sq)
         distances = torch.empty(len(queries), 1)
         indices = torch.from_numpy(nearest)[:, None].clone()
-        chunk = max(1, min(QUERY_CHUNK, TILE_ELEMENTS // (n_candidates * self.bank.shape[1])))
         for q0 in range(0, len(queries), chunk):  # in chunks: the norms' temporaries stay bounded
             q, at = queries[q0 : q0 + chunk], slice(q0, q0 + chunk)
             bound = _rounding_bound(q, self._bank_norm_max).numpy()
@@ -349,7 +350,7 @@ class MemoryBankIndex:
         # the exact step holds (queries × candidates × dims) floats: keep that within one tile too
         chunk = max(1, min(QUERY_CHUNK, TILE_ELEMENTS // (n_candidates * self.bank.shape[1])))
         if k == 1 and self._faiss is None and self.bank.device.type == "cpu":
-            return self._nearest_one_cpu(queries, n_candidates)
+            return self._nearest_one_cpu(queries, n_candidates, chunk)
         out_d = torch.empty(len(queries), k)
         out_i = torch.empty(len(queries), k, dtype=torch.long)
         for q0 in range(0, len(queries), chunk):

@@ -234,15 +234,11 @@ class PatchCore(AnomalyEstimator):
     def score_embedded(self, embeddings: torch.Tensor):
         """:meth:`score_images` of images already embedded by :meth:`embed_images` (same numbers:
         scored in the extractor's batches, as ``score_images`` scores them)."""
-        from .base import ScoredImages, upsample_and_smooth
-
         self._check_fitted()
-        index, scores, maps = self._bank_index(), [], []
-        for batch in torch.as_tensor(embeddings).split(self.batch_size):
-            batch_scores, patch_scores = self._score_embeddings(batch, index)
-            scores.append(batch_scores)
-            maps.append(upsample_and_smooth(patch_scores, self.image_size))
-        return ScoredImages(np.concatenate(scores), np.concatenate(maps))
+        index = self._bank_index()
+        return self._collect(
+            self._score_embeddings(batch, index) for batch in torch.as_tensor(embeddings).split(self.batch_size)
+        )
 
     def score_neighbors(self, images, max_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score ``images`` once, keeping what Eq. 7 needs for every b up to ``max_neighbors``.

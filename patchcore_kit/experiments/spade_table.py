@@ -74,9 +74,10 @@ class SpadePairTable:
         ]
         self.test_positions = cat_positions(parts)
         # |q|² of every test position, once: each training image's search needs them again
-        layers = [self.test_positions] if isinstance(self.test_positions, torch.Tensor) else self.test_positions
-        norms = [squared_norms(layer) for layer in layers]
-        self.test_norms = norms[0] if isinstance(self.test_positions, torch.Tensor) else tuple(norms)
+        positions = self.test_positions
+        self.test_norms = (
+            squared_norms(positions) if isinstance(positions, torch.Tensor) else tuple(map(squared_norms, positions))
+        )
 
     def chosen(self, train_paths: list) -> tuple[torch.Tensor, torch.Tensor]:
         """For SPADE fitted on ``train_paths``: distances ``(T, K)`` to the K nearest training images by
