@@ -96,7 +96,40 @@ def evaluate(
 
     ``seconds``: ``masks``, ``fit`` (the whole ``fit`` call) and the model's own ``fit_*`` parts,
     ``infer`` (scoring the test set: image scores and anomaly maps) and ``metrics``.
+    It is :func:`fit_and_score` followed by :meth:`Scored.measure`.
     """
+    return fit_and_score(model, split, fit=fit, masks=masks, pixel=pixel).measure(per_defect)
+
+
+@dataclass
+class Scored:
+    """A split's test set scored by a fitted model, not measured yet: what :func:`fit_and_score`
+    returns. A sweep measures one cell while the next one is fitted and scored."""
+
+    split: Split
+    scores: np.ndarray
+    maps: np.ndarray
+    masks: np.ndarray | PixelGroundTruth | None  # None when the pixel metrics are skipped
+    seconds: dict
+
+    def measure(self, per_defect: bool = True) -> Evaluation:
+        """The metrics (see :func:`compute_metrics`) and their seconds: the :class:`Evaluation`."""
+        start = time.perf_counter()
+        metrics = compute_metrics(self.split, self.scores, self.maps, self.masks, per_defect=per_defect)
+        seconds = {**self.seconds, "metrics": time.perf_counter() - start}
+        masks = self.masks.masks if isinstance(self.masks, PixelGroundTruth) else self.masks
+        return Evaluation(self.split, self.scores, self.maps, masks, metrics, seconds)
+
+
+def fit_and_score(
+    model,
+    split: Split,
+    *,
+    fit: bool = True,
+    masks: np.ndarray | PixelGroundTruth | None = None,
+    pixel: bool = True,
+) -> Scored:
+    """The first half of :func:`evaluate` (same parameters): read the masks, fit, score the test set."""
     seconds = {}
     start = time.perf_counter()
     if pixel and masks is None:
@@ -110,9 +143,4 @@ def evaluate(
     start = time.perf_counter()
     scores, maps = model.score_images(split.test_paths)
     seconds["infer"] = time.perf_counter() - start
-    start = time.perf_counter()
-    metrics = compute_metrics(split, scores, maps, masks if pixel else None, per_defect=per_defect)
-    seconds["metrics"] = time.perf_counter() - start
-    if isinstance(masks, PixelGroundTruth):
-        masks = masks.masks
-    return Evaluation(split, scores, maps, masks if pixel else None, metrics, seconds)
+    return Scored(split, scores, maps, masks if pixel else None, seconds)

@@ -110,7 +110,7 @@ class PixelGroundTruth:
         order = np.argsort(defective)  # ascending queries keep the look-ups below cache-friendly
         defective, weight = defective[order], self._pro_weight[order]
         below = np.searchsorted(nominal, defective, side="left")
-        below_or_tied = np.searchsorted(nominal, defective, side="right")
+        below_or_tied = _below_or_tied(nominal, defective, below)
         count = below.sum(dtype=np.int64) + below_or_tied.sum(dtype=np.int64)
         auroc = float(count / (2.0 * self.n_defective * self.n_nominal))  # as pixel_auroc divides
         return auroc, self._aupro(nominal, defective, weight, below + below_or_tied, max_fpr)
@@ -137,6 +137,17 @@ class PixelGroundTruth:
         pro_at_max = np.interp(max_fpr, [fpr_before, fpr_after], [pro_before, pro_after])
         area += (max_fpr - fpr_before) * (pro_before + pro_at_max) / 2
         return float(area / max_fpr)
+
+
+def _below_or_tied(nominal: np.ndarray, defective: np.ndarray, below: np.ndarray) -> np.ndarray:
+    """How many ``nominal`` scores (ascending) are ``<= d`` for each ``defective`` score ``d``,
+    given ``below``, the counts ``< d``. Only a ``d`` that some nominal score equals needs a
+    second binary search: on real maps few do, and each search of the whole stack costs as much
+    as the first (a branchy walk down 28 million scores per defective pixel)."""
+    tied = np.flatnonzero(nominal[np.minimum(below, len(nominal) - 1)] == defective)
+    below_or_tied = below.copy()
+    below_or_tied[tied] = np.searchsorted(nominal, defective[tied], side="right")
+    return below_or_tied
 
 
 def _curve_from_ranking(scores, region_of, pro_step, n_nominal: int, max_fpr: float):

@@ -15,7 +15,6 @@ from patchcore_kit.data import load_dataset
 from patchcore_kit.errors import InputError
 from patchcore_kit.experiments import COLUMNS, run_sweep, sample_efficiency, summarize
 from patchcore_kit.experiments import cell as sweep_cell
-from patchcore_kit.experiments import spade_table as spade_table_module
 from patchcore_kit.experiments import sweep as sweep_module
 from patchcore_kit.viz import PAPER_MVTEC_REFERENCE, plot_sample_efficiency
 
@@ -106,7 +105,7 @@ def test_second_sweep_runs_no_backbone(split, cache_dir, count_backbone, monkeyp
 
 def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, monkeypatch):
     results = tmp_path / "results.csv"
-    original = sweep_cell.evaluate_once
+    original = sweep_cell.fit_and_score  # what every cell of a serial sweep (SPADE's table aside) calls first
     calls = {"n": 0}
 
     def crash_after_three(*args, **kwargs):
@@ -115,7 +114,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, 
         calls["n"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_cell, "evaluate_once", crash_after_three)
+    monkeypatch.setattr(sweep_cell, "fit_and_score", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         sample_efficiency(split, cache_dir=cache_dir, results_path=results, **SWEEP)
     assert len(pd.read_csv(results)) == 3
@@ -140,28 +139,28 @@ def test_interrupted_sweep_resumes_where_it_stopped(split, cache_dir, tmp_path, 
 @pytest.mark.parametrize("method", ["patchcore", "spade"])
 def test_sweep_measures_with_the_one_evaluation_loop(split, cache_dir, monkeypatch, method):
     """One implementation of fit -> score -> measure: every row of the sweep (SPADE's shared table
-    too) comes from evaluate.evaluate, with the masks read once for the whole sweep."""
-    calls = {"masks": 0, "evaluate": []}
-    read_masks, measure = evaluate.ground_truth_masks, evaluate.evaluate
+    too) comes from evaluate.evaluate's two halves (fit_and_score, Scored.measure), with the masks
+    read once for the whole sweep."""
+    calls = {"masks": 0, "measure": []}
+    read_masks, measure = evaluate.ground_truth_masks, evaluate.Scored.measure
 
     def masks_spy(*args, **kwargs):
         calls["masks"] += 1
         return read_masks(*args, **kwargs)
 
-    def evaluate_spy(model, split, **kwargs):
-        result = measure(model, split, **kwargs)
-        calls["evaluate"].append((kwargs, result))
+    def measure_spy(scored, per_defect=True):
+        result = measure(scored, per_defect)
+        calls["measure"].append((per_defect, scored, result))
         return result
 
     monkeypatch.setattr(sweep_module, "ground_truth_masks", masks_spy)
     monkeypatch.setattr(evaluate, "ground_truth_masks", masks_spy)
-    monkeypatch.setattr(sweep_cell, "evaluate", evaluate_spy)
-    monkeypatch.setattr(spade_table_module, "evaluate", evaluate_spy)
+    monkeypatch.setattr(evaluate.Scored, "measure", measure_spy)
     table = sample_efficiency(split, cache_dir=cache_dir, **dict(SWEEP, methods=(method,), seeds=(0,)))
     assert calls["masks"] == 1  # read once for the whole sweep
-    assert len(calls["evaluate"]) == len(table) == 2
-    for row, (kwargs, result) in zip(table.to_dict("records"), calls["evaluate"]):
-        assert kwargs["per_defect"] is False and kwargs["masks"] is not None  # no per-defect work per fit
+    assert len(calls["measure"]) == len(table) == 2
+    for row, (per_defect, scored, result) in zip(table.to_dict("records"), calls["measure"]):
+        assert per_defect is False and scored.masks is not None  # no per-defect work per fit
         assert result.metrics.keys() == {"image_auroc", "pixel_auroc", "aupro"}
         assert {k: row[k] for k in result.metrics} == result.metrics
         assert (row["fit_s"], row["infer_s"]) == (result.seconds["fit"], result.seconds["infer"])

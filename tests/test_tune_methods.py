@@ -260,14 +260,14 @@ def test_sweep_runs_every_method_at_its_own_settings(make_mvtec, tmp_path, one_t
     built = {}
     from patchcore_kit.experiments import cell
 
-    original = cell.evaluate_once  # the module SweepCells calls it from (the package re-export is not what runs)
+    original = cell.fit_and_score  # the module SweepCells calls it from (the package re-export is not what runs)
 
-    def spy(model, split, masks):
+    def spy(model, split, *, masks, pixel):
         estimator = getattr(model, "model", model)  # PatchCore comes wrapped to score the shared test embeddings
         built[type(estimator).__name__] = (estimator, None if masks is None else masks.shape[1:])
-        return original(model, split, masks)
+        return original(model, split, masks=masks, pixel=pixel)
 
-    monkeypatch.setattr(cell, "evaluate_once", spy)
+    monkeypatch.setattr(cell, "fit_and_score", spy)
     out = tmp_path / "sweep"
     # a plain path goes to the method its file records; METHOD=PATH must name that method
     assert (

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from ..data import Split
-from ..evaluate import evaluate
+from ..evaluate import Scored, fit_and_score
 from ..features import FeatureExtractor
 from ..images import as_hw
 from .grid import METHODS, _unique
+from .rows import measured
 from .spade_table import SpadePairTable
 
 #: One cell of the grid: (method, shots, seed).
@@ -31,8 +32,7 @@ def evaluate_once(model, split: Split, masks: np.ndarray | None) -> dict:
     for the whole sweep; the row is :func:`~patchcore_kit.evaluate.evaluate`'s, without the
     per-defect table.
     """
-    result = evaluate(model, split, masks=masks, pixel=masks is not None, per_defect=False)
-    return {**result.metrics, "fit_s": result.seconds["fit"], "infer_s": result.seconds["infer"]}
+    return measured(fit_and_score(model, split, masks=masks, pixel=masks is not None))
 
 
 def shared_extractor(settings: dict, layers, image_size, progress: bool = False) -> FeatureExtractor:
@@ -99,12 +99,24 @@ class SweepCells:
     def run(self, cell: Cell) -> dict:
         """Fit the cell's method on its draw and score the test set: its results row."""
         method, n, seed = cell
+        return self.row(cell, evaluate_once(self._model(cell), self.split.with_shots(n, seed), self.masks_for(method)))
+
+    def score(self, cell: Cell) -> Scored:
+        """The first half of :meth:`run`: the cell fitted and the test set scored, not measured yet
+        (``self.row(cell, measured(scored))`` is ``run``'s row)."""
+        method, n, seed = cell
+        masks = self.masks_for(method)
+        return fit_and_score(self._model(cell), self.split.with_shots(n, seed), masks=masks, pixel=masks is not None)
+
+    def _model(self, cell: Cell):
+        """The cell's estimator, unfitted; PatchCore reads the sweep's test embeddings when they fit."""
+        method, _, seed = cell
         model = self.make(method, seed)
         if method == "patchcore" and self._embeddings_fit(model):
             if self._test_embeddings is None:
                 self._test_embeddings = model.embed_images(self.split.test_paths)
             model = _EmbeddedTestSet(model, self._test_embeddings, self.split.test_paths)
-        return self.row(cell, evaluate_once(model, self.split.with_shots(n, seed), self.masks_for(method)))
+        return model
 
     def _embeddings_fit(self, model) -> bool:
         """Whether PatchCore's test embeddings fit :data:`SHARED_EMBEDDINGS_BYTES` (float32)."""

@@ -1,5 +1,5 @@
-"""The sweep's files: rows appended as they finish, rows of an earlier run read back to resume,
-and the JSON summary of settings and timings."""
+"""The sweep's rows and files: a scored cell measured into its row, rows appended as they finish,
+rows of an earlier run read back to resume, and the JSON summary of settings and timings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ import pandas as pd
 
 from ..atomic import write_text
 from ..errors import InputError
+from ..evaluate import Scored
 from .grid import COLUMNS
+
+
+def measured(scored: Scored) -> dict:
+    """A scored cell's metrics and seconds (no per-defect table): the measured part of its row."""
+    result = scored.measure(per_defect=False)
+    return {**result.metrics, "fit_s": result.seconds["fit"], "infer_s": result.seconds["infer"]}
 
 
 def _read_done_rows(results_path: Path | None, summary_path: Path | None, settings: dict) -> dict:

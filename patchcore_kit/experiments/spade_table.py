@@ -10,8 +10,9 @@ from ..baselines import SPADE, nearest_images
 from ..baselines.common import squared_norms
 from ..baselines.spade import cat_positions, take_images
 from ..data import Split
-from ..evaluate import evaluate
+from ..evaluate import Scored, fit_and_score
 from .grid import _unique
+from .rows import measured
 
 #: Memory SPADE's shared pair table may take before the sweep scores SPADE row by row instead.
 SPADE_TABLE_GB = 4.0
@@ -185,8 +186,11 @@ class SpadePairTable:
         pairs this row computes first, so later rows, which read more pairs, are cheaper. The row
         is measured by :func:`~patchcore_kit.evaluate.evaluate`, the kit's one evaluation loop.
         """
-        result = evaluate(_TableSPADE(self), split, masks=masks, pixel=masks is not None, per_defect=False)
-        return {**result.metrics, "fit_s": result.seconds["fit"], "infer_s": result.seconds["infer"]}
+        return measured(self.score(split, masks))
+
+    def score(self, split: Split, masks: np.ndarray | None) -> Scored:
+        """The first half of :meth:`evaluate`: scored, not measured yet (see :meth:`SweepCells.score`)."""
+        return fit_and_score(_TableSPADE(self), split, masks=masks, pixel=masks is not None)
 
 
 class _TableSPADE:

@@ -6,7 +6,8 @@ import json
 import platform
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -17,13 +18,13 @@ from tqdm.auto import tqdm
 from ..backbones import DEFAULT_BACKBONE, DEFAULT_LAYERS, STAGES
 from ..data import Split
 from ..errors import InputError
-from ..evaluate import ground_truth_masks
+from ..evaluate import Scored, ground_truth_masks
 from ..features import weights_key
 from ..images import as_hw
 from ..metrics import PixelGroundTruth
-from .cell import SweepCells, extraction_pass
+from .cell import Cell, SweepCells, extraction_pass
 from .grid import BASELINE_STAGES, COLUMNS, DEFAULT_SHOTS, _as_split, _check_grid, _unique, method_stages, resolve_shots
-from .rows import _append_row, _earlier_runs, _read_done_rows, _write_json
+from .rows import _append_row, _earlier_runs, _read_done_rows, _write_json, measured
 from .scheduler import DaskCells, check_scheduler, is_serial
 from .spade_table import SPADE_TABLE_GB, SpadePairTable
 
@@ -206,15 +207,18 @@ def sample_efficiency(
                 cells, todo, use_table, {"image_size": size, "layers": stages}, record, bar
             )
             summary["scheduler"] = dask.description
-        for method, n, seed in todo if dask is None else ():
-            bar.set_postfix_str(f"{method} {n}-shot seed {seed}")
-            if method == "spade" and spade_table is not None:
-                measured = spade_table.evaluate(split.with_shots(n, seed), cells.masks_for("spade"))
-                summary["spade_table"] = spade_table.stats
-                record(cells.row((method, n, seed), measured))
-            else:
-                record(cells.run((method, n, seed)))
-            bar.update()
+        if dask is None and todo:
+
+            def score(cell: Cell) -> Scored:
+                method, n, seed = cell
+                bar.set_postfix_str(f"{method} {n}-shot seed {seed}")
+                if method == "spade" and spade_table is not None:
+                    scored = spade_table.score(split.with_shots(n, seed), cells.masks_for("spade"))
+                    summary["spade_table"] = spade_table.stats
+                    return scored
+                return cells.score(cell)
+
+            run_measuring_behind(todo, score, lambda cell, scored: cells.row(cell, measured(scored)), record, bar)
 
     table = pd.DataFrame([rows[key] for key in plan], columns=list(COLUMNS))
     table["full"] = table.shots == len(split.train)  # also for rows resumed from a file
@@ -236,3 +240,31 @@ def sample_efficiency(
     _write_json(summary_path, summary)
     table.attrs["summary"] = summary
     return table
+
+
+def run_measuring_behind(
+    todo: list[Cell], score: Callable[[Cell], Scored], row: Callable[[Cell, Scored], dict], record, bar
+) -> None:
+    """The serial sweep: each cell scored here, then measured in a second thread while the next
+    cell is fitted and scored; ``record`` gets the rows in ``todo``'s order.
+
+    The metrics of a fit are a few sorts and binary searches of its 30 million pixel scores, on
+    one core (numpy lets go of the interpreter while it sorts); the next cell's products use
+    both. Overlapping them keeps the second core busy. The numbers are the same as measured one
+    after another: each row's metrics read only its own maps. Should a cell fail (or Ctrl-C), the
+    row measured behind it is still recorded before the error goes on, so a resumed sweep skips it.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="sweep-metrics") as measuring:
+        behind: tuple[Cell, Future] | None = None
+        try:
+            for cell in todo:
+                scored = score(cell)
+                if behind is not None:
+                    record(behind[1].result())
+                    bar.update()
+                behind = cell, measuring.submit(row, cell, scored)
+                del scored  # its maps live on in the task only: at most two cells' maps at once
+        finally:
+            if behind is not None:
+                record(behind[1].result())
+                bar.update()
