@@ -722,3 +722,45 @@ def test_patchcore_cells_share_the_test_embeddings_and_equal_fitting_each_draw(s
     np.testing.assert_array_equal(again.maps, direct.maps)
     holding = sweep_cell.SweepCells(split, {}, {}, None, _test_embeddings=np.zeros(3))
     assert holding.__getstate__()["_test_embeddings"] is None  # not sent to Dask workers
+
+
+def test_measuring_behind_keeps_the_order_and_records_the_row_behind_a_failure():
+    """The serial loop measures cell i in a second thread while cell i + 1 is scored: rows come in
+    the cells' order, each measured off the scoring thread, and a cell that fails (or Ctrl-C)
+    still lets the row measured behind it be recorded; an error while measuring is raised."""
+    import threading
+
+    from patchcore_kit.experiments.sweep import run_measuring_behind
+
+    class Bar:
+        n = 0
+
+        def update(self):
+            self.n += 1
+
+    scorer = threading.get_ident()
+    todo = [("padim", n, 0) for n in (1, 2, 3, 4)]
+
+    def row(cell, scored):
+        return {"cell": cell, "scored": scored, "measured_here": threading.get_ident() == scorer}
+
+    recorded, bar = [], Bar()
+    run_measuring_behind(todo, lambda cell: cell[1] * 10, row, recorded.append, bar)
+    assert [r["cell"] for r in recorded] == todo and [r["scored"] for r in recorded] == [10, 20, 30, 40]
+    assert not any(r["measured_here"] for r in recorded) and bar.n == 4
+
+    def fails_at_third(cell):
+        if cell[1] == 3:
+            raise KeyboardInterrupt
+        return cell[1]
+
+    recorded = []
+    with pytest.raises(KeyboardInterrupt):
+        run_measuring_behind(todo, fails_at_third, row, recorded.append, Bar())
+    assert [r["cell"] for r in recorded] == todo[:2]  # the second was still being measured
+
+    def broken_metrics(cell, scored):
+        raise ValueError(f"no metrics for {cell}")
+
+    with pytest.raises(ValueError, match="no metrics"):
+        run_measuring_behind(todo, lambda cell: 0, broken_metrics, recorded.append, Bar())
