@@ -78,6 +78,7 @@ class Backbone(nn.Module):
         self.strides = dict(STRIDES)
         self.fused = False  # True for the inference copy made by patchcore_kit.fuse
         self.memory_format = torch.contiguous_format  # the fused copy runs channels-last
+        self.cpu_forward_batch: int | None = None  # the fused copy: images per pass on the CPU
         self.eval().requires_grad_(False)
 
     def check_layers(self, layers: Sequence[str]) -> list[str]:
@@ -89,6 +90,10 @@ class Backbone(nn.Module):
         return sorted(set(layers), key=STAGES.index)
 
     def forward(self, images: torch.Tensor, layers: Sequence[str] = DEFAULT_LAYERS) -> list[torch.Tensor]:
+        step = self.cpu_forward_batch if images.device.type == "cpu" and self.cpu_forward_batch else len(images)
+        if len(images) > step:  # a few images at a time: see fuse.CPU_FORWARD_BATCH
+            parts = [self.forward(images[start : start + step], layers) for start in range(0, len(images), step)]
+            return [torch.cat(maps) for maps in zip(*parts)]
         wanted = self.check_layers(layers)
         maps = {}
         with torch.inference_mode():  # no autograd bookkeeping at all (no_grad still counts versions)

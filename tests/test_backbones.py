@@ -328,6 +328,26 @@ def test_fused_backbone_matches_the_unfused_one(name, tmp_path):
         got[0].add_(1)  # ordinary tensors, not inference-mode ones: callers may change them in place
 
 
+def test_fused_backbone_runs_a_batch_a_few_images_at_a_time_on_the_cpu():
+    """A batch larger than CPU_FORWARD_BATCH goes through in slices: the maps of the whole batch are
+    exactly those of the slices one after another (and of the unfused network within rounding)."""
+    from patchcore_kit.fuse import CPU_FORWARD_BATCH
+
+    fused = load_backbone("efficientnet_lite0", fuse=True)
+    assert fused.cpu_forward_batch == CPU_FORWARD_BATCH == 4
+    x = torch.randn(7, 3, 64, 64, generator=torch.Generator().manual_seed(3))  # 4 + 3 images
+    calls = []
+    fused.stem.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    whole = fused(x, ["layer2", "layer3"])
+    assert calls == [4, 3]
+    slices = [fused(x[:4], ["layer2", "layer3"]), fused(x[4:], ["layer2", "layer3"])]
+    for level, maps in enumerate(whole):
+        assert maps.is_contiguous() and torch.equal(maps, torch.cat([part[level] for part in slices]))
+    for a, b in zip(load_backbone("efficientnet_lite0")(x, ["layer2", "layer3"]), whole):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+    assert load_backbone("efficientnet_lite0").cpu_forward_batch is None  # the reference: one pass
+
+
 def test_feature_extractor_runs_the_fused_backbone():
     from patchcore_kit.features import FeatureExtractor
 
