@@ -337,8 +337,8 @@ def main() -> None:
         f"scoring from the cache (total): {table.infer_s.sum():7.1f} s  (image scores and anomaly maps, all test images)"
     )
     print(
-        f"metrics and the rest         : {rest:8.1f} s  (image/pixel AUROC, AUPRO per fit; reading masks; "
-        f"before: about {BEFORE_METRICS_PER_FIT:.1f} s per fit)"
+        f"metrics and the rest         : {rest:8.1f} s  (image/pixel AUROC, AUPRO per fit, measured behind the next "
+        f"cell's fit and scoring, so mostly hidden; reading masks; before: about {BEFORE_METRICS_PER_FIT:.1f} s per fit)"
     )
     print(f"whole sweep                  : {wall.seconds:8.1f} s")
     passes = wall.seconds / one_pass["seconds"]
