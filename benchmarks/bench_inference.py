@@ -63,14 +63,64 @@ EARLIER = {
 }
 
 
+def forward_batches(sizes: list[int], n_images: int, rounds: int, batch: int) -> None:
+    """The fused forward (lite0, stages 2+3, 224 px) over ``n_images`` real MTD test images in the
+    estimators' batches of ``batch``, each batch passed through ``size`` images at a time
+    (``Backbone.cpu_forward_batch``); the sizes alternate round by round on the same tensors."""
+    from patchcore_kit.fuse import CPU_FORWARD_BATCH
+
+    header("Fused backbone forward: images per pass on the CPU")
+    model = PatchCore(calibrate=False)
+    split = load_dataset(mtd_root(), "mtd", seed=0)
+    images = image_tensor(to_pil_list(split.test_paths[:n_images]), model.image_size)
+    fused = load_backbone(model.backbone, model.weights, fuse=True, runtime="torch")
+    with FlopCounterMode(display=False) as counter:
+        fused(images[:1], model.layers)
+    gflop = counter.get_total_flops() / 1e9
+    for size in sizes:  # warm-up: oneDNN picks its kernels per shape
+        fused.cpu_forward_batch = size
+        fused(images[:batch], model.layers)
+    peak = matmul_gflops()
+    seconds = {size: [] for size in sizes}
+    for _ in range(rounds):
+        for size in sizes:
+            fused.cpu_forward_batch = size
+            start = time.perf_counter()
+            for first in range(0, len(images), batch):
+                fused(images[first : first + batch], model.layers)
+            seconds[size].append((time.perf_counter() - start) / len(images))
+    bound = gflop / peak
+    print(
+        f"{len(images)} MTD test images at {model.image_size} px in batches of {batch}; {gflop:.2f} GFLOP per image; "
+        f"matmul {peak:.0f} GFLOP/s -> bound {bound * 1e3:.2f} ms per image; {rounds} rounds, sizes alternating\n"
+    )
+    print("images per pass   ms / image (median)   measured / bound   every round (x bound)")
+    for size, values in seconds.items():
+        median = statistics.median(values)
+        rounds_text = " ".join(f"{value / bound:.2f}" for value in values)
+        default = "  <- the kit's CPU_FORWARD_BATCH" if size == CPU_FORWARD_BATCH else ""
+        print(f"{size:15d}   {median * 1e3:19.2f}   {median / bound:15.2f}x   {rounds_text}{default}")
+    footer()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2, help="alternating before/after rounds (medians)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch", type=int, default=8, help="images per batch (the estimators' batch_size)")
+    parser.add_argument(
+        "--forward-batches",
+        type=int,
+        nargs="+",
+        default=None,
+        help="only time the fused forward with these CPU forward batches, alternating, then stop",
+    )
     args = parser.parse_args()
     set_threads(args.threads)
+    if args.forward_batches:
+        forward_batches(args.forward_batches, args.images, max(args.rounds, 5), args.batch)
+        return
     header("PatchCore inference: seconds per image vs FLOP-bound estimate")
 
     split = load_dataset(mtd_root(), "mtd", seed=0)
