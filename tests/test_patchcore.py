@@ -386,3 +386,33 @@ def test_a_model_file_from_before_the_search_parameter_loads_exact(fitted, tmp_p
     old = tmp_path / "old.safetensors"
     save_file(load_file(path), old, metadata={**metadata, "params": json.dumps(params)})
     assert PatchCore.load(old).search == "exact"
+
+
+@pytest.mark.parametrize("block", [1, 3])
+def test_scoring_blocks_do_not_change_the_answer(fitted, textures, monkeypatch, block):
+    """Every scoring path (score_images, score_embedded, score_neighbors, patch_scores) cuts the test
+    images into blocks of SCORE_BLOCK across the extractor's batches: image scores and patch scores
+    equal scoring each image on its own, bit for bit (exact distances, row by row)."""
+    import patchcore_kit.base as base
+
+    test = textures["test"]
+    maps = fitted._extractor().layer_maps(test)
+
+    class SameMaps:  # every path reads these maps, in batches of 2 (another backbone run may round differently)
+        def iter_layer_maps(self, images, desc=""):
+            return iter([[m[:2] for m in maps], [m[2:] for m in maps]])
+
+    monkeypatch.setattr(fitted, "_extractor", SameMaps)
+    alone = [fitted._score_maps([m[i : i + 1] for m in maps]) for i in range(len(test))]
+    monkeypatch.setattr(base, "SCORE_BLOCK", block)
+    scored = fitted.score_images(test)
+    np.testing.assert_array_equal(scored.scores, np.concatenate([s for s, _ in alone]))
+    grids = torch.cat([g for _, g in alone])
+    assert torch.equal(fitted.patch_scores(test), grids)
+    np.testing.assert_allclose(scored.maps, upsample_and_smooth(grids, fitted.image_size), rtol=1e-6)
+    again = fitted.score_embedded(fitted.embed_images(test))
+    np.testing.assert_array_equal(again.scores, scored.scores)
+    np.testing.assert_array_equal(again.maps, scored.maps)
+    s_star, _, maps = fitted.score_neighbors(test)
+    np.testing.assert_array_equal(s_star, grids.flatten(1).amax(1).double().numpy())
+    np.testing.assert_array_equal(maps, scored.maps)

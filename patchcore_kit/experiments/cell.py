@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..base import EmbeddingScorer
 from ..data import Split
 from ..evaluate import Scored, fit_and_score
 from ..features import FeatureExtractor
@@ -78,12 +79,12 @@ class SweepCells:
     shared: dict
     params: dict
     masks: dict | None  # test masks by image size (h, w): a method's own settings may choose its size
-    #: PatchCore's test embeddings, computed by the first PatchCore cell run in this process and
-    #: read by the others (not pickled: a Dask worker makes its own).
-    _test_embeddings: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    #: The test embeddings of each method that scores embeddings (PatchCore, PaDiM), computed by its
+    #: first cell run in this process and read by the others (not pickled: a Dask worker makes its own).
+    _test_embeddings: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_test_embeddings": None}
+        return {**self.__dict__, "_test_embeddings": {}}
 
     def make(self, method: str, seed: int):
         return METHODS[method](**{**self.shared, **self.params[method]}, seed=seed, calibrate=False, progress=False)
@@ -109,21 +110,22 @@ class SweepCells:
         return fit_and_score(self._model(cell), self.split.with_shots(n, seed), masks=masks, pixel=masks is not None)
 
     def _model(self, cell: Cell):
-        """The cell's estimator, unfitted; PatchCore reads the sweep's test embeddings when they fit."""
+        """The cell's estimator, unfitted; PatchCore and PaDiM read the sweep's test embeddings when they fit."""
         method, _, seed = cell
         model = self.make(method, seed)
-        if method == "patchcore" and self._embeddings_fit(model):
-            if self._test_embeddings is None:
-                self._test_embeddings = model.embed_images(self.split.test_paths)
-            model = _EmbeddedTestSet(model, self._test_embeddings, self.split.test_paths)
+        if isinstance(model, EmbeddingScorer) and self._embeddings_fit(method, model):
+            if method not in self._test_embeddings:
+                self._test_embeddings[method] = model.embed_images(self.split.test_paths)
+            model = _EmbeddedTestSet(model, self._test_embeddings[method], self.split.test_paths)
         return model
 
-    def _embeddings_fit(self, model) -> bool:
-        """Whether PatchCore's test embeddings fit :data:`SHARED_EMBEDDINGS_BYTES` (float32)."""
-        if self._test_embeddings is not None:
+    def _embeddings_fit(self, method: str, model: EmbeddingScorer) -> bool:
+        """Whether ``method``'s test embeddings, with those already kept, fit :data:`SHARED_EMBEDDINGS_BYTES`."""
+        if method in self._test_embeddings:
             return True
         one = model.embed_images(self.split.test_paths[:1])  # its stage maps are cached: cheap
-        return one.numel() * 4 * len(self.split.test) <= SHARED_EMBEDDINGS_BYTES
+        kept = sum(e.numel() * e.element_size() for e in self._test_embeddings.values())
+        return kept + one.numel() * one.element_size() * len(self.split.test) <= SHARED_EMBEDDINGS_BYTES
 
     def run_spade_with_table(self, cells: list[Cell]) -> tuple[list[dict], dict]:
         """SPADE's ``cells``, in order, from one :class:`SpadePairTable` over their draws; rows and its stats."""
@@ -133,13 +135,15 @@ class SweepCells:
         return rows, table.stats
 
 
-#: Largest test-set embedding (bytes) a sweep keeps in memory to score every PatchCore cell from.
+#: Most memory (bytes) a sweep's kept test-set embeddings may take, all methods together (MTD at 224 px:
+#: PatchCore's and PaDiM's are 286 MB each); a method whose embeddings would not fit embeds in every cell.
 SHARED_EMBEDDINGS_BYTES = 2 * 2**30
 
 
 class _EmbeddedTestSet:
-    """A PatchCore whose ``score_images`` scores the sweep's test embeddings (computed once)
-    instead of embedding the test images again: what :func:`evaluate_once` calls, same numbers."""
+    """An :class:`~patchcore_kit.base.EmbeddingScorer` whose ``score_images`` scores the sweep's test
+    embeddings (computed once) instead of embedding the test images again: what :func:`evaluate_once`
+    calls, same numbers."""
 
     def __init__(self, model, embeddings: torch.Tensor, test_paths: list):
         self.model, self.embeddings, self.image_size = model, embeddings, model.image_size
