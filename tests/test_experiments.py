@@ -694,21 +694,27 @@ def test_figure_title_says_where_the_baselines_stages_come_from():
     assert own == "mean over 2 categories: lite0, 224 px, every method at its own settings"
 
 
-@pytest.mark.parametrize("method", ["patchcore", "padim"])
-def test_cells_share_the_test_embeddings_and_equal_fitting_each_draw(split, cache_dir, monkeypatch, method):
-    """PatchCore's and PaDiM's test set is embedded once per sweep; every cell's row equals evaluating
-    the method fitted on that draw from scratch (every metric, bit for bit)."""
+def count_embeddings(monkeypatch):
+    """``EmbeddingScorer.embed_images`` counted: the calls' (class name, number of images), and the original."""
     from patchcore_kit.base import EmbeddingScorer
-    from patchcore_kit.experiments.grid import METHODS
 
-    embedded = []
-    original = EmbeddingScorer.embed_images
+    embedded, original = [], EmbeddingScorer.embed_images
 
     def counting(self, images):
         embedded.append((type(self).__name__, len(images)))
         return original(self, images)
 
     monkeypatch.setattr(EmbeddingScorer, "embed_images", counting)
+    return embedded, original
+
+
+@pytest.mark.parametrize("method", ["patchcore", "padim"])
+def test_cells_share_the_test_embeddings_and_equal_fitting_each_draw(split, cache_dir, monkeypatch, method):
+    """PatchCore's and PaDiM's test set is embedded once per sweep; every cell's row equals evaluating
+    the method fitted on that draw from scratch (every metric, bit for bit)."""
+    from patchcore_kit.experiments.grid import METHODS
+
+    embedded, original = count_embeddings(monkeypatch)
     settings = dict(SWEEP, methods=(method,))
     table = sample_efficiency(split, cache_dir=cache_dir, **settings)
     name = METHODS[method].__name__
@@ -731,16 +737,8 @@ def test_cells_share_the_test_embeddings_and_equal_fitting_each_draw(split, cach
 
 def test_shared_test_embeddings_are_bounded_by_all_methods_together(split, cache_dir, monkeypatch):
     """The second method's embeddings are kept only while both fit the bound; then it embeds in every cell."""
-    from patchcore_kit.base import EmbeddingScorer
 
-    embedded = []
-    original = EmbeddingScorer.embed_images
-
-    def counting(self, images):
-        embedded.append((type(self).__name__, len(images)))
-        return original(self, images)
-
-    monkeypatch.setattr(EmbeddingScorer, "embed_images", counting)
+    embedded, original = count_embeddings(monkeypatch)
     cells = sweep_cell.SweepCells(
         split,
         {"image_size": SIZE, "feature_cache": str(cache_dir)},
