@@ -315,6 +315,14 @@ class EmbeddingScorer(AnomalyEstimator):
     def _score_block(self, embeddings: torch.Tensor) -> tuple[np.ndarray | None, torch.Tensor]:
         raise NotImplementedError
 
+    def _score_maps(self, layer_maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
+        """One batch of stage maps scored as one block (the base class's hook): image scores made from
+        the smoothed maps where ``_score_block`` leaves them to the map maxima (PaDiM)."""
+        scores, grid = self._score_block(self._embed_test(layer_maps))
+        if scores is None:
+            scores = upsample_and_smooth(grid, self.image_size).max(axis=(1, 2))
+        return np.asarray(scores, dtype=np.float64), grid
+
     def _embedded_blocks(self, images) -> Iterator[torch.Tensor]:
         """``images``' test embeddings in blocks of :data:`SCORE_BLOCK` images, from the extractor's batches."""
         batches = self._extractor().iter_layer_maps(_as_list(images), desc="score")

@@ -212,11 +212,6 @@ class PatchCore(EmbeddingScorer):
             )
         return self._index_cache[2]
 
-    def _score_embeddings(
-        self, embeddings: torch.Tensor, bank_index: MemoryBankIndex
-    ) -> tuple[np.ndarray, torch.Tensor]:
-        return self._score_patches(patch_rows(embeddings), bank_index, tuple(embeddings.shape[-2:]))
-
     def _score_patches(
         self, patches: torch.Tensor, bank_index: MemoryBankIndex, grid: tuple[int, int]
     ) -> tuple[np.ndarray, torch.Tensor]:
@@ -228,9 +223,6 @@ class PatchCore(EmbeddingScorer):
             patch_scores, nearest[:, 0].reshape(b, p), patches, bank_index, self.num_neighbors
         )
         return image_scores.numpy().astype(np.float64), patch_scores.reshape(b, *grid)
-
-    def _score_maps(self, layer_maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
-        return self._score_embeddings(self.embed(layer_maps), self._bank_index())
 
     # The test images' patch embeddings do not depend on the bank: a sweep embeds its test set once
     # (EmbeddingScorer.embed_images: ``(N, h*w, D)``) and scores it with every fitted bank (score_embedded).
@@ -282,7 +274,7 @@ class PatchCore(EmbeddingScorer):
                 if len(bank) == 0:  # every kept patch came from this image
                     continue
                 # exact, whatever ``search`` is: an approximate index would be rebuilt for every image
-                score, grid = self._score_embeddings(one[None], MemoryBankIndex(bank))
+                score, grid = self._score_patches(patch_rows(one[None]), MemoryBankIndex(bank), self.feature_shape_)
                 scores.append(score[0])
                 maxima.append(upsample_and_smooth(grid, self.image_size)[0].max())
         return np.asarray(scores), np.asarray(maxima)

@@ -153,16 +153,11 @@ class PaDiM(EmbeddingScorer):
     def _grid(self, x: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
         return mahalanobis(x.float(), mean, precision).reshape(-1, *self.feature_shape_)
 
-    def _score_maps(self, layer_maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
-        grid = self._grid(self.embed(layer_maps), self.mean_, self.precision_)
-        image_scores = upsample_and_smooth(grid, self.image_size).max(axis=(1, 2))
-        return image_scores.astype(np.float64), grid
-
     # The test images' aligned features (every channel, float32, channels first: (B, C, h*w)) do not
     # depend on the fit, only the channel subset does: a sweep computes them once
     # (EmbeddingScorer.embed_images) for all its cells. Channels first, because picking the subset is
-    # then a copy of whole rows (3x faster than picking along the last axis); float32 -> float64 ->
-    # float32 (``embed``, then ``_grid``) is exact, so these are the numbers ``_score_maps`` scores.
+    # then a copy of whole rows (3x faster than picking along the last axis). Kept in float32: the fit's
+    # float64 features (``embed``) are these numbers exactly, and ``_grid`` scores in float32 anyway.
     def _embed_test(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
         return aligned_features(layer_maps).flatten(2).float()
 

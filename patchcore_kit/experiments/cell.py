@@ -99,12 +99,11 @@ class SweepCells:
 
     def run(self, cell: Cell) -> dict:
         """Fit the cell's method on its draw and score the test set: its results row."""
-        method, n, seed = cell
-        return self.row(cell, evaluate_once(self._model(cell), self.split.with_shots(n, seed), self.masks_for(method)))
+        return self.row(cell, measured(self.score(cell)))
 
     def score(self, cell: Cell) -> Scored:
         """The first half of :meth:`run`: the cell fitted and the test set scored, not measured yet
-        (``self.row(cell, measured(scored))`` is ``run``'s row)."""
+        (what :func:`evaluate_once` does before measuring)."""
         method, n, seed = cell
         masks = self.masks_for(method)
         return fit_and_score(self._model(cell), self.split.with_shots(n, seed), masks=masks, pixel=masks is not None)
@@ -142,8 +141,8 @@ SHARED_EMBEDDINGS_BYTES = 2 * 2**30
 
 class _EmbeddedTestSet:
     """An :class:`~patchcore_kit.base.EmbeddingScorer` whose ``score_images`` scores the sweep's test
-    embeddings (computed once) instead of embedding the test images again: what :func:`evaluate_once`
-    calls, same numbers."""
+    embeddings (computed once) instead of embedding the test images again: what :meth:`SweepCells.score`
+    fits and scores, same numbers."""
 
     def __init__(self, model, embeddings: torch.Tensor, test_paths: list):
         self.model, self.embeddings, self.image_size = model, embeddings, model.image_size
